@@ -1,0 +1,5 @@
+import sys
+
+from distilforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The output directory: checked before anything is written, written so nothing is half-done."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distilforge.errors import OutputDirError
+
+MANIFEST = "manifest.json"
+STAGING_PREFIX = ".staging-"
+
+
+def check_out_dir(out: Path, *, force: bool = False) -> None:
+    """Refuse a directory we could not write safely. Creates nothing."""
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{out}: exists and is not a directory")
+    if out.is_dir():
+        entries = [p for p in out.iterdir() if not p.name.startswith(STAGING_PREFIX)]
+        if entries and not (out / MANIFEST).is_file() and not force:
+            raise OutputDirError(f"{out}: not empty and holds no {MANIFEST} from an earlier build; "
+                                 "pass --force to build into it anyway")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise OutputDirError(f"{out}: not writable")
+        return
+    parent = _existing_parent(out)
+    if not parent.is_dir():
+        raise OutputDirError(f"{out}: cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{out}: cannot be created: {parent} is not writable")
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def staging_dir(out: Path, folder: str) -> Path:
+    """A fresh temporary folder inside `out`, renamed into place once complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{folder}-", dir=out))
+
+
+def move_into_place(staging: Path, final: Path) -> None:
+    """Replace `final` with the finished `staging` folder."""
+    if final.exists():
+        old = final.with_name(f"{STAGING_PREFIX}old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def clean_staging(out: Path) -> None:
+    """Remove leftovers of a build that was killed mid-way."""
+    if out.is_dir():
+        for p in out.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,97 @@
+"""manifest.json: the single source of truth for what was built, from what, and how it measured.
+
+Keys build systems read (stable; renaming one bumps SCHEMA_VERSION): `schema_version`,
+`checkpoint`, `artifacts[]` with `target`, `files[]` (`path`, `bytes`, `sha256`) and
+`validation` (`passed`, figures, tolerances).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distilforge.artifacts.hashing import sha256_file
+from distilforge.artifacts.layout import MANIFEST, write_json_atomic
+from distilforge.artifacts.records import ExportedArtifact, ValidationResult
+from distilforge.errors import OutputDirError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ArtifactEntry:
+    """One target's artifact and its validation, as the manifest holds it."""
+
+    artifact: ExportedArtifact
+    validation: ValidationResult | None
+    format: str
+    precision: str
+    runtime: str
+    error: str | None = None  # set when the target failed before it could be validated
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.validation is not None and self.validation.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.artifact.to_dict()
+        return {
+            "target": d.pop("target"), "format": self.format, "precision": self.precision,
+            "runtime": self.runtime, "bytes": self.artifact.total_bytes, **d,
+            "validation": self.validation.to_dict() if self.validation else None,
+            "error": self.error,
+        }
+
+
+def make_manifest(*, checkpoint: dict[str, Any], entries: list[ArtifactEntry], reference: dict[str, Any],
+                  tools: dict[str, str], machine: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "distilforge",
+        "checkpoint": checkpoint,
+        "reference": reference,
+        "settings": settings,
+        "tools": tools,
+        "machine": machine,
+        "passed": all(e.passed for e in entries),
+        "artifacts": [e.to_dict() for e in entries],
+    }
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    path = out / MANIFEST
+    write_json_atomic(path, manifest)
+    return path
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    path = Path(out) / MANIFEST
+    if not Path(out).is_dir():
+        raise OutputDirError(f"{out}: not a directory")
+    if not path.is_file():
+        raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OutputDirError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise OutputDirError(f"{path}: schema_version {version!r} is not {SCHEMA_VERSION}")
+    return manifest
+
+
+def verify_files(out: Path, artifact: dict[str, Any]) -> list[str]:
+    """Problems with an artifact's files on disk: missing, resized or changed bytes."""
+    problems = []
+    for f in artifact.get("files", []):
+        path = out / f["path"]
+        if not path.is_file():
+            problems.append(f"{artifact['target']}: {f['path']} is missing")
+        elif path.stat().st_size != f["bytes"]:
+            problems.append(f"{artifact['target']}: {f['path']} has {path.stat().st_size} bytes, "
+                            f"the manifest says {f['bytes']}")
+        elif sha256_file(path) != f["sha256"]:
+            problems.append(f"{artifact['target']}: {f['path']} has changed (sha256 differs from the manifest)")
+    return problems

@@ -1,0 +1,161 @@
+"""Records that cross stage borders: what an exporter made, how it validated.
+
+They serialise to plain dicts for the manifest (`to_dict`) and back (`from_dict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distilforge.artifacts.hashing import sha256_file
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str  # relative to the output directory, '/'-separated
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, root: Path, file: Path) -> FileRecord:
+        return cls(path=file.relative_to(root).as_posix(), bytes=file.stat().st_size, sha256=sha256_file(file))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name, e.g. 'int64', 'float32'
+    shape: tuple[int | str, ...]  # ints for fixed dims, axis names for dynamic ones
+
+    @property
+    def dynamic_axes(self) -> tuple[str, ...]:
+        return tuple(d for d in self.shape if isinstance(d, str))
+
+
+@dataclass
+class ExportedArtifact:
+    """What an exporter or quantizer wrote: the files of one target and how to feed it."""
+
+    target: str
+    files: list[FileRecord]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # Fixed-shape formats list the (batch, [choices,] sequence) shapes they accept; None = dynamic.
+    fixed_shapes: list[tuple[int, ...]] | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # opset, tool, recipe...
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = [_spec_dict(s) for s in self.inputs]
+        d["outputs"] = [_spec_dict(s) for s in self.outputs]
+        d["fixed_shapes"] = [list(s) for s in self.fixed_shapes] if self.fixed_shapes else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExportedArtifact:
+        return cls(
+            target=d["target"],
+            files=[FileRecord(**f) for f in d["files"]],
+            inputs=[TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in d["inputs"]],
+            outputs=[TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in d["outputs"]],
+            fixed_shapes=[tuple(s) for s in d["fixed_shapes"]] if d.get("fixed_shapes") else None,
+            details=d.get("details", {}),
+            warnings=d.get("warnings", []),
+        )
+
+
+def _spec_dict(s: TensorSpec) -> dict[str, Any]:
+    return {"name": s.name, "dtype": s.dtype, "shape": list(s.shape), "dynamic_axes": list(s.dynamic_axes)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A pass rule. None disables a check."""
+
+    max_abs: float | None = None
+    min_agreement: float | None = None
+    min_cosine: float | None = None
+    max_task_drop: float | None = None  # in points (percent) of the task metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    """One output of one validation case, compared with the reference."""
+
+    case: str
+    shape: tuple[int, ...]  # the input shape of the case
+    output: str
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    agreement: float | None  # fraction in [0, 1]; None where the output has no discrete decision
+    decisions: int  # how many discrete decisions the agreement counts
+    compared: int  # number of values compared (padded positions excluded)
+
+
+def overall_agreement(metrics: list[OutputMetrics]) -> float | None:
+    """Agreeing decisions over all cases, weighted by how many decisions each case has."""
+    counted = [m for m in metrics if m.agreement is not None and m.decisions]
+    total = sum(m.decisions for m in counted)
+    if not total:
+        return None
+    return sum(m.agreement * m.decisions for m in counted) / total
+
+
+@dataclass
+class TaskScore:
+    metric: str
+    reference: float
+    artifact: float
+    examples: int
+
+    @property
+    def drop(self) -> float:
+        """Points lost against the reference (positive = worse)."""
+        return self.reference - self.artifact
+
+
+@dataclass
+class ValidationResult:
+    passed: bool
+    tolerance: Tolerance
+    precision_class: str
+    cases: list[OutputMetrics]
+    failures: list[str]
+    task: TaskScore | None = None
+    shapes_note: str = ""
+
+    def worst(self) -> dict[str, Any]:
+        """Worst figure over all cases and outputs: the headline numbers."""
+        agreement = overall_agreement(self.cases)
+        return {
+            "max_abs": max((c.max_abs for c in self.cases), default=0.0),
+            "mean_abs": max((c.mean_abs for c in self.cases), default=0.0),
+            "min_cosine": min((c.cosine for c in self.cases), default=1.0),
+            "agreement": agreement,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        task = None
+        if self.task:
+            task = {**asdict(self.task), "drop": self.task.drop}
+        return {
+            "passed": self.passed,
+            "precision_class": self.precision_class,
+            "tolerance": self.tolerance.to_dict(),
+            "worst": self.worst(),
+            "task": task,
+            "failures": self.failures,
+            "shapes_note": self.shapes_note,
+            "cases": [{**asdict(c), "shape": list(c.shape)} for c in self.cases],
+        }

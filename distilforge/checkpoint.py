@@ -1,0 +1,245 @@
+"""Loading a local Hugging Face-layout DistilBERT checkpoint and detecting its head.
+
+`inspect_checkpoint` checks the directory and config without importing torch, so bad
+input fails fast and quietly; `load_checkpoint` then builds the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distilforge.errors import CheckpointError
+from distilforge.heads import ARCHITECTURES, HeadSpec, find_head
+from distilforge.artifacts.hashing import sha256_file
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint directory holds, read without loading any weights."""
+
+    path: Path
+    config: dict[str, Any]
+    head: HeadSpec
+    weight_files: tuple[Path, ...]
+    has_tokenizer: bool
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config.get("max_position_embeddings", 512))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config["vocab_size"])
+
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        keys = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings",
+                "sinusoidal_pos_embds", "activation")
+        out = {k: c[k] for k in keys if k in c}
+        if self.head.problem_type:
+            out["problem_type"] = self.head.problem_type
+        if "id2label" in c and self.head.task in ("text-classification", "token-classification"):
+            out["num_labels"] = len(c["id2label"])
+        return out
+
+    def file_hashes(self) -> list[dict[str, Any]]:
+        """sha256 of every regular file in the checkpoint directory (not recursive)."""
+        return [{"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                for p in sorted(self.path.iterdir()) if p.is_file()]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint with its model built (fp32, eval mode) and its tokenizer, if it has one."""
+
+    info: CheckpointInfo
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head(self) -> HeadSpec:
+        return self.info.head
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Check a checkpoint directory and its config; raise CheckpointError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory (a checkpoint is a folder with config.json and weights)")
+    config = _read_config(path / "config.json")
+    head = _detect_head(path / "config.json", config)
+    return CheckpointInfo(path=path.resolve(), config=config, head=head,
+                          weight_files=_find_weights(path), has_tokenizer=_has_tokenizer(path))
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: not found; a checkpoint directory needs a config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+    model_type = config.get("model_type")
+    if model_type != "distilbert":
+        raise CheckpointError(f"{config_path}: model_type is {model_type!r}, expected 'distilbert'")
+    _check_dimensions(config_path, config)
+    return config
+
+
+def _check_dimensions(config_path: Path, config: dict[str, Any]) -> None:
+    for key in ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"):
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CheckpointError(f"{config_path}: {key} is {value!r}, expected a positive integer")
+    if "vocab_size" not in config:
+        raise CheckpointError(f"{config_path}: vocab_size is missing")
+    dim, n_heads = config.get("dim", 768), config.get("n_heads", 12)
+    if dim % n_heads:
+        raise CheckpointError(f"{config_path}: dim {dim} is not divisible by n_heads {n_heads}")
+
+
+def _detect_head(config_path: Path, config: dict[str, Any]) -> HeadSpec:
+    archs = config.get("architectures") or ["DistilBertModel"]
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise CheckpointError(f"{config_path}: architectures must be a list of names, got {archs!r}")
+    arch = archs[0]
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{config_path}: architecture {arch!r} is not supported; "
+                              f"expected one of {', '.join(ARCHITECTURES)}")
+    problem_type = config.get("problem_type")
+    if arch == "DistilBertForSequenceClassification" and problem_type is None:
+        # transformers' own rule when the config does not say
+        problem_type = "regression" if _num_labels(config) == 1 else "single_label_classification"
+    head = find_head(arch, problem_type)
+    if head is None:
+        raise CheckpointError(f"{config_path}: problem_type {problem_type!r} is not supported; expected "
+                              "single_label_classification, multi_label_classification or regression")
+    return head
+
+
+def _num_labels(config: dict[str, Any]) -> int:
+    if "id2label" in config:
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
+
+
+def _find_weights(path: Path) -> tuple[Path, ...]:
+    for name in INDEX_FILES:
+        index = path / name
+        if index.is_file():
+            return (index, *_shards_of(index))
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return (path / name,)
+    raise CheckpointError(f"{path}: no weights found; expected one of "
+                          f"{', '.join(WEIGHT_FILES + INDEX_FILES)}")
+
+
+def _shards_of(index: Path) -> tuple[Path, ...]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a valid shard index ({e})") from None
+    missing = [n for n in names if not (index.parent / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{index}: shard {missing[0]} is missing")
+    return tuple(index.parent / n for n in names)
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return (path / "tokenizer.json").is_file() or (path / "vocab.txt").is_file()
+
+
+def load_checkpoint(path: str | Path, *, provenance: dict[str, Any] | None = None) -> LoadedCheckpoint:
+    """Inspect, then build the model in fp32 eval mode; every weight must match the config."""
+    info = inspect_checkpoint(path)
+    model = _load_model(info)
+    tokenizer = _load_tokenizer(info) if info.has_tokenizer else None
+    return LoadedCheckpoint(info=info, model=model, tokenizer=tokenizer, provenance=provenance or {})
+
+
+def _load_model(info: CheckpointInfo) -> Any:
+    _check_weight_files_readable(info)
+    import torch
+    import transformers
+
+    cls = getattr(transformers, info.head.architecture)
+    try:
+        model, loading = cls.from_pretrained(str(info.path), output_loading_info=True,
+                                             dtype=torch.float32, local_files_only=True)
+    except Exception as e:  # transformers raises many types for a bad file
+        raise CheckpointError(f"{info.weight_files[0]}: weights cannot be loaded: {_first_line(e)}") from None
+    problems = _loading_problems(loading)
+    if problems:
+        raise CheckpointError(f"{info.weight_files[0]}: weights do not match config.json: {problems}")
+    return model.eval()
+
+
+def _check_weight_files_readable(info: CheckpointInfo) -> None:
+    """Catch truncated safetensors files before transformers gives a cryptic error."""
+    for f in info.weight_files:
+        if f.suffix != ".safetensors":
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(f), framework="np") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key)
+        except Exception as e:
+            raise CheckpointError(f"{f}: not a readable safetensors file (truncated?): {_first_line(e)}") from None
+        _check_safetensors_length(f)
+
+
+def _check_safetensors_length(f: Path) -> None:
+    """The header declares where the last tensor ends; a shorter file is truncated."""
+    import struct
+
+    with f.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    expected = 8 + header_len + end
+    actual = f.stat().st_size
+    if actual < expected:
+        raise CheckpointError(f"{f}: truncated: {actual} bytes, the header needs {expected}")
+
+
+def _loading_problems(loading: dict[str, Any]) -> str:
+    missing = [k for k in loading.get("missing_keys", []) if not k.endswith("position_ids")]
+    mismatched = loading.get("mismatched_keys", [])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
+    if mismatched:
+        parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {mismatched[0]}")
+    return "; ".join(parts)
+
+
+def _load_tokenizer(info: CheckpointInfo) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(info.path), local_files_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{info.path}: tokenizer files cannot be loaded: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

@@ -1,0 +1,230 @@
+"""The command line: a thin layer over distilforge.pipeline.
+
+Exit codes: 0 success, 1 a build or check failed, 2 a usage error or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from distilforge.errors import DistilforgeError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Export a DistilBERT checkpoint to deployable artifacts (ONNX, ...), validate each one
+against the eager PyTorch model, and record everything in DIR/manifest.json.
+
+examples:
+  distilforge build --out artifacts                 # the built-in default model, every installed target
+  distilforge build ./my-checkpoint --out out --targets onnx:fp32
+  distilforge validate out                          # re-check hashes and outputs from the manifest
+  distilforge targets                               # what can be built here
+"""
+
+
+# Where our own messages go. While a command runs, file descriptor 2 (which libraries write
+# to from C and C++ as well as Python) points at a log file; this stream is the user's terminal.
+_user_err = sys.stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _silence_libraries()
+    with _library_output_to_log(enabled=not getattr(args, "verbose", False)) as log:
+        try:
+            return args.func(args)
+        except DistilforgeError as e:
+            _err(f"distilforge: error: {e}")
+            return e.exit_code
+        except KeyboardInterrupt:
+            _err("distilforge: interrupted")
+            return 130
+        except Exception as e:  # a bug or a library failure we did not foresee: one line, details in the log
+            traceback.print_exc()
+            log.keep = True
+            _err(f"distilforge: internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                 f" (traceback in {log.path})")
+            return EXIT_FAILED
+
+
+def _err(line: str) -> None:
+    print(line, file=_user_err, flush=True)
+
+
+class _Log:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.keep = False
+
+
+@contextlib.contextmanager
+def _library_output_to_log(*, enabled: bool):
+    """Point fd 2 (and sys.stderr) at a temporary log while the command runs; our own
+    messages keep going to the terminal. The log is kept only after an internal error."""
+    global _user_err
+    if not enabled:
+        yield _Log(None)
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    handle, path = tempfile.mkstemp(prefix="distilforge-", suffix=".log")
+    log = _Log(path)
+    previous_user_err, previous_stderr = _user_err, sys.stderr
+    _user_err = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+    os.dup2(handle, 2)
+    sys.stderr = os.fdopen(os.dup(handle), "w", buffering=1)
+    try:
+        yield log
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(handle)
+        _user_err.close()
+        _user_err, sys.stderr = previous_user_err, previous_stderr
+        if not log.keep:
+            os.unlink(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distilforge", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser("build", help="export, validate and record artifacts",
+                       description="Export CHECKPOINT (default: the built-in model) to every target asked for, "
+                                   "validate each against the eager model, write DIR/manifest.json.")
+    b.add_argument("checkpoint", nargs="?", help="a local Hugging Face-layout DistilBERT directory "
+                                                 "(default: the built-in all-MiniLM-L6-v2 topic classifier)")
+    b.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    b.add_argument("--targets", metavar="T,...", help="comma-separated targets, e.g. onnx:fp32 "
+                                                      "(default: every target whose backend is installed)")
+    b.add_argument("--tolerance", action="append", default=[], metavar="CLASS.FIELD=VALUE",
+                   help="override a pass rule, e.g. fp32.max_abs=2e-4 or int8.min_cosine=0.98 (repeatable)")
+    _common(b)
+    b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
+    b.set_defaults(func=_cmd_build)
+
+    v = sub.add_parser("validate", help="re-check an output directory against its manifest",
+                       description="Verify every file's size and sha256, the checkpoint's files, and re-run "
+                                   "each artifact's validation with the tolerances the manifest records.")
+    v.add_argument("dir", type=Path, metavar="DIR")
+    _common(v)
+    v.set_defaults(func=_cmd_validate)
+
+    t = sub.add_parser("targets", help="list the known targets and whether their backend is installed")
+    t.add_argument("--json", action="store_true", help="print JSON")
+    t.set_defaults(func=_cmd_targets)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 2)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
+    p.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _silence_libraries() -> None:
+    """Library noise (torchao's pytree warnings, TF's C++ logs) must not drown our one-line errors."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("USE_TF", "0")  # transformers would import TensorFlow (seconds, and noise) otherwise
+    warnings.filterwarnings("ignore")
+    for name in ("torch", "transformers", "onnxscript", "nncf", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _say(args: argparse.Namespace):
+    if args.quiet or args.json:
+        return None
+    return lambda msg: _err(f"[distilforge] {msg}")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from distilforge.options import BuildOptions
+    from distilforge.pipeline import build
+    from distilforge.validate.tolerances import parse_overrides
+
+    targets = _split_targets(args.targets)
+    options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance))
+    result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
+                   progress=_say(args))
+    _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}",
+            extra={"manifest": str(args.out / "manifest.json")})
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _split_targets(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--targets {text!r}: no target named")
+    return names
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from distilforge.pipeline import validate_dir
+
+    result = validate_dir(args.dir, threads=args.threads)
+    _report(args, result.entries, result.failures, title=f"distilforge validate {args.dir}")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _report(args: argparse.Namespace, entries: list[Any], failures: list[str], *, title: str,
+            extra: dict[str, Any] | None = None) -> None:
+    from distilforge.report.summary import print_summary, summary_rows
+
+    if args.json:
+        print(json.dumps({"passed": not failures, "failures": failures, "artifacts": summary_rows(entries),
+                          **(extra or {})}, indent=2))
+    elif not args.quiet:
+        print_summary(entries, title=title)
+    for line in failures:
+        _err(f"distilforge: FAILED {line}")
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from distilforge.targets import TARGETS
+
+    rows = [{"target": t.name, "runtime": t.runtime, "extra": t.extra, "installed": t.installed()}
+            for t in TARGETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            state = "installed" if r["installed"] else f"missing: pip install 'distilforge[{r['extra']}]'"
+            print(f"{r['target']:<28} {r['runtime']:<36} {state}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

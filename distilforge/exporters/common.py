@@ -1,0 +1,126 @@
+"""What every exporter shares: the traced wrapper, example inputs, tensor specs, quiet capture."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from distilforge.artifacts.records import FileRecord, TensorSpec
+from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.heads import HeadSpec
+from distilforge.validate.inputs import EXPORT_BATCH, EXPORT_CHOICES, EXPORT_SEQUENCE, padded_mask
+
+
+def head_module(ckpt: LoadedCheckpoint) -> Any:
+    """A torch module `forward(input_ids, attention_mask) -> tuple of the head's outputs`.
+
+    Converters want positional tensors in and a flat tuple out; the names are set by each
+    exporter from the head spec, so runners can bind by name."""
+    import torch
+
+    names = ckpt.head.output_names
+
+    class HeadModule(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+            return tuple(out[n] for n in names)
+
+    return HeadModule(ckpt.model).eval()
+
+
+def example_shape(head: HeadSpec) -> tuple[int, ...]:
+    if head.multiple_choice:
+        return (EXPORT_BATCH, EXPORT_CHOICES, EXPORT_SEQUENCE)
+    return (EXPORT_BATCH, EXPORT_SEQUENCE)
+
+
+def example_inputs(ckpt: LoadedCheckpoint, shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """Seeded token ids with a padded row, int64."""
+    shape = shape or example_shape(ckpt.head)
+    rng = np.random.default_rng(1234)
+    ids = rng.integers(min(1, ckpt.info.vocab_size - 1), ckpt.info.vocab_size, size=shape, dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": padded_mask(shape)}
+
+
+def input_specs(head: HeadSpec, dtype: str = "int64", shape: tuple[int, ...] | None = None) -> list[TensorSpec]:
+    dims = shape or head.input_axes
+    return [TensorSpec(name, dtype, tuple(dims)) for name in head.input_names]
+
+
+def output_specs(ckpt: LoadedCheckpoint, dtype: str = "float32",
+                 shape: tuple[int, ...] | None = None) -> list[TensorSpec]:
+    """Output specs with axis names (or the sizes of a fixed input shape)."""
+    head, config = ckpt.head, ckpt.info.config
+    batch_seq: tuple[int | str, ...] = tuple(shape) if shape else head.input_axes
+    if head.multiple_choice:
+        return [TensorSpec("logits", dtype, (batch_seq[0], batch_seq[1]))]
+    specs = []
+    for out in head.outputs:
+        dims: tuple[int | str, ...] = batch_seq if out.per_token else batch_seq[:1]
+        last = _last_dim(head.task, config)
+        specs.append(TensorSpec(out.name, dtype, dims + ((last,) if last else ())))
+    return specs
+
+
+def _last_dim(task: str, config: dict[str, Any]) -> int | None:
+    if task == "feature-extraction":
+        return int(config.get("dim", 768))
+    if task == "fill-mask":
+        return int(config["vocab_size"])
+    if task in ("text-classification", "token-classification"):
+        return len(config["id2label"]) if "id2label" in config else int(config.get("num_labels", 2))
+    return None  # QA start/end logits are (B, S)
+
+
+def file_records(folder: Path) -> list[FileRecord]:
+    """Every file under `folder`, sorted, with paths relative to it."""
+    return [FileRecord.of(folder, f) for f in sorted(folder.rglob("*")) if f.is_file()]
+
+
+@dataclass
+class Captured:
+    """Library noise captured during a conversion: kept for the manifest, off the user's terminal."""
+
+    warnings: list[str] = field(default_factory=list)
+    output: str = ""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[Captured]:
+    """Capture Python warnings, stdout and stderr, and mute chatty library loggers."""
+    captured = Captured()
+    buffer = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "onnxscript", "nncf",
+                                              "openvino", "absl", "tensorflow", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buffer), \
+            contextlib.redirect_stderr(buffer):
+        warnings.simplefilter("always")
+        try:
+            yield captured
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            captured.output = buffer.getvalue()
+            captured.warnings = _unique_messages(caught)
+
+
+def _unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    seen: dict[str, None] = {}
+    for w in caught:
+        first = str(w.message).strip().splitlines()[0][:240] if str(w.message).strip() else ""
+        seen.setdefault(f"{w.category.__name__}: {first}", None)
+    return list(seen)

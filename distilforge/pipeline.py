@@ -1,0 +1,260 @@
+"""The data flow of DESIGN.md, readable in one place:
+
+checkpoint -> load -> export -> validate (against the eager reference) -> manifest.
+
+`build` and `validate_dir` are the Python API the CLI wraps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from distilforge.artifacts.environment import machine_info, tool_versions
+from distilforge.artifacts.layout import check_out_dir, clean_staging, move_into_place, staging_dir
+from distilforge.artifacts.manifest import ArtifactEntry, make_manifest, read_manifest, verify_files, write_manifest
+from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
+from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
+from distilforge.errors import BuildFailure, CheckpointError, DistilforgeError, ExportError
+from distilforge.options import BuildOptions
+from distilforge.targets import Target, get_target, resolve_targets
+from distilforge.validate import Reference, validate_artifact
+from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
+from distilforge.validate.task import EvalSet
+from distilforge.validate.tolerances import precision_class
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Source:
+    """A loaded checkpoint with what validation needs beside it."""
+
+    ckpt: LoadedCheckpoint
+    texts: list[str]
+    eval_set: EvalSet | None
+    default: bool
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    entries: list[ArtifactEntry] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.entries)
+
+    @property
+    def failures(self) -> list[str]:
+        lines = []
+        for e in self.entries:
+            if e.error:
+                lines.append(e.error)
+            elif e.validation and not e.validation.passed:
+                lines += e.validation.failures
+        return lines
+
+
+def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
+          options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None) -> BuildResult:
+    """Build, validate and record every target. Bad input raises before anything is written."""
+    options = options or BuildOptions()
+    say = progress or (lambda _msg: None)
+    chosen = resolve_targets(targets)
+    if not chosen:
+        raise BuildFailure("no target has its backend installed: pip install 'distilforge[all]'")
+    out = Path(out)
+    check_out_dir(out, force=force)
+    if checkpoint is not None:
+        inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
+    say("loading checkpoint" if checkpoint else "loading the built-in default model")
+    source = load_source(checkpoint)
+    reference = Reference(_eager_runner(source.ckpt, options.threads))
+    out.mkdir(parents=True, exist_ok=True)
+    clean_staging(out)
+    entries = [build_target(t, source, out, options, reference, say) for t in chosen]
+    manifest = _manifest(source, entries, reference, options, chosen)
+    write_manifest(out, manifest)
+    return BuildResult(out=out, manifest=manifest, entries=entries)
+
+
+def load_source(checkpoint: str | Path | None) -> Source:
+    from distilforge.default_model import ensure_default_checkpoint, load_topics, sample_texts
+
+    if checkpoint is None:
+        path, provenance = ensure_default_checkpoint()
+        topics = load_topics()
+        eval_set = EvalSet(texts=tuple(r.text for r in topics.test), labels=tuple(r.label for r in topics.test),
+                           source="distilforge/data/topics.jsonl (test split)")
+        return Source(load_checkpoint(path, provenance=provenance), sample_texts(), eval_set, default=True)
+    return Source(load_checkpoint(checkpoint), sample_texts(), None, default=False)
+
+
+def _eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
+    from distilforge.validate.runners.eager import EagerRunner
+
+    return EagerRunner(ckpt.model, ckpt.head, threads)
+
+
+def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
+                 say: Progress) -> ArtifactEntry:
+    """Export into a staging folder, move it into place, then validate it through its runner."""
+    say(f"{target.name}: exporting")
+    staging = staging_dir(out, target.folder)
+    try:
+        artifact = _rebase(target.export(source.ckpt, staging, options), target.folder)
+        move_into_place(staging, out / target.folder)
+    except ExportError as e:
+        return _failed_entry(target, str(e))
+    except DistilforgeError:
+        raise
+    except Exception as e:  # a converter's own exception: name the target, keep the message to one line
+        return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {_first_line(e)}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"{target.name}: validating")
+    return validate_entry(target, artifact, source, out, options, reference)
+
+
+def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
+                   reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
+    klass = precision_class(target.precision)
+    tolerance = tolerance or options.tolerances[klass]
+    runner = target.open_runner(out, artifact, options.threads)
+    cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
+                             fixed_shapes=artifact.fixed_shapes, seed=options.seed)
+    task = None
+    if source.eval_set is not None and source.ckpt.tokenizer is not None:
+        task = (source.ckpt.tokenizer, source.eval_set, source.ckpt.info.max_length)
+    result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
+                               precision_class=klass, task=task)
+    return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
+                         runtime=target.runtime)
+
+
+def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
+    """Exporters record paths inside their folder; the manifest records them from the output root."""
+    artifact.files = [FileRecord(f"{folder}/{f.path}", f.bytes, f.sha256) for f in artifact.files]
+    return artifact
+
+
+def _failed_entry(target: Target, message: str) -> ArtifactEntry:
+    empty = ExportedArtifact(target=target.name, files=[], inputs=[], outputs=[])
+    return ArtifactEntry(artifact=empty, validation=None, format=target.format, precision=target.precision,
+                         runtime=target.runtime, error=message)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference, options: BuildOptions,
+              chosen: list[Target]) -> dict[str, Any]:
+    return make_manifest(
+        checkpoint=checkpoint_record(source),
+        entries=entries,
+        reference=_reference_record(source, reference),
+        tools=tool_versions(),
+        machine=machine_info(options.threads),
+        settings={
+            "targets": [t.name for t in chosen],
+            "threads": options.threads,
+            "seed": options.seed,
+            "onnx_opset": options.onnx_opset,
+            "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
+            "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
+                                "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},
+        },
+    )
+
+
+def checkpoint_record(source: Source) -> dict[str, Any]:
+    info = source.ckpt.info
+    return {
+        "path": str(info.path),
+        "default": source.default,
+        "head": info.head.architecture,
+        "problem_type": info.head.problem_type,
+        "task": info.head.task,
+        "config": info.summary(),
+        "has_tokenizer": info.has_tokenizer,
+        "files": info.file_hashes(),
+        "provenance": source.ckpt.provenance or None,
+    }
+
+
+def _reference_record(source: Source, reference: Reference) -> dict[str, Any]:
+    record: dict[str, Any] = {"runtime": "PyTorch eager, fp32",
+                              "attention": getattr(source.ckpt.model.config, "_attn_implementation", None)}
+    if source.eval_set is not None and source.ckpt.tokenizer is not None:
+        value = reference.task_score(source.ckpt.tokenizer, source.eval_set, source.ckpt.info.max_length)
+        record["task"] = {"metric": source.eval_set.metric, "value": value, "examples": len(source.eval_set.texts),
+                          "data": source.eval_set.source}
+    return record
+
+
+@dataclass
+class CheckResult:
+    """What `validate_dir` found: problems with files or checkpoint, and each artifact's fresh result."""
+
+    out: Path
+    problems: list[str]
+    entries: list[ArtifactEntry]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(e.passed for e in self.entries)
+
+    @property
+    def failures(self) -> list[str]:
+        lines = list(self.problems)
+        for e in self.entries:
+            if e.validation and not e.validation.passed:
+                lines += e.validation.failures
+        return lines
+
+
+def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
+    """Verify every file's hash and the checkpoint's, then re-run each artifact's checks."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    file_problems = {a["target"]: verify_files(out, a) for a in manifest["artifacts"]}
+    problems = [p for found in file_problems.values() for p in found]
+    source = _source_for(manifest)
+    problems += _checkpoint_drift(manifest["checkpoint"], source)
+    options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
+    reference = Reference(_eager_runner(source.ckpt, options.threads))
+    entries = []
+    for record in manifest["artifacts"]:
+        if record.get("error") or file_problems[record["target"]]:
+            continue
+        target = get_target(record["target"])
+        artifact = ExportedArtifact.from_dict(record)
+        tolerance = Tolerance(**record["validation"]["tolerance"])
+        entries.append(validate_entry(target, artifact, source, out, options, reference, tolerance))
+    return CheckResult(out=out, problems=problems, entries=entries)
+
+
+def _source_for(manifest: dict[str, Any]) -> Source:
+    record = manifest["checkpoint"]
+    if record.get("default"):
+        return load_source(None)
+    path = Path(record["path"])
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: the checkpoint this manifest was built from is gone")
+    return load_source(path)
+
+
+def _checkpoint_drift(record: dict[str, Any], source: Source) -> list[str]:
+    now = {f["path"]: f["sha256"] for f in source.ckpt.info.file_hashes()}
+    drift = []
+    for f in record["files"]:
+        if now.get(f["path"]) != f["sha256"]:
+            drift.append(f"checkpoint: {os.path.join(record['path'], f['path'])} changed or is missing since the build")
+    return drift

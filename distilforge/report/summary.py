@@ -1,0 +1,42 @@
+"""The summary table printed after a build or a check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilforge.artifacts.manifest import ArtifactEntry
+
+
+def summary_rows(entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {"target": e.artifact.target, "passed": e.passed, "mb": e.artifact.total_bytes / 1e6}
+        if e.validation:
+            worst = e.validation.worst()
+            row.update(max_abs=worst["max_abs"], cosine=worst["min_cosine"], agreement=worst["agreement"])
+            if e.validation.task:
+                row["task"] = e.validation.task.artifact
+                row["task_reference"] = e.validation.task.reference
+        row["error"] = e.error
+        rows.append(row)
+    return rows
+
+
+def print_summary(entries: list[ArtifactEntry], *, title: str, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=title)
+    for col in ("target", "MB", "max abs diff", "min cosine", "agree", "task", "ref", "status"):
+        table.add_column(col, justify="left" if col in ("target", "status") else "right")
+    for row in summary_rows(entries):
+        status = "[green]pass[/]" if row["passed"] else "[red]FAIL[/]"
+        table.add_row(row["target"], f"{row['mb']:.1f}", _fmt(row.get("max_abs"), ".1e"),
+                      _fmt(row.get("cosine"), ".5f"), _fmt(row.get("agreement"), ".1%"),
+                      _fmt(row.get("task"), ".1f"), _fmt(row.get("task_reference"), ".1f"), status)
+    console.print(table)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

@@ -1,0 +1,74 @@
+"""The registry: one line per target, naming the function of each stage.
+
+A target is `format:precision`. Adding a format means one exporter module, one runner
+module and lines here; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.errors import MissingBackendError, UnsupportedTargetError
+from distilforge.exporters import onnx as onnx_export
+from distilforge.options import BuildOptions
+from distilforge.validate.runners import Runner
+from distilforge.validate.runners import onnx as onnx_runner
+
+Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
+RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    export: Exporter
+    open_runner: RunnerFactory
+    extra: str  # the pip extra that installs its backend
+    modules: tuple[str, ...]  # importable modules the backend needs
+    runtime: str  # what runs it, for the README and the report
+
+    @property
+    def format(self) -> str:
+        return self.name.split(":")[0]
+
+    @property
+    def precision(self) -> str:
+        return self.name.split(":")[1]
+
+    @property
+    def folder(self) -> str:
+        """The artifact's folder inside the output directory."""
+        return self.name.replace(":", "-")
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+
+_ONNX = ("onnx", "onnxruntime", "onnxscript")
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, "ONNX Runtime (CPU)"),
+)}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise UnsupportedTargetError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def resolve_targets(names: list[str] | None) -> list[Target]:
+    """The asked targets (all must be installed), or every installed one when none are asked."""
+    if not names:
+        return [t for t in TARGETS.values() if t.installed()]
+    targets = [get_target(n.strip()) for n in dict.fromkeys(names) if n.strip()]
+    for t in targets:
+        if not t.installed():
+            raise MissingBackendError(f"target {t.name} needs the '{t.extra}' extra: "
+                                      f"pip install 'distilforge[{t.extra}]'")
+    return targets

@@ -1,0 +1,84 @@
+"""Validation: run an artifact on the shape grid, compare with the reference, collect every failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distilforge.artifacts.records import ExportedArtifact, OutputMetrics, TaskScore, Tolerance, ValidationResult
+from distilforge.heads import HeadSpec
+from distilforge.validate.compare import check_agreement, check_output, compare_output
+from distilforge.validate.inputs import Case
+from distilforge.validate.runners import Runner
+from distilforge.validate.task import EvalSet, score
+
+
+class Reference:
+    """The eager fp32 model's outputs, computed once per case and reused for every artifact."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._outputs: dict[str, dict[str, np.ndarray]] = {}
+        self._scores: dict[str, float] = {}
+
+    def outputs(self, case: Case) -> dict[str, np.ndarray]:
+        if case.name not in self._outputs:
+            self._outputs[case.name] = self.runner.run(case.inputs)
+        return self._outputs[case.name]
+
+    def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> float:
+        if eval_set.source not in self._scores:
+            self._scores[eval_set.source] = score(self.runner, tokenizer, eval_set, max_length=max_length)
+        return self._scores[eval_set.source]
+
+
+def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Reference, cases: list[Case], *,
+                      head: HeadSpec, tolerance: Tolerance, precision_class: str,
+                      task: tuple[Any, EvalSet, int] | None = None) -> ValidationResult:
+    """Compare every output on every case; gather all failures, then report them together.
+
+    `task` is (tokenizer, eval set, max length) when labelled data is available."""
+    metrics: list[OutputMetrics] = []
+    failures: list[str] = []
+    for case in cases:
+        expected = reference.outputs(case)
+        actual = runner.run(case.inputs)
+        for spec in head.outputs:
+            problem = _shape_problem(artifact.target, case, spec.name, expected, actual)
+            if problem:
+                failures.append(problem)
+                continue
+            m = compare_output(case.name, case.shape, spec, expected[spec.name], actual[spec.name], case.mask)
+            metrics.append(m)
+            failures += check_output(artifact.target, m, tolerance)
+    for spec in head.outputs:
+        failures += check_agreement(artifact.target, spec.name, [m for m in metrics if m.output == spec.name],
+                                    tolerance)
+    task_score = _task_score(runner, reference, task) if task else None
+    if task_score and tolerance.max_task_drop is not None and task_score.drop > tolerance.max_task_drop:
+        failures.append(f"{artifact.target}: {task_score.metric} {task_score.artifact:.2f} is "
+                        f"{task_score.drop:.2f} points below the reference's {task_score.reference:.2f} "
+                        f"(allowed {tolerance.max_task_drop:g})")
+    note = ("validated on its declared shapes " + ", ".join("x".join(map(str, s)) for s in artifact.fixed_shapes)
+            if artifact.fixed_shapes else "validated on the dynamic shape grid")
+    return ValidationResult(passed=not failures, tolerance=tolerance, precision_class=precision_class,
+                            cases=metrics, failures=failures, task=task_score, shapes_note=note)
+
+
+def _shape_problem(target: str, case: Case, name: str, expected: dict[str, np.ndarray],
+                   actual: dict[str, np.ndarray]) -> str | None:
+    shape = "x".join(map(str, case.shape))
+    if name not in actual:
+        return f"{target}: output {name} missing on {case.name} (shape {shape})"
+    if actual[name].shape != expected[name].shape:
+        return (f"{target}: {name} on {case.name} (shape {shape}) has shape {actual[name].shape}, "
+                f"the reference {expected[name].shape}")
+    return None
+
+
+def _task_score(runner: Runner, reference: Reference, task: tuple[Any, EvalSet, int]) -> TaskScore:
+    tokenizer, eval_set, max_length = task
+    return TaskScore(metric=eval_set.metric, reference=reference.task_score(tokenizer, eval_set, max_length),
+                     artifact=score(runner, tokenizer, eval_set, max_length=max_length),
+                     examples=len(eval_set.texts))

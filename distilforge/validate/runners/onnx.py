@@ -1,0 +1,34 @@
+"""ONNX artifacts under ONNX Runtime's CPU provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.validate.runners import cast_inputs
+
+
+class OnnxRunner:
+    def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int, *, spinning: bool = True) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.artifact = artifact
+        self.output_names = tuple(o.name for o in artifact.outputs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(list(self.output_names), cast_inputs(self.artifact, inputs))
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values)}
+
+
+def open_runner(out_dir: Path, artifact: ExportedArtifact, threads: int) -> OnnxRunner:
+    model_file = next(f for f in artifact.files if f.path.endswith(".onnx"))
+    return OnnxRunner(out_dir / model_file.path, artifact, threads)
