@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilforge.artifacts.hashing import sha256_file
 from distilforge.errors import CheckpointError
 from distilforge.heads import ARCHITECTURES, HeadSpec, find_head
-from distilforge.artifacts.hashing import sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # a bug or a library failure we did not foresee: one line, details in the log
             traceback.print_exc()
             log.keep = True
-            _err(f"distilforge: internal error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                 f" (traceback in {log.path})")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _err(f"distilforge: internal error: {type(e).__name__}: {first} (traceback in {log.path})")
             return EXIT_FAILED
 
 

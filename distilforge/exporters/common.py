@@ -6,9 +6,10 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def quiet() -> Iterator[Captured]:
         try:
             yield captured
         finally:
-            for lg, level in zip(loggers, levels):
+            for lg, level in zip(loggers, levels, strict=False):
                 lg.setLevel(level)
             captured.output = buffer.getvalue()
             captured.warnings = _unique_messages(caught)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def validation_cases(info: CheckpointInfo, tokenizer: Any, texts: Sequence[str],
         shapes = [tuple(s) for s in fixed_shapes]
     else:
         shapes = [_grid_shape(b, s, c, info.max_length, multiple_choice)
-                  for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID)]
+                  for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID, strict=False)]
     cases = [_random_case(shape, info, rng) for shape in dict.fromkeys(shapes)]
     if tokenizer is not None and texts:
         text_shapes = shapes if fixed_shapes else [None]

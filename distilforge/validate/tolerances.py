@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields, replace
-from typing import Iterable
 
 from distilforge.artifacts.records import Tolerance
 from distilforge.errors import UsageError

@@ -26,7 +26,7 @@ class OnnxRunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(list(self.output_names), cast_inputs(self.artifact, inputs))
-        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values)}
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=False)}
 
 
 def open_runner(out_dir: Path, artifact: ExportedArtifact, threads: int) -> OnnxRunner:

