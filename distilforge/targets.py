@@ -15,9 +15,11 @@ from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.errors import MissingBackendError, UnsupportedTargetError
 from distilforge.exporters import onnx as onnx_export
+from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
+from distilforge.validate.runners import torchscript as torchscript_runner
 
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
@@ -53,6 +55,8 @@ _ONNX = ("onnx", "onnxruntime", "onnxscript")
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, "ONNX Runtime (CPU)"),
+    Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
+           "torch.jit.load (libtorch)"),
 )}
 
 

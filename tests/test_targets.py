@@ -10,6 +10,7 @@ from distilforge.targets import TARGETS
 # overrides its test needs on random weights (none: the defaults of DESIGN.md apply).
 TARGET_TESTS: dict[str, list[str]] = {
     "onnx:fp32": [],
+    "torchscript:fp32": [],
 }
 
 
@@ -33,3 +34,9 @@ def test_target_builds_and_validates(target, tiny, tiny_checkpoints, tmp_path):
     assert entry["files"] and all((tmp_path / "out" / f["path"]).is_file() for f in entry["files"])
     shapes = {tuple(c["shape"]) for c in entry["validation"]["cases"]}
     assert len(shapes) >= (1 if entry["fixed_shapes"] else 4)
+
+
+def test_torchscript_records_the_tracing_deprecation(tiny_checkpoints, tmp_path):
+    result = build(tiny_checkpoints["qa"], tmp_path / "out", targets=["torchscript:fp32"])
+    warnings = result.manifest["artifacts"][0]["warnings"]
+    assert any("torch.jit.trace` is deprecated" in w for w in warnings), warnings

@@ -1,0 +1,42 @@
+"""TorchScript through torch.jit.trace. torch 2.13 warns that tracing is deprecated; deployers
+still load `.pt` files, so the target stays and the warning goes into the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.errors import ExportError
+from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
+from distilforge.options import BuildOptions
+
+MODEL_FILE = "model.pt"
+
+
+def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    return _trace(head_module(ckpt), ckpt, folder, "torchscript:fp32", {})
+
+
+def _trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, details: dict) -> ExportedArtifact:
+    """Trace `module` with the example inputs (a padded batch) and save it with torch.jit.save."""
+    import torch
+
+    inputs = tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
+    with quiet() as captured, torch.inference_mode():
+        try:
+            traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
+            traced = torch.jit.freeze(traced.eval()) if details.get("freeze") else traced
+            torch.jit.save(traced, str(folder / MODEL_FILE))
+        except Exception as e:
+            raise ExportError(f"{target}: torch.jit.trace failed: {type(e).__name__}: {_first(e)}") from e
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.jit.trace", "torch": torch.__version__, **details},
+        warnings=captured.warnings,
+    )
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
