@@ -1,4 +1,7 @@
-"""Every registered target, on every tiny head: built, run through its runner, validated."""
+"""Every registered target, on every tiny head: built, run through its runner, validated.
+
+Each head is built once with every installed target (as `distilforge build` does with no
+--targets), and each (head, target) pair is then its own test."""
 
 import pytest
 from tiny import TINY_MODELS
@@ -6,37 +9,54 @@ from tiny import TINY_MODELS
 from distilforge.pipeline import build
 from distilforge.targets import TARGETS
 
-# Each registered target must appear here (see test_every_target_is_tested), with the tolerance
-# overrides its test needs on random weights (none: the defaults of DESIGN.md apply).
-TARGET_TESTS: dict[str, list[str]] = {
-    "onnx:fp32": [],
-    "torchscript:fp32": [],
-}
+# Each registered target must appear here (see test_every_target_is_tested). Random tiny
+# weights give near-tied logits, so INT8 classes get the looser rules below; fp32 and fp16
+# keep DESIGN.md's defaults.
+TESTED_TARGETS = {"onnx:fp32", "torchscript:fp32"}
+TINY_TOLERANCES: list[str] = []
 
 
 def test_every_target_is_tested():
-    assert set(TARGETS) == set(TARGET_TESTS), "register a test for every target in TARGET_TESTS"
+    assert set(TARGETS) == TESTED_TARGETS, "add every registered target to TESTED_TARGETS"
 
 
-@pytest.mark.parametrize("target", sorted(TARGET_TESTS))
-@pytest.mark.parametrize("tiny", TINY_MODELS, ids=lambda t: t.key)
-def test_target_builds_and_validates(target, tiny, tiny_checkpoints, tmp_path):
+@pytest.fixture(scope="module")
+def built(tiny_checkpoints, tmp_path_factory):
+    """head key -> BuildResult, built lazily once per head with every installed target."""
     from distilforge.options import BuildOptions
     from distilforge.validate.tolerances import parse_overrides
 
-    if not TARGETS[target].installed():
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
+            out = tmp_path_factory.mktemp(f"built-{key}")
+            cache[key] = build(tiny_checkpoints[key], out, targets=sorted(TESTED_TARGETS & installed()),
+                               options=options, force=True)
+        return cache[key]
+
+    return get
+
+
+def installed():
+    return {name for name, t in TARGETS.items() if t.installed()}
+
+
+@pytest.mark.parametrize("target", sorted(TESTED_TARGETS))
+@pytest.mark.parametrize("tiny", TINY_MODELS, ids=lambda t: t.key)
+def test_target_builds_and_validates(target, tiny, built):
+    if target not in installed():
         pytest.skip(f"{target}: backend not installed")
-    options = BuildOptions(tolerances=parse_overrides(TARGET_TESTS[target]))
-    result = build(tiny_checkpoints[tiny.key], tmp_path / "out", targets=[target], options=options)
-    assert result.passed, "\n".join(result.failures)
-    entry = result.manifest["artifacts"][0]
-    assert entry["target"] == target and entry["validation"]["passed"]
-    assert entry["files"] and all((tmp_path / "out" / f["path"]).is_file() for f in entry["files"])
+    result = built(tiny.key)
+    entry = next(e for e in result.manifest["artifacts"] if e["target"] == target)
+    failures = [f for f in result.failures if f.startswith(target + ":")]
+    assert entry["validation"] and entry["validation"]["passed"], "\n".join(failures) or entry["error"]
+    assert entry["files"] and all((result.out / f["path"]).is_file() for f in entry["files"])
     shapes = {tuple(c["shape"]) for c in entry["validation"]["cases"]}
     assert len(shapes) >= (1 if entry["fixed_shapes"] else 4)
 
 
-def test_torchscript_records_the_tracing_deprecation(tiny_checkpoints, tmp_path):
-    result = build(tiny_checkpoints["qa"], tmp_path / "out", targets=["torchscript:fp32"])
-    warnings = result.manifest["artifacts"][0]["warnings"]
-    assert any("torch.jit.trace` is deprecated" in w for w in warnings), warnings
+def test_torchscript_records_the_tracing_deprecation(built):
+    entry = next(e for e in built("qa").manifest["artifacts"] if e["target"] == "torchscript:fp32")
+    assert any("torch.jit.trace` is deprecated" in w for w in entry["warnings"]), entry["warnings"]
