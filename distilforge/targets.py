@@ -15,10 +15,12 @@ from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.errors import MissingBackendError, UnsupportedTargetError
 from distilforge.exporters import onnx as onnx_export
+from distilforge.exporters import openvino as openvino_export
 from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
+from distilforge.validate.runners import openvino as openvino_runner
 from distilforge.validate.runners import torchscript as torchscript_runner
 
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
@@ -52,11 +54,15 @@ class Target:
 
 
 _ONNX = ("onnx", "onnxruntime", "onnxscript")
+_OPENVINO = ("openvino",)
+_OV = "OpenVINO (CPU plugin, f32 hint)"
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, "ONNX Runtime (CPU)"),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
+    Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
+    Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
 )}
 
 
