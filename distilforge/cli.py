@@ -22,7 +22,7 @@ from distilforge.errors import DistilforgeError, UsageError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
-Export a DistilBERT checkpoint to deployable artifacts (ONNX, ...), validate each one
+Export a DistilBERT checkpoint to deployable artifacts (ONNX, TorchScript, OpenVINO IR), validate each one
 against the eager PyTorch model, and record everything in DIR/manifest.json.
 
 examples:

@@ -60,3 +60,26 @@ def test_target_builds_and_validates(target, tiny, built):
 def test_torchscript_records_the_tracing_deprecation(built):
     entry = next(e for e in built("qa").manifest["artifacts"] if e["target"] == "torchscript:fp32")
     assert any("torch.jit.trace` is deprecated" in w for w in entry["warnings"]), entry["warnings"]
+
+
+def test_onnx_artifact_runs_under_openvino_too(built):
+    """The ONNX file is usable by a runtime other than the one that made it."""
+    if not TARGETS["openvino:fp32"].installed():
+        pytest.skip("openvino not installed")
+    from distilforge.artifacts.records import ExportedArtifact
+    from distilforge.pipeline import load_source
+    from distilforge.validate import Reference, validate_artifact
+    from distilforge.validate.inputs import validation_cases
+    from distilforge.validate.runners.eager import EagerRunner
+    from distilforge.validate.runners.openvino import OpenVinoRunner
+    from distilforge.validate.tolerances import DEFAULT_TOLERANCES
+
+    result = built("token")
+    record = next(e for e in result.manifest["artifacts"] if e["target"] == "onnx:fp32")
+    artifact = ExportedArtifact.from_dict(record)
+    source = load_source(result.manifest["checkpoint"]["path"])
+    runner = OpenVinoRunner(result.out / artifact.files[0].path, artifact, 2)
+    cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts)
+    check = validate_artifact(artifact, runner, Reference(EagerRunner(source.ckpt.model, source.ckpt.head, 2)), cases,
+                              head=source.ckpt.head, tolerance=DEFAULT_TOLERANCES["fp32"], precision_class="fp32")
+    assert check.passed, check.failures
