@@ -47,3 +47,9 @@ class ExportError(BuildFailure):
 
 class ValidationError(BuildFailure):
     """An artifact's outputs are outside its tolerances, or its files changed."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message: library errors can run to pages."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""

@@ -19,7 +19,7 @@ from distilforge.artifacts.layout import check_out_dir, clean_staging, move_into
 from distilforge.artifacts.manifest import ArtifactEntry, make_manifest, read_manifest, verify_files, write_manifest
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
-from distilforge.errors import BuildFailure, CheckpointError, DistilforgeError, ExportError
+from distilforge.errors import BuildFailure, CheckpointError, DistilforgeError, ExportError, first_line
 from distilforge.options import BuildOptions
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
@@ -115,7 +115,7 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     except DistilforgeError:
         raise
     except Exception as e:  # a converter's own exception: name the target, keep the message to one line
-        return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {_first_line(e)}")
+        return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"{target.name}: validating")
@@ -149,10 +149,6 @@ def _failed_entry(target: Target, message: str) -> ArtifactEntry:
     return ArtifactEntry(artifact=empty, validation=None, format=target.format, precision=target.precision,
                          runtime=target.runtime, error=message)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference, options: BuildOptions,

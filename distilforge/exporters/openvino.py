@@ -13,7 +13,7 @@ from typing import Any
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
-from distilforge.errors import ExportError
+from distilforge.errors import ExportError, first_line
 from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
 
@@ -30,7 +30,7 @@ def convert(ckpt: LoadedCheckpoint, target: str) -> Any:
     try:
         model = ov.convert_model(head_module(ckpt), example_input=example)
     except Exception as e:
-        raise ExportError(f"{target}: ov.convert_model failed: {type(e).__name__}: {_first(e)}") from e
+        raise ExportError(f"{target}: ov.convert_model failed: {type(e).__name__}: {first_line(e)}") from e
     for port, name in zip(model.inputs, ckpt.head.input_names, strict=True):
         port.get_tensor().set_names({name})
     for port, name in zip(model.outputs, ckpt.head.output_names, strict=True):
@@ -67,8 +67,3 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
         save(convert(ckpt, "openvino:fp16"), folder, compress_to_fp16=True)
     return record(ckpt, folder, "openvino:fp16", {"weights": "fp16 (compress_to_fp16)",
                                                   "inference_precision_hint": "f32"}, captured.warnings)
-
-
-def _first(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""

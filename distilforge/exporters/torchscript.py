@@ -7,7 +7,7 @@ from pathlib import Path
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
-from distilforge.errors import ExportError
+from distilforge.errors import ExportError, first_line
 from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
 
@@ -29,14 +29,9 @@ def _trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, de
             traced = torch.jit.freeze(traced.eval()) if details.get("freeze") else traced
             torch.jit.save(traced, str(folder / MODEL_FILE))
         except Exception as e:
-            raise ExportError(f"{target}: torch.jit.trace failed: {type(e).__name__}: {_first(e)}") from e
+            raise ExportError(f"{target}: torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.jit.trace", "torch": torch.__version__, **details},
         warnings=captured.warnings,
     )
-
-
-def _first(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
