@@ -62,7 +62,6 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
-    Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
 )}
 
 

@@ -1,7 +1,7 @@
 """OpenVINO IR converted straight from the PyTorch model (ov.convert_model).
 
-`ov.save_model` compresses weights to fp16 unless told not to: the fp32 IR turns that off,
-the fp16 IR keeps it. Input and output names are set explicitly (convert_model may name the
+`ov.save_model` compresses weights to fp16 unless told not to: the fp32 IR turns that off.
+Input and output names are set explicitly (convert_model may name the
 mask input after a graph node), so runners bind by name.
 """
 
@@ -59,11 +59,3 @@ def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
         save(convert(ckpt, "openvino:fp32"), folder, compress_to_fp16=False)
     return record(ckpt, folder, "openvino:fp32", {"weights": "fp32", "inference_precision_hint": "f32"},
                   captured.warnings)
-
-
-def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    """fp16 weights (OpenVINO's default compression); computed in f32 on CPUs without native fp16."""
-    with quiet() as captured:
-        save(convert(ckpt, "openvino:fp16"), folder, compress_to_fp16=True)
-    return record(ckpt, folder, "openvino:fp16", {"weights": "fp16 (compress_to_fp16)",
-                                                  "inference_precision_hint": "f32"}, captured.warnings)

@@ -26,7 +26,7 @@ def print_summary(entries: list[ArtifactEntry], *, title: str, console: Any = No
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 110))  # keep target names whole in CI logs
     table = Table(title=title)
     for col in ("target", "MB", "max abs diff", "min cosine", "agree", "task", "ref", "status"):
         table.add_column(col, justify="left" if col in ("target", "status") else "right")
