@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from distilforge.artifacts.hashing import sha256_file
-from distilforge.errors import CheckpointError
+from distilforge.errors import CheckpointError, first_line
 from distilforge.heads import ARCHITECTURES, HeadSpec, find_head
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -241,5 +241,4 @@ def _load_tokenizer(info: CheckpointInfo) -> Any:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {first_line(e)}"
