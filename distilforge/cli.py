@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                                                       "(default: every target whose backend is installed)")
     b.add_argument("--tolerance", action="append", default=[], metavar="CLASS.FIELD=VALUE",
                    help="override a pass rule, e.g. fp32.max_abs=2e-4 or int8.min_cosine=0.98 (repeatable)")
+    b.add_argument("--tflite-shapes", metavar="BxS,...", default="",
+                   help="fixed shapes for TFLite signatures, e.g. 1x128,1x384 (multiple choice: BxCxS; "
+                        "default 1x128, or the model's maximum if shorter)")
     _common(b)
     b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
     b.set_defaults(func=_cmd_build)
@@ -169,12 +172,13 @@ def _say(args: argparse.Namespace):
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from distilforge.options import BuildOptions
+    from distilforge.options import BuildOptions, parse_shapes
     from distilforge.pipeline import build
     from distilforge.validate.tolerances import parse_overrides
 
     targets = _split_targets(args.targets)
-    options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance))
+    options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
+                           tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else ())
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                    progress=_say(args))
     _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distilforge.artifacts.records import Tolerance
+from distilforge.errors import UsageError
 from distilforge.validate.tolerances import DEFAULT_TOLERANCES
 
 
@@ -13,4 +14,19 @@ class BuildOptions:
     threads: int = 2
     seed: int = 0
     onnx_opset: int = 18
+    # Shapes for fixed-shape formats (TFLite), as given: (batch, sequence) or (batch, choices, sequence).
+    # Empty means each format's default (TFLite: 1 x min(128, the model's maximum)).
+    tflite_shapes: tuple[tuple[int, ...], ...] = ()
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+
+
+def parse_shapes(text: str, flag: str = "--tflite-shapes") -> tuple[tuple[int, ...], ...]:
+    """'1x128,1x384' -> ((1, 128), (1, 384)); 'BxCxS' for multiple choice."""
+    shapes = []
+    for part in (p.strip() for p in text.split(",")):
+        dims = part.lower().split("x")
+        if not part or len(dims) not in (2, 3) or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise UsageError(f"{flag} {text!r}: {part!r} is not BATCHxSEQUENCE (or BATCHxCHOICESxSEQUENCE), "
+                             "e.g. 1x128,1x384")
+        shapes.append(tuple(int(d) for d in dims))
+    return tuple(dict.fromkeys(shapes))

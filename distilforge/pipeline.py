@@ -75,6 +75,9 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
         inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
     say("loading checkpoint" if checkpoint else "loading the built-in default model")
     source = load_source(checkpoint)
+    for target in chosen:
+        if target.check:
+            target.check(source.ckpt.info, options)
     reference = Reference(_eager_runner(source.ckpt, options.threads))
     out.mkdir(parents=True, exist_ok=True)
     clean_staging(out)
@@ -119,7 +122,14 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"{target.name}: validating")
-    return validate_entry(target, artifact, source, out, options, reference)
+    try:
+        return validate_entry(target, artifact, source, out, options, reference)
+    except DistilforgeError:
+        raise
+    except Exception as e:  # the runtime could not load or run the artifact: that target fails, the build goes on
+        entry = _failed_entry(target, f"{target.name}: running it failed: {type(e).__name__}: {first_line(e)}")
+        entry.artifact = artifact
+        return entry
 
 
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
@@ -131,11 +141,18 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
                              fixed_shapes=artifact.fixed_shapes, seed=options.seed)
     task = None
     if source.eval_set is not None and source.ckpt.tokenizer is not None:
-        task = (source.ckpt.tokenizer, source.eval_set, source.ckpt.info.max_length)
+        task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
     result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime)
+
+
+def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
+    """Labelled texts are truncated to what the artifact takes, as they would be in deployment."""
+    if artifact.fixed_shapes:
+        return min(max_length, max(s[-1] for s in artifact.fixed_shapes))
+    return max_length
 
 
 def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
@@ -164,6 +181,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "threads": options.threads,
             "seed": options.seed,
             "onnx_opset": options.onnx_opset,
+            "tflite_shapes": [list(s) for s in options.tflite_shapes] or "default",
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
             "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
                                 "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},

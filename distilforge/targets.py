@@ -12,19 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilforge.artifacts.records import ExportedArtifact
-from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
 from distilforge.errors import MissingBackendError, UnsupportedTargetError
 from distilforge.exporters import onnx as onnx_export
 from distilforge.exporters import openvino as openvino_export
+from distilforge.exporters import tflite as tflite_export
 from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
 from distilforge.validate.runners import openvino as openvino_runner
+from distilforge.validate.runners import tflite as tflite_runner
 from distilforge.validate.runners import torchscript as torchscript_runner
 
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
+OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Target:
     extra: str  # the pip extra that installs its backend
     modules: tuple[str, ...]  # importable modules the backend needs
     runtime: str  # what runs it, for the README and the report
+    check: OptionCheck | None = None  # rejects options this checkpoint cannot be built with, before any work
 
     @property
     def format(self) -> str:
@@ -56,12 +60,18 @@ class Target:
 _ONNX = ("onnx", "onnxruntime", "onnxscript")
 _OPENVINO = ("openvino",)
 _OV = "OpenVINO (CPU plugin, f32 hint)"
+_TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
+_LITERT = "LiteRT Interpreter (XNNPACK)"
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, "ONNX Runtime (CPU)"),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
+    Target("tflite:fp32", tflite_export.export_fp32, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
+           tflite_export.check_options),
+    Target("tflite:fp16", tflite_export.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
+           tflite_export.check_options),
 )}
 
 

@@ -142,3 +142,17 @@ def test_usage_error_exits_2():
     result = run_cli("build")
     assert result.returncode == 2
     assert "--out" in result.stderr
+
+
+@pytest.mark.parametrize("shapes, needles", [
+    ("1x128x", ["'1x128x'", "BATCHxSEQUENCE"]),
+    ("0x16", ["'0x16'"]),
+    ("1x9999", ["1x9999", "longer than the model's maximum of 64"]),
+    ("1x2x16", ["1x2x16", "multiple-choice"]),
+])
+def test_bad_tflite_shapes(tmp_path, checkpoint, shapes, needles):
+    out = tmp_path / "out"
+    result = run_cli("build", str(checkpoint), "--out", str(out), "--targets", "tflite:fp32",
+                     "--tflite-shapes", shapes)
+    assert_one_line_error(result, *needles)
+    assert not out.exists()

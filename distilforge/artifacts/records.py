@@ -53,8 +53,9 @@ class ExportedArtifact:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["inputs"] = [_spec_dict(s) for s in self.inputs]
-        d["outputs"] = [_spec_dict(s) for s in self.outputs]
+        fixed = bool(self.fixed_shapes)  # named axes then take the sizes of the declared shapes
+        d["inputs"] = [_spec_dict(s, fixed) for s in self.inputs]
+        d["outputs"] = [_spec_dict(s, fixed) for s in self.outputs]
         d["fixed_shapes"] = [list(s) for s in self.fixed_shapes] if self.fixed_shapes else None
         return d
 
@@ -71,8 +72,9 @@ class ExportedArtifact:
         )
 
 
-def _spec_dict(s: TensorSpec) -> dict[str, Any]:
-    return {"name": s.name, "dtype": s.dtype, "shape": list(s.shape), "dynamic_axes": list(s.dynamic_axes)}
+def _spec_dict(s: TensorSpec, fixed: bool) -> dict[str, Any]:
+    return {"name": s.name, "dtype": s.dtype, "shape": list(s.shape), "dynamic_axes": [] if fixed else
+            list(s.dynamic_axes)}
 
 
 @dataclass(frozen=True)

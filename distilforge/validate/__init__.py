@@ -20,7 +20,7 @@ class Reference:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self._outputs: dict[str, dict[str, np.ndarray]] = {}
-        self._scores: dict[str, float] = {}
+        self._scores: dict[tuple[str, int], float] = {}
 
     def outputs(self, case: Case) -> dict[str, np.ndarray]:
         if case.name not in self._outputs:
@@ -28,9 +28,10 @@ class Reference:
         return self._outputs[case.name]
 
     def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> float:
-        if eval_set.source not in self._scores:
-            self._scores[eval_set.source] = score(self.runner, tokenizer, eval_set, max_length=max_length)
-        return self._scores[eval_set.source]
+        key = (eval_set.source, max_length)
+        if key not in self._scores:
+            self._scores[key] = score(self.runner, tokenizer, eval_set, max_length=max_length)
+        return self._scores[key]
 
 
 def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Reference, cases: list[Case], *,

@@ -1,0 +1,149 @@
+"""TFLite through litert-torch (PyTorch straight to LiteRT), one fixed-shape signature per declared shape.
+
+TFLite has no dynamic shapes for this graph (litert-torch fails on a dynamic sequence axis in
+the embedding lookup), so an artifact declares its shapes and the runner pads into them. All
+signatures live in one file and share their weights. Token ids are int32, as TFLite wants.
+fp16 stores the weights as float16 (ai-edge-quantizer's float casting); compute stays fp32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
+from distilforge.errors import ExportError, UsageError, first_line
+from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
+from distilforge.options import BuildOptions
+from distilforge.validate.inputs import EXPORT_CHOICES
+
+MODEL_FILE = "model.tflite"
+DEFAULT_SEQUENCE = 128
+
+
+def declared_shapes(info: CheckpointInfo, options: BuildOptions) -> list[tuple[int, ...]]:
+    """The shapes to build: --tflite-shapes, or 1 x min(128, the model's maximum). Bad shapes are usage errors."""
+    multiple_choice = info.head.multiple_choice
+    asked = options.tflite_shapes or ((1, min(DEFAULT_SEQUENCE, info.max_length)),)
+    shapes = []
+    for shape in asked:
+        if len(shape) == 3 and not multiple_choice:
+            raise UsageError(f"--tflite-shapes {_text(shape)}: BATCHxCHOICESxSEQUENCE is for multiple-choice "
+                             f"models; {info.head.architecture} takes BATCHxSEQUENCE")
+        if multiple_choice and len(shape) == 2:
+            shape = (shape[0], EXPORT_CHOICES, shape[1])
+        if shape[-1] > info.max_length:
+            raise UsageError(f"--tflite-shapes {_text(shape)}: sequence {shape[-1]} is longer than the model's "
+                             f"maximum of {info.max_length} positions")
+        shapes.append(shape)
+    return list(dict.fromkeys(shapes))
+
+
+def check_options(info: CheckpointInfo, options: BuildOptions) -> None:
+    declared_shapes(info, options)
+
+
+def signature_name(shape: tuple[int, ...]) -> str:
+    return "serving_" + _text(shape)
+
+
+def _text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+class DictOutputs:
+    """Builds a module returning a dict, so the TFLite signature's outputs carry the head's names.
+
+    Defined at module level on purpose: tensor names in the file include the wrapper's module
+    path, and the same path keeps the bytes the same from build to build."""
+
+    @staticmethod
+    def wrap(ckpt: LoadedCheckpoint) -> Any:
+        import torch
+
+        names = ckpt.head.output_names
+
+        class NamedOutputs(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+                return dict(zip(names, self.inner(input_ids, attention_mask), strict=True))
+
+        return NamedOutputs(head_module(ckpt)).eval()
+
+
+def convert_fp32(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: str) -> bytes:
+    """The fp32 flatbuffer with one signature per shape."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+    import litert_torch
+    import torch
+
+    key = (id(ckpt), tuple(shapes))
+    if _last_conversion.get("key") == key:
+        return _last_conversion["model"]
+    module = DictOutputs.wrap(ckpt)
+    converter = litert_torch.Converter()
+    for shape in shapes:
+        sample = {k: torch.from_numpy(v.astype("int32")) for k, v in example_inputs(ckpt, shape).items()}
+        converter = converter.signature(signature_name(shape), module, sample_kwargs=sample)
+    try:
+        model = bytes(converter.convert().model_content())
+    except Exception as e:
+        raise ExportError(f"{target}: litert_torch.convert failed: {type(e).__name__}: {first_line(e)}") from e
+    _last_conversion.update(key=key, model=model)
+    return model
+
+
+# fp16 and the INT8 targets start from the same fp32 flatbuffer: convert once per build.
+_last_conversion: dict[str, Any] = {}
+
+
+def cast_weights_to_fp16(model: bytes, target: str) -> bytes:
+    from ai_edge_quantizer import qtyping, quantizer
+
+    recipe = quantizer.recipe_manager.RecipeManager()
+    recipe.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                  algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING)
+    try:
+        result = quantizer.Quantizer(bytearray(model), recipe.get_quantization_recipe()).quantize(
+            enable_progress_report=False)
+    except Exception as e:
+        raise ExportError(f"{target}: ai-edge-quantizer float16 casting failed: {type(e).__name__}: "
+                          f"{first_line(e)}") from e
+    return bytes(result.quantized_model)
+
+
+def record(ckpt: LoadedCheckpoint, folder: Path, target: str, shapes: list[tuple[int, ...]],
+           details: dict[str, Any], warnings: list[str]) -> ExportedArtifact:
+    from importlib.metadata import version
+
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head, dtype="int32"),
+        outputs=output_specs(ckpt), fixed_shapes=shapes,
+        details={"converter": "litert_torch.convert", "litert_torch": version("litert-torch"),
+                 "signatures": {signature_name(s): list(s) for s in shapes}, **details},
+        warnings=warnings)
+
+
+def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    shapes = declared_shapes(ckpt.info, options)
+    with quiet() as captured:
+        (folder / MODEL_FILE).write_bytes(convert_fp32(ckpt, shapes, "tflite:fp32"))
+    return record(ckpt, folder, "tflite:fp32", shapes, {"weights": "fp32"}, captured.warnings)
+
+
+def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    from importlib.metadata import version
+
+    shapes = declared_shapes(ckpt.info, options)
+    with quiet() as captured:
+        model = cast_weights_to_fp16(convert_fp32(ckpt, shapes, "tflite:fp16"), "tflite:fp16")
+        (folder / MODEL_FILE).write_bytes(model)
+    return record(ckpt, folder, "tflite:fp16", shapes,
+                  {"weights": "fp16 (fully connected and embedding weights; compute in fp32)",
+                   "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')} FLOAT_CASTING"},
+                  captured.warnings)
