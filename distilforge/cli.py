@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tflite-shapes", metavar="BxS,...", default="",
                    help="fixed shapes for TFLite signatures, e.g. 1x128,1x384 (multiple choice: BxCxS; "
                         "default 1x128, or the model's maximum if shorter)")
+    b.add_argument("--calibration", type=Path, metavar="FILE",
+                   help="calibration text for static INT8: .txt (a text a line), .jsonl or .csv with a 'text' "
+                        "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
+    b.add_argument("--calibration-samples", type=_positive_int, default=128, metavar="N",
+                   help="how many calibration samples to use (default: 128)")
     _common(b)
     b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
     b.set_defaults(func=_cmd_build)
@@ -178,7 +183,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     targets = _split_targets(args.targets)
     options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
-                           tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else ())
+                           tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
+                           calibration_file=args.calibration, calibration_samples=args.calibration_samples)
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                    progress=_say(args))
     _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}",

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distilforge.artifacts.records import Tolerance
 from distilforge.errors import UsageError
+
+if TYPE_CHECKING:
+    from distilforge.quantize.calibration import CalibrationSet
 from distilforge.validate.tolerances import DEFAULT_TOLERANCES
 
 
@@ -17,6 +22,9 @@ class BuildOptions:
     # Shapes for fixed-shape formats (TFLite), as given: (batch, sequence) or (batch, choices, sequence).
     # Empty means each format's default (TFLite: 1 x min(128, the model's maximum)).
     tflite_shapes: tuple[tuple[int, ...], ...] = ()
+    calibration_file: Path | None = None  # None: the shipped text
+    calibration_samples: int = 128
+    calibration: CalibrationSet | None = None  # loaded by the pipeline when a chosen target needs it
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
 
 

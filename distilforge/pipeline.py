@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,12 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     for target in chosen:
         if target.check:
             target.check(source.ckpt.info, options)
+    if targets is None and source.ckpt.tokenizer is None and options.calibration_file is None:
+        skipped = [t.name for t in chosen if t.calibrated]
+        chosen = [t for t in chosen if not t.calibrated]
+        if skipped:
+            say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
+    options = _with_calibration(options, source, chosen)
     reference = Reference(_eager_runner(source.ckpt, options.threads))
     out.mkdir(parents=True, exist_ok=True)
     clean_staging(out)
@@ -97,6 +103,17 @@ def load_source(checkpoint: str | Path | None) -> Source:
                            source="distilforge/data/topics.jsonl (test split)")
         return Source(load_checkpoint(path, provenance=provenance), sample_texts(), eval_set, default=True)
     return Source(load_checkpoint(checkpoint), sample_texts(), None, default=False)
+
+
+def _with_calibration(options: BuildOptions, source: Source, chosen: list[Target]) -> BuildOptions:
+    """Load and check the calibration text when a chosen target needs it, or when the user named a file."""
+    if options.calibration_file is None and not any(t.calibrated for t in chosen):
+        return options
+    from distilforge.quantize.calibration import load_calibration
+
+    calibration = load_calibration(options.calibration_file, source.ckpt.tokenizer, source.ckpt.head,
+                                   samples=options.calibration_samples)
+    return replace(options, calibration=calibration)
 
 
 def _eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
@@ -182,6 +199,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "seed": options.seed,
             "onnx_opset": options.onnx_opset,
             "tflite_shapes": [list(s) for s in options.tflite_shapes] or "default",
+            "calibration": options.calibration.record() if options.calibration else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
             "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
                                 "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},

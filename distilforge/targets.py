@@ -19,6 +19,7 @@ from distilforge.exporters import openvino as openvino_export
 from distilforge.exporters import tflite as tflite_export
 from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
+from distilforge.quantize import tflite as tflite_quantize
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
 from distilforge.validate.runners import openvino as openvino_runner
@@ -39,6 +40,7 @@ class Target:
     modules: tuple[str, ...]  # importable modules the backend needs
     runtime: str  # what runs it, for the README and the report
     check: OptionCheck | None = None  # rejects options this checkpoint cannot be built with, before any work
+    calibrated: bool = False  # needs calibration text (static INT8)
 
     @property
     def format(self) -> str:
@@ -68,10 +70,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
+    Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("tflite:fp32", tflite_export.export_fp32, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
            tflite_export.check_options),
-    Target("tflite:fp16", tflite_export.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
+    Target("tflite:fp16", tflite_quantize.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
            tflite_export.check_options),
+    Target("tflite:int8-dynamic", tflite_quantize.export_int8_dynamic, tflite_runner.open_runner, "tflite", _TFLITE,
+           _LITERT, tflite_export.check_options),
+    Target("tflite:int8-static", tflite_quantize.export_int8_static, tflite_runner.open_runner, "tflite", _TFLITE,
+           _LITERT, tflite_export.check_options, calibrated=True),
 )}
 
 

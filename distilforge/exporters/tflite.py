@@ -3,7 +3,7 @@
 TFLite has no dynamic shapes for this graph (litert-torch fails on a dynamic sequence axis in
 the embedding lookup), so an artifact declares its shapes and the runner pads into them. All
 signatures live in one file and share their weights. Token ids are int32, as TFLite wants.
-fp16 stores the weights as float16 (ai-edge-quantizer's float casting); compute stays fp32.
+fp16 and INT8 start from this fp32 flatbuffer (quantize/tflite.py).
 """
 
 from __future__ import annotations
@@ -102,21 +102,6 @@ def convert_fp32(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: 
 _last_conversion: dict[str, Any] = {}
 
 
-def cast_weights_to_fp16(model: bytes, target: str) -> bytes:
-    from ai_edge_quantizer import qtyping, quantizer
-
-    recipe = quantizer.recipe_manager.RecipeManager()
-    recipe.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                  algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING)
-    try:
-        result = quantizer.Quantizer(bytearray(model), recipe.get_quantization_recipe()).quantize(
-            enable_progress_report=False)
-    except Exception as e:
-        raise ExportError(f"{target}: ai-edge-quantizer float16 casting failed: {type(e).__name__}: "
-                          f"{first_line(e)}") from e
-    return bytes(result.quantized_model)
-
-
 def record(ckpt: LoadedCheckpoint, folder: Path, target: str, shapes: list[tuple[int, ...]],
            details: dict[str, Any], warnings: list[str]) -> ExportedArtifact:
     from importlib.metadata import version
@@ -134,16 +119,3 @@ def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
     with quiet() as captured:
         (folder / MODEL_FILE).write_bytes(convert_fp32(ckpt, shapes, "tflite:fp32"))
     return record(ckpt, folder, "tflite:fp32", shapes, {"weights": "fp32"}, captured.warnings)
-
-
-def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    from importlib.metadata import version
-
-    shapes = declared_shapes(ckpt.info, options)
-    with quiet() as captured:
-        model = cast_weights_to_fp16(convert_fp32(ckpt, shapes, "tflite:fp16"), "tflite:fp16")
-        (folder / MODEL_FILE).write_bytes(model)
-    return record(ckpt, folder, "tflite:fp16", shapes,
-                  {"weights": "fp16 (fully connected and embedding weights; compute in fp32)",
-                   "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')} FLOAT_CASTING"},
-                  captured.warnings)

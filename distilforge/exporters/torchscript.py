@@ -15,10 +15,10 @@ MODEL_FILE = "model.pt"
 
 
 def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    return _trace(head_module(ckpt), ckpt, folder, "torchscript:fp32", {})
+    return trace(head_module(ckpt), ckpt, folder, "torchscript:fp32", {})
 
 
-def _trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, details: dict) -> ExportedArtifact:
+def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, details: dict) -> ExportedArtifact:
     """Trace `module` with the example inputs (a padded batch) and save it with torch.jit.save."""
     import torch
 

@@ -34,16 +34,18 @@ class CalibrationSet:
         return {"source": self.source, "samples": len(self.samples), "sha256": self.sha256}
 
     def padded(self, length: int) -> list[dict[str, np.ndarray]]:
-        """Every sample padded (or cut) to one sequence length, for fixed-shape formats."""
-        return [{k: _fit(v, length) for k, v in s.items()} for s in self.samples]
+        """Every sample padded (or cut) to one sequence length."""
+        return [fit_to_shape(s, (*s["input_ids"].shape[:-1], length)) for s in self.samples]
 
 
-def _fit(values: np.ndarray, length: int) -> np.ndarray:
-    seq = values.shape[-1]
-    if seq >= length:
-        return values[..., :length]
-    pad = [(0, 0)] * (values.ndim - 1) + [(0, length - seq)]
-    return np.pad(values, pad)  # zeros: [PAD] ids and mask 0
+def fit_to_shape(sample: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Pad (zeros: [PAD] ids, mask 0) or cut every axis of a sample to `shape`, for fixed-shape formats."""
+    return {k: _fit_array(v, shape) for k, v in sample.items()}
+
+
+def _fit_array(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    values = values[tuple(slice(0, n) for n in shape)]
+    return np.pad(values, [(0, want - have) for have, want in zip(values.shape, shape, strict=True)])
 
 
 def calibration_texts(path: Path, head: HeadSpec) -> list[tuple[str, ...]]:
