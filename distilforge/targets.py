@@ -60,13 +60,16 @@ class Target:
 
 
 _ONNX = ("onnx", "onnxruntime", "onnxscript")
+_ORT = "ONNX Runtime (CPU)"
 _OPENVINO = ("openvino",)
 _OV = "OpenVINO (CPU plugin, f32 hint)"
 _TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
 _LITERT = "LiteRT Interpreter (XNNPACK)"
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, "ONNX Runtime (CPU)"),
+    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:fp16", onnx_export.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),

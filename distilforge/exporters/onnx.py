@@ -1,41 +1,214 @@
-"""ONNX export through torch.onnx (the dynamo exporter in torch 2.13), dynamic batch and sequence axes."""
+"""ONNX export through torch.onnx (the dynamo exporter in torch 2.13), dynamic batch and sequence axes.
+
+`onnx:fp32` is the exporter's graph as is. `onnx:fp32-optimized` rewrites it for ORT's CPU provider
+(onnx_graph.py); `onnx:fp16` stores it in half precision. Both keep the dynamic axes.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
-from distilforge.errors import ExportError
+from distilforge.errors import ExportError, first_line
+from distilforge.exporters import onnx_graph
 from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
+from distilforge.validate.inputs import EXPORT_CHOICES
 
 MODEL_FILE = "model.onnx"
+# ORT re-creates the slow SkipLayerNormalization from Add + LayerNormalization when a session loads.
+SESSION_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+# A rewrite must not move any output by more than this, relative to the output's largest magnitude.
+# Sound rewrites measured <= 7e-7; dropping the attention mask moved a tiny random model by 1e-3.
+REWRITE_TOLERANCE = 2e-5
+# fp16: LayerNormalization stays fp32. Rounding its weights alone moves the default model's logits by
+# 0.0125 (over the fp16 rule); on this CPU provider it is also the only op with an fp16 kernel.
+FP16_KEEP_FP32 = ("LayerNormalization",)
+
+Rewrite = Callable[[Any], tuple[Any, dict[str, int]]]
 
 
 def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
     """Write `model.onnx` (+ `model.onnx.data`, its external weights) into `folder`."""
+    with quiet() as captured:
+        _torch_export(ckpt, folder / MODEL_FILE, options, "onnx:fp32")
+    return ExportedArtifact(
+        target="onnx:fp32", files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": options.onnx_opset,
+                 "external_data": (folder / (MODEL_FILE + ".data")).exists()},
+        warnings=captured.warnings,
+    )
+
+
+def export_optimized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    """The fp32 graph with attention fused for ORT's CPU provider, quantizer-ready, as `model.onnx`."""
+    target = "onnx:fp32-optimized"
+    with quiet() as captured:
+        model = _exported_model(ckpt, options, target)
+        heads, hidden = int(ckpt.info.config["n_heads"]), int(ckpt.info.config["dim"])
+        steps: list[tuple[str, Rewrite]] = [
+            ("onnxscript attention fusion", onnx_graph.fuse_attention),
+            ("attention mask as mask_index", onnx_graph.attention_mask_index),
+            ("onnxruntime.transformers optimize_model",
+             partial(onnx_graph.ort_transformer_optimize, num_heads=heads, hidden_size=hidden)),
+            ("Gelu to the ONNX domain", onnx_graph.gelu_to_onnx),
+        ]
+        model, applied = _rewrite(ckpt, model, steps, target)
+        fused = _fused_counts(model, heads, hidden, target)
+        external = _save(model, folder / MODEL_FILE, target)
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": onnx_graph.opset(model),
+                 "external_data": external, "steps": applied, "fused_operators": fused,
+                 "fusion_options": {"skip_layer_norm": False, "bias_skip_layer_norm": False, "bias_gelu": False},
+                 "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS),
+                 "rewrite_tolerance": REWRITE_TOLERANCE, "tools": _tool_versions()},
+        warnings=captured.warnings,
+    )
+
+
+def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    """fp16 weights and compute (LayerNormalization kept fp32), fp32 inputs and outputs, as `model.onnx`.
+
+    Where ORT's CPU provider has no fp16 kernel (on x86: nearly every op), it inserts casts at load and
+    computes in fp32: the file halves, the speed does not improve."""
+    target = "onnx:fp16"
+    with quiet() as captured:
+        model = _to_fp16(_exported_model(ckpt, options, target), target)
+        external = _save(model, folder / MODEL_FILE, target)
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": onnx_graph.opset(model),
+                 "external_data": external, "converter": "onnxruntime.transformers.float16",
+                 "weights": "fp16 (LayerNormalization fp32)", "keep_io_types": True,
+                 "op_block_list_extra": list(FP16_KEEP_FP32),
+                 "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS), "tools": _tool_versions()},
+        warnings=captured.warnings,
+    )
+
+
+def _torch_export(ckpt: LoadedCheckpoint, path: Path, options: BuildOptions, target: str) -> None:
     import torch
 
     head = ckpt.head
     inputs = {k: torch.from_numpy(v) for k, v in example_inputs(ckpt).items()}
     axes = _dynamic_shapes(head.input_axes, ckpt.info.max_length)
-    with quiet() as captured:
+    try:
+        torch.onnx.export(head_module(ckpt), (inputs["input_ids"], inputs["attention_mask"]), str(path),
+                          input_names=list(head.input_names), output_names=list(head.output_names),
+                          opset_version=options.onnx_opset, dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                          external_data=True, verbose=False)
+    except Exception as e:
+        raise ExportError(f"{target}: torch.onnx.export failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+def _exported_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> Any:
+    """The onnx:fp32 graph, in memory with its weights (the fp16 converter fails on external data)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="distilforge-onnx-") as tmp:
+        path = Path(tmp) / MODEL_FILE
+        _torch_export(ckpt, path, options, target)
+        return onnx.load(str(path))
+
+
+def _rewrite(ckpt: LoadedCheckpoint, model: Any, steps: list[tuple[str, Rewrite]],
+             target: str) -> tuple[Any, list[dict[str, Any]]]:
+    """Apply each step whose result still matches the exported graph; record each one either way.
+
+    A step that raises, or changes an output beyond REWRITE_TOLERANCE on padded inputs of two shapes,
+    is skipped: the artifact then has fewer fused operators, never a wrong graph."""
+    inputs = _check_inputs(ckpt)
+    try:
+        expected = _run(model, inputs)
+    except Exception as e:
+        raise ExportError(f"{target}: ONNX Runtime cannot run the exported graph: {first_line(e)}") from e
+    applied = []
+    for name, step in steps:
         try:
-            torch.onnx.export(head_module(ckpt), (inputs["input_ids"], inputs["attention_mask"]),
-                              str(folder / MODEL_FILE), input_names=list(head.input_names),
-                              output_names=list(head.output_names), opset_version=options.onnx_opset,
-                              dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-                              external_data=True, verbose=False)
+            candidate, counts = step(model)
+            diff = _worst_diff(_run(candidate, inputs), expected)
         except Exception as e:
-            raise ExportError(f"onnx:fp32: torch.onnx.export failed: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-    return ExportedArtifact(
-        target="onnx:fp32", files=file_records(folder), inputs=input_specs(head), outputs=output_specs(ckpt),
-        details={"exporter": "torch.onnx.export (dynamo)", "opset": options.onnx_opset,
-                 "external_data": (folder / (MODEL_FILE + ".data")).exists()},
-        warnings=captured.warnings,
-    )
+            applied.append({"step": name, "applied": False, "reason": f"{type(e).__name__}: {first_line(e)}"})
+            continue
+        if not diff <= REWRITE_TOLERANCE:  # NaN fails too
+            applied.append({"step": name, "applied": False, "counts": counts,
+                            "reason": f"outputs moved by {diff:.2e} (relative), over {REWRITE_TOLERANCE:g}"})
+            continue
+        model = candidate
+        applied.append({"step": name, "applied": True, "counts": counts, "max_rel_diff": diff})
+    return model, applied
+
+
+def _check_inputs(ckpt: LoadedCheckpoint) -> list[dict[str, np.ndarray]]:
+    """The export example and a larger padded batch of a shape it never saw."""
+    shape = (3, EXPORT_CHOICES + 1, 24) if ckpt.head.multiple_choice else (3, 24)
+    return [example_inputs(ckpt), example_inputs(ckpt, shape)]
+
+
+def _run(model: Any, inputs: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=SESSION_DISABLED_OPTIMIZERS)
+    return [session.run(None, feed) for feed in inputs]
+
+
+def _worst_diff(got: list[list[np.ndarray]], expected: list[list[np.ndarray]]) -> float:
+    """Largest difference over every output, relative to that output's largest magnitude."""
+    worst = 0.0
+    for outs, refs in zip(got, expected, strict=True):
+        for out, ref in zip(outs, refs, strict=True):
+            if out.shape != ref.shape:
+                return float("inf")
+            worst = max(worst, float(np.abs(out - ref).max()) / max(float(np.abs(ref).max()), 1e-12))
+    return worst
+
+
+def _fused_counts(model: Any, heads: int, hidden: int, target: str) -> dict[str, int]:
+    try:
+        return onnx_graph.fused_operator_counts(model, heads, hidden)
+    except Exception as e:
+        raise ExportError(f"{target}: counting fused operators failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+def _to_fp16(model: Any, target: str) -> Any:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True,
+                                        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32])
+    except Exception as e:
+        raise ExportError(f"{target}: fp16 conversion failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+def _save(model: Any, path: Path, target: str) -> bool:
+    """One file (protobuf's 2 GB limit is far off for DistilBERT), external data past the limit.
+    Returns whether external data was used."""
+    import onnx
+
+    external = onnx_graph.weight_bytes(model) > onnx_graph.SINGLE_FILE_LIMIT
+    try:
+        onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+    except Exception as e:
+        raise ExportError(f"{target}: saving {path.name} failed: {type(e).__name__}: {first_line(e)}") from e
+    return external
+
+
+def _tool_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir")}
 
 
 def _dynamic_shapes(axes: tuple[str, ...], max_length: int) -> dict[int, object]:

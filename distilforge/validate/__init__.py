@@ -11,7 +11,7 @@ from distilforge.heads import HeadSpec
 from distilforge.validate.compare import check_agreement, check_output, compare_output
 from distilforge.validate.inputs import Case
 from distilforge.validate.runners import Runner
-from distilforge.validate.task import EvalSet, score
+from distilforge.validate.task import EvalSet, eval_cases, score
 
 
 class Reference:
@@ -20,7 +20,6 @@ class Reference:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self._outputs: dict[str, dict[str, np.ndarray]] = {}
-        self._scores: dict[tuple[str, int], float] = {}
 
     def outputs(self, case: Case) -> dict[str, np.ndarray]:
         if case.name not in self._outputs:
@@ -28,10 +27,8 @@ class Reference:
         return self._outputs[case.name]
 
     def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> float:
-        key = (eval_set.source, max_length)
-        if key not in self._scores:
-            self._scores[key] = score(self.runner, tokenizer, eval_set, max_length=max_length)
-        return self._scores[key]
+        cases = eval_cases(tokenizer, eval_set, max_length=max_length)
+        return score(eval_set, [self.outputs(c) for c in cases])
 
 
 def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Reference, cases: list[Case], *,
@@ -42,9 +39,11 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
     `task` is (tokenizer, eval set, max length) when labelled data is available."""
     metrics: list[OutputMetrics] = []
     failures: list[str] = []
-    for case in cases:
+    labelled = eval_cases(task[0], task[1], max_length=task[2]) if task else []
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for case in [*cases, *labelled]:
         expected = reference.outputs(case)
-        actual = runner.run(case.inputs)
+        actual = outputs[case.name] = runner.run(case.inputs)
         for spec in head.outputs:
             problem = _shape_problem(artifact.target, case, spec.name, expected, actual)
             if problem:
@@ -56,7 +55,12 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
     for spec in head.outputs:
         failures += check_agreement(artifact.target, spec.name, [m for m in metrics if m.output == spec.name],
                                     tolerance)
-    task_score = _task_score(runner, reference, task) if task else None
+    task_score = None
+    if task:
+        eval_set = task[1]
+        task_score = TaskScore(metric=eval_set.metric, examples=len(eval_set.texts),
+                               reference=score(eval_set, [reference.outputs(c) for c in labelled]),
+                               artifact=score(eval_set, [outputs[c.name] for c in labelled]))
     if task_score and tolerance.max_task_drop is not None and task_score.drop > tolerance.max_task_drop:
         failures.append(f"{artifact.target}: {task_score.metric} {task_score.artifact:.2f} is "
                         f"{task_score.drop:.2f} points below the reference's {task_score.reference:.2f} "
@@ -76,10 +80,3 @@ def _shape_problem(target: str, case: Case, name: str, expected: dict[str, np.nd
         return (f"{target}: {name} on {case.name} (shape {shape}) has shape {actual[name].shape}, "
                 f"the reference {expected[name].shape}")
     return None
-
-
-def _task_score(runner: Runner, reference: Reference, task: tuple[Any, EvalSet, int]) -> TaskScore:
-    tokenizer, eval_set, max_length = task
-    return TaskScore(metric=eval_set.metric, reference=reference.task_score(tokenizer, eval_set, max_length),
-                     artifact=score(runner, tokenizer, eval_set, max_length=max_length),
-                     examples=len(eval_set.texts))

@@ -20,7 +20,11 @@ class OnnxRunner:
         options.log_severity_level = 3
         if not spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        # Recorded by the exporter (e.g. to keep ORT from re-fusing a slow kernel at load) and applied here,
+        # so validation and benchmarks run the artifact exactly as it is meant to be run.
+        disabled = list(artifact.details.get("session_disabled_optimizers") or [])
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=disabled)
         self.artifact = artifact
         self.output_names = tuple(o.name for o in artifact.outputs)
 
