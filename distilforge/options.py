@@ -25,6 +25,9 @@ class BuildOptions:
     calibration_file: Path | None = None  # None: the shipped text
     calibration_samples: int = 128
     calibration: CalibrationSet | None = None  # loaded by the pipeline when a chosen target needs it
+    # ONNX INT8: op types, MatMul roles or node names kept in float; None: each target's default
+    # (distilforge/quantize/onnx.py: DYNAMIC_KEEP_FLOAT, STATIC_KEEP_FLOAT)
+    onnx_int8_keep_float: tuple[str, ...] | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
 
 

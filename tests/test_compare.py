@@ -81,3 +81,21 @@ def test_tolerance_overrides():
     with pytest.raises(UsageError):
         parse_overrides(["fp99.max_abs=1"])
     assert precision_class("int8-static") == "int8" and precision_class("bf16") == "fp16"
+
+
+def test_reference_outputs_are_cached_by_content_not_name():
+    """Two cases may share a name (fixed-shape and dynamic grids both have 'random 3x16')."""
+    from distilforge.validate import Reference
+    from distilforge.validate.inputs import Case
+
+    class Echo:
+        output_names = ("x",)
+
+        def run(self, inputs):
+            return {"x": inputs["input_ids"].astype(np.float32)}
+
+    reference = Reference(Echo())
+    a = Case("random 3x16", {"input_ids": np.zeros((3, 16), np.int64), "attention_mask": np.ones((3, 16), np.int64)})
+    b = Case("random 3x16", {"input_ids": np.ones((3, 16), np.int64), "attention_mask": np.ones((3, 16), np.int64)})
+    assert reference.outputs(a)["x"].sum() == 0
+    assert reference.outputs(b)["x"].sum() == 48

@@ -51,27 +51,36 @@ def export_optimized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions
     """The fp32 graph with attention fused for ORT's CPU provider, quantizer-ready, as `model.onnx`."""
     target = "onnx:fp32-optimized"
     with quiet() as captured:
-        model = _exported_model(ckpt, options, target)
-        heads, hidden = int(ckpt.info.config["n_heads"]), int(ckpt.info.config["dim"])
-        steps: list[tuple[str, Rewrite]] = [
-            ("onnxscript attention fusion", onnx_graph.fuse_attention),
-            ("attention mask as mask_index", onnx_graph.attention_mask_index),
-            ("onnxruntime.transformers optimize_model",
-             partial(onnx_graph.ort_transformer_optimize, num_heads=heads, hidden_size=hidden)),
-            ("Gelu to the ONNX domain", onnx_graph.gelu_to_onnx),
-        ]
-        model, applied = _rewrite(ckpt, model, steps, target)
-        fused = _fused_counts(model, heads, hidden, target)
-        external = _save(model, folder / MODEL_FILE, target)
+        model, graph_details = optimized_model(ckpt, options, target)
+        external = save_model(model, folder / MODEL_FILE, target)
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.onnx.export (dynamo)", "opset": onnx_graph.opset(model),
-                 "external_data": external, "steps": applied, "fused_operators": fused,
-                 "fusion_options": {"skip_layer_norm": False, "bias_skip_layer_norm": False, "bias_gelu": False},
-                 "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS),
-                 "rewrite_tolerance": REWRITE_TOLERANCE, "tools": _tool_versions()},
+                 "external_data": external, **graph_details},
         warnings=captured.warnings,
     )
+
+
+def optimized_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> tuple[Any, dict[str, Any]]:
+    """The in-memory fp32-optimized graph and what was done to it (steps, fused operators, session settings).
+
+    Shared by `onnx:fp32-optimized` and the INT8 targets (quantize/onnx.py), which quantize this graph.
+    The caller captures library noise."""
+    model = _exported_model(ckpt, options, target)
+    heads, hidden = int(ckpt.info.config["n_heads"]), int(ckpt.info.config["dim"])
+    steps: list[tuple[str, Rewrite]] = [
+        ("onnxscript attention fusion", onnx_graph.fuse_attention),
+        ("attention mask as mask_index", onnx_graph.attention_mask_index),
+        ("onnxruntime.transformers optimize_model",
+         partial(onnx_graph.ort_transformer_optimize, num_heads=heads, hidden_size=hidden)),
+        ("Gelu to the ONNX domain", onnx_graph.gelu_to_onnx),
+    ]
+    model, applied = _rewrite(ckpt, model, steps, target)
+    fused = _fused_counts(model, heads, hidden, target)
+    return model, {"steps": applied, "fused_operators": fused,
+                   "fusion_options": {"skip_layer_norm": False, "bias_skip_layer_norm": False, "bias_gelu": False},
+                   "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS),
+                   "rewrite_tolerance": REWRITE_TOLERANCE, "tools": _tool_versions()}
 
 
 def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
@@ -82,7 +91,7 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
     target = "onnx:fp16"
     with quiet() as captured:
         model = _to_fp16(_exported_model(ckpt, options, target), target)
-        external = _save(model, folder / MODEL_FILE, target)
+        external = save_model(model, folder / MODEL_FILE, target)
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.onnx.export (dynamo)", "opset": onnx_graph.opset(model),
@@ -191,7 +200,7 @@ def _to_fp16(model: Any, target: str) -> Any:
         raise ExportError(f"{target}: fp16 conversion failed: {type(e).__name__}: {first_line(e)}") from e
 
 
-def _save(model: Any, path: Path, target: str) -> bool:
+def save_model(model: Any, path: Path, target: str) -> bool:
     """One file (protobuf's 2 GB limit is far off for DistilBERT), external data past the limit.
     Returns whether external data was used."""
     import onnx

@@ -8,7 +8,9 @@ mask input after a graph node), so runners bind by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,30 @@ from distilforge.options import BuildOptions
 MODEL_FILE = "model.xml"  # + model.bin
 
 
+@contextlib.contextmanager
+def no_telemetry() -> Iterator[None]:
+    """OpenVINO's converter and NNCF send telemetry from a forked process (about 3 s per event offline,
+    and a fork in a process running JAX's threads can deadlock). Their only off switch is CI=true."""
+    previous = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = previous
+
+
 def convert(ckpt: LoadedCheckpoint, target: str) -> Any:
     """The head as an in-memory ov.Model with dynamic shapes and our tensor names."""
-    os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
     import openvino as ov
     import torch
 
     example = tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
     try:
-        model = ov.convert_model(head_module(ckpt), example_input=example)
+        with no_telemetry():
+            model = ov.convert_model(head_module(ckpt), example_input=example)
     except Exception as e:
         raise ExportError(f"{target}: ov.convert_model failed: {type(e).__name__}: {first_line(e)}") from e
     for port, name in zip(model.inputs, ckpt.head.input_names, strict=True):

@@ -82,8 +82,7 @@ def convert_fp32(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: 
     import litert_torch
     import torch
 
-    key = (id(ckpt), tuple(shapes))
-    if _last_conversion.get("key") == key:
+    if _last_conversion.get("ckpt") is ckpt and _last_conversion.get("shapes") == shapes:
         return _last_conversion["model"]
     module = DictOutputs.wrap(ckpt)
     converter = litert_torch.Converter()
@@ -94,11 +93,12 @@ def convert_fp32(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: 
         model = bytes(converter.convert().model_content())
     except Exception as e:
         raise ExportError(f"{target}: litert_torch.convert failed: {type(e).__name__}: {first_line(e)}") from e
-    _last_conversion.update(key=key, model=model)
+    _last_conversion.update(ckpt=ckpt, shapes=list(shapes), model=model)
     return model
 
 
-# fp16 and the INT8 targets start from the same fp32 flatbuffer: convert once per build.
+# fp16 and the INT8 targets start from the same fp32 flatbuffer: convert once per build. The entry
+# holds the checkpoint itself (not its id(), which a later checkpoint object may reuse).
 _last_conversion: dict[str, Any] = {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,23 @@ class Reference:
         self._outputs: dict[str, dict[str, np.ndarray]] = {}
 
     def outputs(self, case: Case) -> dict[str, np.ndarray]:
-        if case.name not in self._outputs:
-            self._outputs[case.name] = self.runner.run(case.inputs)
-        return self._outputs[case.name]
+        key = _fingerprint(case)  # by content: two targets' cases may share a name, not their token ids
+        if key not in self._outputs:
+            self._outputs[key] = self.runner.run(case.inputs)
+        return self._outputs[key]
 
     def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> float:
         cases = eval_cases(tokenizer, eval_set, max_length=max_length)
         return score(eval_set, [self.outputs(c) for c in cases])
+
+
+def _fingerprint(case: Case) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(case.inputs):
+        values = np.ascontiguousarray(case.inputs[name])
+        digest.update(f"{name}{values.shape}{values.dtype}".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
 
 
 def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Reference, cases: list[Case], *,

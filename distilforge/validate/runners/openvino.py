@@ -7,7 +7,6 @@ says which precision it is judged in (f32 unless the target is bf16).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from distilforge.validate.runners import cast_inputs
 
 class OpenVinoRunner:
     def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int, *, precision_hint: str = "f32"):
-        os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
         import openvino as ov
 
         config = {"INFERENCE_PRECISION_HINT": precision_hint, "INFERENCE_NUM_THREADS": threads,

@@ -1,0 +1,277 @@
+"""INT8 ONNX with ONNX Runtime's own quantizer, applied to the fp32-optimized graph (exporters/onnx.py).
+
+- int8-dynamic: `quantize_dynamic` (QOperator): int8 weights per channel, uint8 activations quantized per
+  tensor at run time; ORT runs DynamicQuantizeMatMul and QAttention. Weight type and reduce_range follow
+  ORT's advice for the CPU (`cpu_rule`). The embeddings stay float: QEmbedLayerNormalization quantizes the
+  tables and the LayerNorm's gamma/beta with one uint8 scale each, which alone took the default model's
+  min cosine from 0.9973 to 0.985 with everything else int8.
+- int8-static: `quantize_static` (QDQ), calibrated on real text, int8 weights per channel, uint8
+  activations per tensor. Fused Attention stays float (the QDQ quantizer has no Attention), and so do
+  LayerNorm, Softmax, GELU, every Add (the residual stream) and the embeddings; by default also the FFN's
+  second MatMul, whose GELU input has outlier features that a calibrated range clips on unseen inputs.
+
+Measured on the default model: docs/investigations/onnx.md (section on INT8 for this module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.errors import ExportError, first_line
+from distilforge.exporters import onnx as onnx_export
+from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet
+from distilforge.options import BuildOptions
+from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
+
+# What each target keeps in float: op types, MatMul roles (ROLES) or exact node names.
+# BuildOptions.onnx_int8_keep_float replaces these lists.
+DYNAMIC_KEEP_FLOAT = ("EmbedLayerNormalization", "Gather")
+STATIC_KEEP_FLOAT = ("EmbedLayerNormalization", "Gather", "LayerNormalization", "SkipLayerNormalization", "Softmax",
+                     "Gelu", "FastGelu", "BiasGelu", "Add", "ffn_out")
+# A MatMul's role, from the op that produces its activation input.
+ROLES = {"ffn_out": ("Gelu", "FastGelu", "BiasGelu"), "attention_out": ("Attention", "MultiHeadAttention"),
+         "ffn_in": ("LayerNormalization", "SkipLayerNormalization")}
+STATIC_OP_TYPES = ("MatMul", "Gemm")  # what the static recipe quantizes (QDQ has no fused Attention)
+# MinMax: histogram methods (Entropy, Percentile) measured worse here (min cosine 0.988 / 0.978 vs 0.9875
+# with every MatMul int8) and need one padded shape. Any onnxruntime CalibrationMethod name works.
+CALIBRATION_METHOD = "MinMax"
+QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "QAttention", "QEmbedLayerNormalization", "QGemm",
+                 "QuantizeLinear", "DequantizeLinear")
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    """quantize_dynamic on the fp32-optimized graph, per-channel weights, embeddings float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = "onnx:int8-dynamic"
+    rule = cpu_rule()
+    keep = options.onnx_int8_keep_float
+    keep = DYNAMIC_KEEP_FLOAT if keep is None else tuple(keep)
+    with quiet() as captured:
+        model, graph_details = onnx_export.optimized_model(ckpt, options, target)
+        excluded = kept_float_nodes(model, keep)
+        with tempfile.TemporaryDirectory(prefix="distilforge-onnx8-") as tmp:
+            src, dst = _stage(model, Path(tmp), target)
+            with _root_log(captured):
+                _call(target, "quantize_dynamic", quantize_dynamic, src, dst, per_channel=True,
+                      reduce_range=rule["reduce_range"], weight_type=getattr(QuantType, rule["weight_type"]),
+                      nodes_to_exclude=excluded, extra_options=_extra_options())
+            quantized = _load(dst)
+        external = onnx_export.save_model(quantized, folder / onnx_export.MODEL_FILE, target)
+    details = {"quantizer": "onnxruntime.quantization.quantize_dynamic (QOperator)",
+               "weights": f"{rule['weight_type']} per channel" + (", 7-bit (reduce_range)" if rule["reduce_range"]
+                                                                   else ""),
+               "activations": "uint8 per tensor, quantized at run time", "cpu_rule": rule,
+               "keep_float": list(keep), "excluded_nodes": len(excluded)}
+    return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
+
+
+def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    """QDQ quantize_static on the fp32-optimized graph, calibrated on options.calibration."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    target = "onnx:int8-static"
+    if options.calibration is None:
+        raise ExportError(f"{target}: needs calibration data and none was given")
+    keep = options.onnx_int8_keep_float
+    keep = STATIC_KEEP_FLOAT if keep is None else tuple(keep)
+    method = getattr(CalibrationMethod, CALIBRATION_METHOD)
+    with quiet() as captured:
+        model, graph_details = onnx_export.optimized_model(ckpt, options, target)
+        excluded = kept_float_nodes(model, keep)
+        op_types = [t for t in STATIC_OP_TYPES if t not in keep]
+        with tempfile.TemporaryDirectory(prefix="distilforge-onnx8-") as tmp:
+            src, dst = _stage(model, Path(tmp), target)
+            with _root_log(captured):
+                _call(target, "quantize_static", quantize_static, src, dst,
+                      _reader(options.calibration, method, ckpt.info.max_length),
+                      quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                      activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                      nodes_to_exclude=excluded, calibrate_method=method,
+                      extra_options=_extra_options(MatMulConstBOnly=True,
+                                                   OpTypesToExcludeOutputQuantization=list(STATIC_OP_TYPES)))
+            quantized = _load(dst)
+        rewired = float_consumers_off_qdq(quantized, op_types)
+        external = onnx_export.save_model(quantized, folder / onnx_export.MODEL_FILE, target)
+    details = {"quantizer": "onnxruntime.quantization.quantize_static (QDQ)", "format": "QDQ",
+               "weights": "QInt8 per channel", "activations": "QUInt8 per tensor, calibrated",
+               "quantized_op_types": op_types, "calibration_method": CALIBRATION_METHOD,
+               "keep_float": list(keep), "excluded_nodes": len(excluded),
+               "float_inputs_restored": rewired, "calibration": options.calibration.record()}
+    return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
+
+
+def cpu_rule(arch: str | None = None, flags: dict[str, bool] | None = None) -> dict[str, Any]:
+    """Weight type and reduce_range, as ONNX Runtime's quantization docs advise for this CPU.
+
+    x86 without VNNI: the u8 x s8 kernel (VPMADDUBSW) adds pairs of products into int16 and can
+    saturate, so weights get 7 bits (reduce_range). With VNNI (and on ARM) the products accumulate in
+    int32 without saturation: full 8 bits. On this VNNI machine reduce_range=True lowered the default
+    model's min cosine from 0.9926 to 0.9888 (under the INT8 rule). Weights are QInt8 everywhere:
+    QUInt8 weights take ORT's u8u8 path, measured 2.2x slower."""
+    from distilforge.artifacts.environment import SPEED_FLAGS, has_vnni, machine_info
+
+    if arch is None or flags is None:
+        info = machine_info(1)
+        arch, flags = arch or info["arch"], flags if flags is not None else info["flags"]
+    x86 = arch.lower() in X86
+    vnni = has_vnni({"flags": flags})
+    reduce_range = x86 and not vnni
+    why = ("x86 without VNNI: u8s8 products can saturate in int16 (VPMADDUBSW), so 7-bit weights"
+           if reduce_range else
+           "VNNI: u8s8 products accumulate in int32 without saturation, so full 8-bit weights" if x86 else
+           "not x86: no u8s8 saturation, so full 8-bit weights")
+    return {"arch": arch, "vnni": vnni, "flags": {f: bool(flags.get(f)) for f in SPEED_FLAGS if flags.get(f)},
+            "weight_type": "QInt8", "reduce_range": reduce_range, "why": why}
+
+
+def matmul_role(node: Any, producers: dict[str, Any]) -> str | None:
+    """'ffn_out', 'attention_out' or 'ffn_in' for a MatMul/Gemm, from what produces its input."""
+    if node.op_type not in ("MatMul", "Gemm") or not node.input:
+        return None
+    producer = producers.get(node.input[0])
+    kind = producer.op_type if producer is not None else None
+    return next((role for role, ops in ROLES.items() if kind in ops), None)
+
+
+def kept_float_nodes(model: Any, keep: tuple[str, ...]) -> list[str]:
+    """Names of the nodes that match `keep` by op type, role or name (unnamed nodes get names)."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    names = []
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}_distilforge"
+        if node.op_type in keep or node.name in keep or matmul_role(node, producers) in keep:
+            names.append(node.name)
+    return names
+
+
+def float_consumers_off_qdq(model: Any, quantized_types: list[str]) -> int:
+    """Give every float consumer of a quantized activation (the residual Add, Attention) the float tensor back.
+
+    The QDQ quantizer replaces a tensor by its Q->DQ copy for all consumers when only one of them is
+    quantized, so the residual stream after each LayerNorm went through uint8 (min cosine 0.984 vs 0.9875).
+    Returns how many inputs were restored."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    restored = 0
+    for node in model.graph.node:
+        if node.op_type in (*quantized_types, "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            original = _activation_before_qdq(name, producers)
+            if original is not None:
+                node.input[i] = original
+                restored += 1
+    return restored
+
+
+def _activation_before_qdq(name: str, producers: dict[str, Any]) -> str | None:
+    dq = producers.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = producers.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _reader(calibration: CalibrationSet, method: Any, max_length: int) -> Any:
+    """The samples one by one, cut to the model's maximum length (calibration text is tokenized to 128),
+    unpadded for MinMax; histogram methods need one shape, so padded to the longest."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+
+    samples = [fit_to_shape(s, (*s["input_ids"].shape[:-1], min(s["input_ids"].shape[-1], max_length)))
+               for s in calibration.samples]
+    if method != CalibrationMethod.MinMax:
+        longest = max(s["input_ids"].shape[-1] for s in samples)
+        samples = [fit_to_shape(s, (*s["input_ids"].shape[:-1], longest)) for s in samples]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.samples, None)
+
+    return Reader()
+
+
+def _extra_options(**more: Any) -> dict[str, Any]:
+    """DefaultTensorType: shape inference cannot type the outputs of contrib ops (Attention), and
+    without it the quantizer fails (dynamic) or silently skips the MatMul after them (static)."""
+    from onnx import TensorProto
+
+    return {"DefaultTensorType": TensorProto.FLOAT, **more}
+
+
+def _stage(model: Any, tmp: Path, target: str) -> tuple[str, str]:
+    src = tmp / "fp32.onnx"
+    onnx_export.save_model(model, src, target)
+    return str(src), str(tmp / "int8.onnx")
+
+
+def _load(path: str) -> Any:
+    import onnx
+
+    return onnx.load(path)
+
+
+def _call(target: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:
+        raise ExportError(f"{target}: onnxruntime {name} failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+@contextlib.contextmanager
+def _root_log(captured: Captured) -> Iterator[None]:
+    """The quantizer logs with logging.warning() on the root logger: keep those messages as the artifact's
+    warnings (a handler of our own also stops logging.basicConfig from binding to the captured stderr)."""
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.warnings.append(first_line(Exception(record.getMessage())))
+
+    root, handler = logging.getLogger(), Keep(logging.WARNING)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _artifact(ckpt: LoadedCheckpoint, folder: Path, target: str, model: Any, external: bool,
+              graph_details: dict[str, Any], details: dict[str, Any], captured: Captured) -> ExportedArtifact:
+    from onnxruntime import __version__ as ort_version
+
+    counts = Counter(n.op_type for n in model.graph.node)
+    quantized = {k: v for k, v in sorted(counts.items()) if k in QUANTIZED_OPS}
+    if not quantized:
+        raise ExportError(f"{target}: the quantizer left no node quantized")
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": _opset(model), "external_data": external,
+                 **details, "quantized_operators": quantized, "onnxruntime": ort_version,
+                 # the runner applies it: ORT would re-create the slow SkipLayerNormalization at load
+                 "session_disabled_optimizers": list(graph_details.get("session_disabled_optimizers") or []),
+                 "fp32_graph": graph_details},
+        warnings=list(dict.fromkeys(captured.warnings)),
+    )
+
+
+def _opset(model: Any) -> int:
+    from distilforge.exporters import onnx_graph
+
+    return onnx_graph.opset(model)
