@@ -19,6 +19,8 @@ from distilforge.exporters import openvino as openvino_export
 from distilforge.exporters import tflite as tflite_export
 from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
+from distilforge.quantize import onnx as onnx_quantize
+from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
@@ -70,10 +72,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:fp16", onnx_export.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:int8-static", onnx_quantize.export_int8_static, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
+           calibrated=True),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
+    Target("openvino:int8-weights", openvino_quantize.export_int8_weights, openvino_runner.open_runner, "openvino",
+           _OPENVINO, _OV),
+    Target("openvino:int8-static", openvino_quantize.export_int8_static, openvino_runner.open_runner, "openvino",
+           _OPENVINO, _OV, calibrated=True),
     Target("tflite:fp32", tflite_export.export_fp32, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
            tflite_export.check_options),
     Target("tflite:fp16", tflite_quantize.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,

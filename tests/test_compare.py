@@ -99,3 +99,14 @@ def test_reference_outputs_are_cached_by_content_not_name():
     b = Case("random 3x16", {"input_ids": np.ones((3, 16), np.int64), "attention_mask": np.ones((3, 16), np.int64)})
     assert reference.outputs(a)["x"].sum() == 0
     assert reference.outputs(b)["x"].sum() == 48
+
+
+def test_a_single_value_has_no_cosine():
+    """A regression output for one row is one number: its 'cosine' would be only its sign."""
+    mask = np.ones((1, 8), dtype=np.int64)
+    m = compare_output("c", (1, 8), OutputSpec("logits", False, None), np.array([[1e-4]]), np.array([[-1e-4]]), mask)
+    assert m.cosine is None
+    assert check_output("onnx:int8-dynamic", m, Tolerance(min_cosine=0.99)) == []
+    two = compare_output("c", (2, 8), OutputSpec("logits", False, None), np.array([[1.0], [2.0]]),
+                         np.array([[-1.0], [2.0]]), np.ones((2, 8), dtype=np.int64))
+    assert two.cosine == pytest.approx(0.6)

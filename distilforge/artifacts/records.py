@@ -99,7 +99,7 @@ class OutputMetrics:
     output: str
     max_abs: float
     mean_abs: float
-    cosine: float
+    cosine: float | None  # None for a single value, whose "cosine" would only be its sign
     agreement: float | None  # fraction in [0, 1]; None where the output has no discrete decision
     decisions: int  # how many discrete decisions the agreement counts
     compared: int  # number of values compared (padded positions excluded)
@@ -143,7 +143,7 @@ class ValidationResult:
         return {
             "max_abs": max((c.max_abs for c in self.cases), default=0.0),
             "mean_abs": max((c.mean_abs for c in self.cases), default=0.0),
-            "min_cosine": min((c.cosine for c in self.cases), default=1.0),
+            "min_cosine": min((c.cosine for c in self.cases if c.cosine is not None), default=None),
             "agreement": agreement,
         }
 

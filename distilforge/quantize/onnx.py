@@ -10,7 +10,7 @@
   LayerNorm, Softmax, GELU, every Add (the residual stream) and the embeddings; by default also the FFN's
   second MatMul, whose GELU input has outlier features that a calibrated range clips on unseen inputs.
 
-Measured on the default model: docs/investigations/onnx.md (section on INT8 for this module).
+Figures in the docstrings: the default model, ORT 1.32, a 2-core AVX-512 VNNI Xeon.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def compare_output(case_name: str, shape: tuple[int, ...], spec: OutputSpec, ref
         case=case_name, shape=shape, output=spec.name,
         max_abs=float(diff.max()) if diff.size else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0,
-        cosine=_cosine(ref64.ravel(), got64.ravel()),
+        cosine=_cosine(ref64.ravel(), got64.ravel()) if diff.size >= 2 else None,
         agreement=float(np.mean(decisions)) if decisions is not None else None,
         decisions=int(decisions.size) if decisions is not None else 0,
         compared=int(diff.size),
@@ -66,7 +66,7 @@ def check_output(artifact: str, metrics: OutputMetrics, tolerance: Tolerance) ->
         return [f"{where}: output is not finite (NaN or inf)"]
     if tolerance.max_abs is not None and metrics.max_abs > tolerance.max_abs:
         failures.append(f"{where}: max abs diff {metrics.max_abs:.3g} > {tolerance.max_abs:g}")
-    if tolerance.min_cosine is not None and metrics.cosine < tolerance.min_cosine:
+    if tolerance.min_cosine is not None and metrics.cosine is not None and metrics.cosine < tolerance.min_cosine:
         failures.append(f"{where}: cosine {metrics.cosine:.5f} < {tolerance.min_cosine:g}")
     return failures
 
