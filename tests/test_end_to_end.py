@@ -36,3 +36,22 @@ def test_default_model_build_and_validate(tmp_path):
                               capture_output=True, text=True, env=env, timeout=1800)
     assert tampered.returncode == 1
     assert "model.onnx.data has changed" in tampered.stderr
+
+
+@pytest.mark.slow
+def test_default_model_every_target_passes(tmp_path):
+    """What `make demo` promises: every registered target builds and passes DESIGN.md's rules on the real
+    model, INT8 within 1.0 point of the reference's accuracy, with the task metric in the manifest."""
+    from distilforge.pipeline import build
+    from distilforge.targets import TARGETS
+
+    result = build(None, tmp_path / "all", force=True)
+    assert result.passed, "\n".join(result.failures)
+    built = {e["target"]: e for e in result.manifest["artifacts"]}
+    assert set(built) == {name for name, t in TARGETS.items() if t.installed()}
+    for name, entry in built.items():
+        task = entry["validation"]["task"]
+        assert task["examples"] == 125 and task["drop"] <= 1.0, (name, task)
+        if entry["precision"].startswith("int8"):
+            assert entry["bytes"] < 0.9 * built["onnx:fp32"]["bytes"], name
+    assert result.manifest["settings"]["calibration"]["samples"] == 128
