@@ -28,6 +28,7 @@ against the eager PyTorch model, and record everything in DIR/manifest.json.
 examples:
   distilforge build --out artifacts                 # the built-in default model, every installed target
   distilforge build ./my-checkpoint --out out --targets onnx:fp32
+  distilforge build ./my-checkpoint --out out --eval dev.jsonl   # task metrics on your labelled data
   distilforge validate out                          # re-check hashes and outputs from the manifest
   distilforge targets                               # what can be built here
 """
@@ -125,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
                         "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
     b.add_argument("--calibration-samples", type=_positive_int, default=128, metavar="N",
                    help="how many calibration samples to use (default: 128)")
+    b.add_argument("--eval", type=Path, metavar="FILE", dest="eval_file",
+                   help="labelled data (.jsonl or .csv) to score every artifact and the eager model on: "
+                        "text+label, text+labels (multi-label), tokens+tags, question+context+answer, "
+                        "prompt+choices+label (default: the built-in model's held-out split)")
     _common(b)
     b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
     b.set_defaults(func=_cmd_build)
@@ -186,7 +191,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples)
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
-                   progress=_say(args))
+                   progress=_say(args), eval_file=args.eval_file)
     _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}",
             extra={"manifest": str(args.out / "manifest.json")})
     return EXIT_OK if result.passed else EXIT_FAILED

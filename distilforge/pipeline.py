@@ -19,12 +19,12 @@ from distilforge.artifacts.layout import check_out_dir, clean_staging, move_into
 from distilforge.artifacts.manifest import ArtifactEntry, make_manifest, read_manifest, verify_files, write_manifest
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
-from distilforge.errors import BuildFailure, CheckpointError, DistilforgeError, ExportError, first_line
+from distilforge.errors import BuildFailure, CheckpointError, DataFileError, DistilforgeError, ExportError, first_line
 from distilforge.options import BuildOptions
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
-from distilforge.validate.task import EvalSet
+from distilforge.validate.task import EvalSet, check_eval_head
 from distilforge.validate.tolerances import precision_class
 
 Progress = Callable[[str], None]
@@ -62,8 +62,12 @@ class BuildResult:
 
 
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
-          options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None) -> BuildResult:
-    """Build, validate and record every target. Bad input raises before anything is written."""
+          options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None,
+          eval_file: str | Path | None = None) -> BuildResult:
+    """Build, validate and record every target. Bad input raises before anything is written.
+
+    `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
+    model's held-out split."""
     options = options or BuildOptions()
     say = progress or (lambda _msg: None)
     chosen = resolve_targets(targets)
@@ -72,9 +76,11 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     out = Path(out)
     check_out_dir(out, force=force)
     if checkpoint is not None:
-        inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
+        info = inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
+        if eval_file is not None:
+            check_eval_head(info.head, eval_file)
     say("loading checkpoint" if checkpoint else "loading the built-in default model")
-    source = load_source(checkpoint)
+    source = load_source(checkpoint, eval_file)
     for target in chosen:
         if target.check:
             target.check(source.ckpt.info, options)
@@ -93,16 +99,26 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     return BuildResult(out=out, manifest=manifest, entries=entries)
 
 
-def load_source(checkpoint: str | Path | None) -> Source:
+def load_source(checkpoint: str | Path | None, eval_file: str | Path | None = None) -> Source:
+    """The checkpoint, the validation texts, and the labelled data: `eval_file` (read and checked in full
+    here, before any output is written), else the default model's held-out split, else none."""
     from distilforge.default_model import ensure_default_checkpoint, load_topics, sample_texts
+    from distilforge.validate.task import load_eval_set
 
     if checkpoint is None:
         path, provenance = ensure_default_checkpoint()
+        ckpt = load_checkpoint(path, provenance=provenance)
+    else:
+        ckpt = load_checkpoint(checkpoint)
+    if eval_file is not None:
+        eval_set = load_eval_set(eval_file, ckpt.info, ckpt.tokenizer)
+    elif checkpoint is None:
         topics = load_topics()
-        eval_set = EvalSet(texts=tuple(r.text for r in topics.test), labels=tuple(r.label for r in topics.test),
-                           source="distilforge/data/topics.jsonl (test split)")
-        return Source(load_checkpoint(path, provenance=provenance), sample_texts(), eval_set, default=True)
-    return Source(load_checkpoint(checkpoint), sample_texts(), None, default=False)
+        eval_set = EvalSet(inputs=tuple((r.text,) for r in topics.test), labels=tuple(r.label for r in topics.test),
+                           source="distilforge/data/topics.jsonl (test split)", sha256=topics.sha256)
+    else:
+        eval_set = None
+    return Source(ckpt, sample_texts(), eval_set, default=checkpoint is None)
 
 
 def _with_calibration(options: BuildOptions, source: Source, chosen: list[Target]) -> BuildOptions:
@@ -200,6 +216,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "onnx_opset": options.onnx_opset,
             "tflite_shapes": [list(s) for s in options.tflite_shapes] or "default",
             "calibration": options.calibration.record() if options.calibration else None,
+            "eval": source.eval_set.record() if source.eval_set else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
             "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
                                 "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},
@@ -226,9 +243,11 @@ def _reference_record(source: Source, reference: Reference) -> dict[str, Any]:
     record: dict[str, Any] = {"runtime": "PyTorch eager, fp32",
                               "attention": getattr(source.ckpt.model.config, "_attn_implementation", None)}
     if source.eval_set is not None and source.ckpt.tokenizer is not None:
-        value = reference.task_score(source.ckpt.tokenizer, source.eval_set, source.ckpt.info.max_length)
-        record["task"] = {"metric": source.eval_set.metric, "value": value, "examples": len(source.eval_set.texts),
-                          "data": source.eval_set.source}
+        scores = reference.task_score(source.ckpt.tokenizer, source.eval_set, source.ckpt.info.max_length)
+        metric = source.eval_set.metric
+        record["task"] = {"metric": metric, "value": scores[metric], "examples": len(source.eval_set),
+                          "data": source.eval_set.source, "sha256": source.eval_set.sha256,
+                          "extra": {k: v for k, v in scores.items() if k != metric}}
     return record
 
 
@@ -260,6 +279,7 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     problems = [p for a in manifest["artifacts"] for p in verify_files(out, a)]
     source = _source_for(manifest)
     problems += _checkpoint_drift(manifest["checkpoint"], source)
+    problems += _eval_drift(manifest["settings"].get("eval"), source)
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
     reference = Reference(_eager_runner(source.ckpt, options.threads))
     entries = []
@@ -275,12 +295,31 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
 
 def _source_for(manifest: dict[str, Any]) -> Source:
     record = manifest["checkpoint"]
+    eval_file = _recorded_eval_file(manifest["settings"].get("eval"))
     if record.get("default"):
-        return load_source(None)
+        return load_source(None, eval_file)
     path = Path(record["path"])
     if not path.is_dir():
         raise CheckpointError(f"{path}: the checkpoint this manifest was built from is gone")
-    return load_source(path)
+    return load_source(path, eval_file)
+
+
+def _recorded_eval_file(record: dict[str, Any] | None) -> Path | None:
+    """The user's eval file the build used (None: built-in data or none); re-validation needs it again."""
+    if not record or not record.get("path"):
+        return None
+    path = Path(record["path"])
+    if not path.is_file():
+        raise DataFileError(f"{path}: the eval file this manifest was built with is gone (--eval)")
+    return path
+
+
+def _eval_drift(record: dict[str, Any] | None, source: Source) -> list[str]:
+    if not record or not record.get("path") or source.eval_set is None:
+        return []
+    if source.eval_set.sha256 != record.get("sha256"):
+        return [f"eval: {record['path']} changed since the build (sha256 differs from the manifest)"]
+    return []
 
 
 def _checkpoint_drift(record: dict[str, Any], source: Source) -> list[str]:

@@ -19,11 +19,16 @@ FORMATS = (".txt", ".jsonl", ".csv")
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a txt (as {'text': line}), jsonl or csv file. Never empty."""
+    return [row for _line, row in numbered_rows(path)]
+
+
+def numbered_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) pairs, so an error can name the line a bad value is on. Never empty."""
     path = Path(path)
     text = _read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        rows: list[dict[str, Any]] = [{"text": line} for line in text.splitlines() if line.strip()]
+        rows = [(n, {"text": line}) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     elif suffix == ".jsonl":
         rows = _jsonl_rows(path, text)
     elif suffix == ".csv":
@@ -49,7 +54,7 @@ def _read_text(path: Path) -> str:
         raise DataFileError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
 
 
-def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
+def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -60,14 +65,14 @@ def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
             raise DataFileError(f"{path}:{number}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
+        rows.append((number, row))
     return rows
 
 
-def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
+def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         reader = csv.DictReader(io.StringIO(text))
-        rows = [dict(r) for r in reader]
+        rows = [(reader.line_num, dict(r)) for r in reader]  # line_num: where the row ends
     except csv.Error as e:
         raise DataFileError(f"{path}: not valid CSV ({e})") from None
     if not reader.fieldnames:

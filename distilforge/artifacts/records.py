@@ -116,10 +116,14 @@ def overall_agreement(metrics: list[OutputMetrics]) -> float | None:
 
 @dataclass
 class TaskScore:
+    """The gated task metric (in points) of the reference and the artifact on the same labelled
+    examples; `extra` holds the other metrics of the head, {name: {"reference": x, "artifact": y}}."""
+
     metric: str
     reference: float
     artifact: float
     examples: int
+    extra: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def drop(self) -> float:

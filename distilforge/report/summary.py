@@ -15,6 +15,7 @@ def summary_rows(entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
             worst = e.validation.worst()
             row.update(max_abs=worst["max_abs"], cosine=worst["min_cosine"], agreement=worst["agreement"])
             if e.validation.task:
+                row["task_metric"] = e.validation.task.metric
                 row["task"] = e.validation.task.artifact
                 row["task_reference"] = e.validation.task.reference
         row["error"] = e.error
@@ -30,11 +31,15 @@ def print_summary(entries: list[ArtifactEntry], *, title: str, console: Any = No
     table = Table(title=title)
     for col in ("target", "MB", "max abs diff", "min cosine", "agree", "task", "ref", "status"):
         table.add_column(col, justify="left" if col in ("target", "status") else "right")
-    for row in summary_rows(entries):
+    rows = summary_rows(entries)
+    for row in rows:
         status = "[green]pass[/]" if row["passed"] else "[red]FAIL[/]"
         table.add_row(row["target"], f"{row['mb']:.1f}", _fmt(row.get("max_abs"), ".1e"),
                       _fmt(row.get("cosine"), ".5f"), _fmt(row.get("agreement"), ".1%"),
                       _fmt(row.get("task"), ".1f"), _fmt(row.get("task_reference"), ".1f"), status)
+    metrics = sorted({r["task_metric"] for r in rows if r.get("task_metric")})
+    if metrics:  # task and ref: the gated metric, which depends on the head
+        table.caption = f"task, ref: {', '.join(metrics)} (points) on the labelled data"
     console.print(table)
 
 

@@ -12,7 +12,7 @@ from distilforge.heads import HeadSpec
 from distilforge.validate.compare import check_agreement, check_output, compare_output
 from distilforge.validate.inputs import Case
 from distilforge.validate.runners import Runner
-from distilforge.validate.task import EvalSet, eval_cases, score
+from distilforge.validate.task import EvalBatch, EvalSet, eval_batches, score
 
 
 class Reference:
@@ -28,9 +28,10 @@ class Reference:
             self._outputs[key] = self.runner.run(case.inputs)
         return self._outputs[key]
 
-    def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> float:
-        cases = eval_cases(tokenizer, eval_set, max_length=max_length)
-        return score(eval_set, [self.outputs(c) for c in cases])
+    def task_score(self, tokenizer: Any, eval_set: EvalSet, max_length: int) -> dict[str, float]:
+        """Every metric of the eval set (the gated one first) on the eager model's outputs."""
+        batches = eval_batches(tokenizer, eval_set, max_length=max_length)
+        return score(eval_set, batches, [self.outputs(b.case) for b in batches])
 
 
 def _fingerprint(case: Case) -> str:
@@ -50,9 +51,9 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
     `task` is (tokenizer, eval set, max length) when labelled data is available."""
     metrics: list[OutputMetrics] = []
     failures: list[str] = []
-    labelled = eval_cases(task[0], task[1], max_length=task[2]) if task else []
+    labelled = eval_batches(task[0], task[1], max_length=task[2]) if task else []
     outputs: dict[str, dict[str, np.ndarray]] = {}
-    for case in [*cases, *labelled]:
+    for case in [*cases, *(b.case for b in labelled)]:
         expected = reference.outputs(case)
         actual = outputs[case.name] = runner.run(case.inputs)
         for spec in head.outputs:
@@ -66,12 +67,7 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
     for spec in head.outputs:
         failures += check_agreement(artifact.target, spec.name, [m for m in metrics if m.output == spec.name],
                                     tolerance)
-    task_score = None
-    if task:
-        eval_set = task[1]
-        task_score = TaskScore(metric=eval_set.metric, examples=len(eval_set.texts),
-                               reference=score(eval_set, [reference.outputs(c) for c in labelled]),
-                               artifact=score(eval_set, [outputs[c.name] for c in labelled]))
+    task_score = _task_score(task[1], labelled, reference, outputs) if task else None
     if task_score and tolerance.max_task_drop is not None and task_score.drop > tolerance.max_task_drop:
         failures.append(f"{artifact.target}: {task_score.metric} {task_score.artifact:.2f} is "
                         f"{task_score.drop:.2f} points below the reference's {task_score.reference:.2f} "
@@ -80,6 +76,16 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
             if artifact.fixed_shapes else "validated on the dynamic shape grid")
     return ValidationResult(passed=not failures, tolerance=tolerance, precision_class=precision_class,
                             cases=metrics, failures=failures, task=task_score, shapes_note=note)
+
+
+def _task_score(eval_set: EvalSet, labelled: list[EvalBatch], reference: Reference,
+                outputs: dict[str, dict[str, np.ndarray]]) -> TaskScore:
+    """Scores of the reference and the artifact from the outputs both gave on the labelled cases."""
+    ref = score(eval_set, labelled, [reference.outputs(b.case) for b in labelled])
+    art = score(eval_set, labelled, [outputs[b.case.name] for b in labelled])
+    extra = {name: {"reference": ref[name], "artifact": art[name]} for name in ref if name != eval_set.metric}
+    return TaskScore(metric=eval_set.metric, examples=len(eval_set), reference=ref[eval_set.metric],
+                     artifact=art[eval_set.metric], extra=extra)
 
 
 def _shape_problem(target: str, case: Case, name: str, expected: dict[str, np.ndarray],

@@ -1,43 +1,394 @@
-"""Task metrics on labelled data. The labelled texts are also validation cases: every artifact's
+"""Task metrics on labelled data. The labelled examples are also validation cases: every artifact's
 outputs on them are compared with the reference's (agreement over many real decisions), and the
-metric is computed from those same outputs."""
+metrics are computed from those same outputs.
+
+One kind of labelled data per head (the `--eval FILE` formats, .jsonl or .csv):
+
+| kind            | fields                                   | metrics (the gated one first)         |
+| single_label    | text, label (id or id2label name)        | accuracy, macro_f1                    |
+| multi_label     | text, labels (list; csv: `a|b`)          | micro_f1, macro_f1                    |
+| regression      | text, label (number)                     | pearson (x100), mse                   |
+| token           | tokens, tags (lists, IOB2; csv: spaces)  | entity_f1, entity_precision, _recall  |
+| qa              | question, context, answer (in context)   | f1, exact_match (SQuAD normalization) |
+| multiple_choice | prompt, choices (list; csv: `a|b`), label| accuracy                              |
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distilforge.artifacts.hashing import sha256_file
+from distilforge.errors import DataFileError, UsageError
+from distilforge.heads import HeadSpec
+from distilforge.textdata import numbered_rows
+from distilforge.validate import metrics
 from distilforge.validate.inputs import Case, tokenize
 
+if TYPE_CHECKING:
+    from distilforge.checkpoint import CheckpointInfo
+
 EVAL_BATCH = 16
+MAX_ANSWER_TOKENS = 30  # longest answer span considered, in tokens (as in Hugging Face's QA examples)
+CSV_LIST_SEPARATOR = "|"  # csv: labels and choices; tokens and tags are separated by whitespace
+
+GATED = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "pearson", "token": "entity_f1",
+         "qa": "f1", "multiple_choice": "accuracy"}
+
+
+def eval_kind(head: HeadSpec) -> str | None:
+    """The kind of labelled data a head is scored on; None for heads without labels."""
+    if head.task == "text-classification":
+        return {"single_label_classification": "single_label", "multi_label_classification": "multi_label",
+                "regression": "regression"}[head.problem_type or "single_label_classification"]
+    return {"token-classification": "token", "question-answering": "qa",
+            "multiple-choice": "multiple_choice"}.get(head.task)
 
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Labelled texts for a single-label classifier; scores are in points (percent)."""
+    """Labelled examples for one head; scores in points (0-100), MSE excepted.
 
-    texts: tuple[str, ...]
-    labels: tuple[int, ...]
+    `inputs` per example: (text,), (words,), (question, context) or (prompt, choices).
+    `labels` per example: a class id, a tuple of ids, a float, a tuple of tag names, the answer text,
+    or the right choice's index."""
+
+    inputs: tuple[tuple[Any, ...], ...]
+    labels: tuple[Any, ...]
     source: str
-    metric: str = "accuracy"
+    kind: str = "single_label"
+    sha256: str = ""
+    path: str | None = None  # the user's file, absolute (re-validation reads it again); None: built-in data
+    label_names: tuple[str, ...] = ()  # class id -> name (token tags are predicted by name)
+
+    @property
+    def metric(self) -> str:
+        return GATED[self.kind]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def record(self) -> dict[str, Any]:
+        return {"source": self.source, "path": self.path, "examples": len(self), "sha256": self.sha256,
+                "kind": self.kind, "metric": self.metric}
+
+
+def check_eval_head(head: HeadSpec, path: str | Path) -> str:
+    """The eval kind for this head; a usage error for heads that have nothing to score."""
+    kind = eval_kind(head)
+    if kind is None:
+        raise UsageError(f"--eval {path}: {head.architecture} has no labels to score (--eval needs a "
+                         "classification, regression, token-classification, QA or multiple-choice head)")
+    return kind
+
+
+def load_eval_set(path: str | Path, info: CheckpointInfo, tokenizer: Any) -> EvalSet:
+    """Read and check a labelled file completely, before anything is built or written."""
+    given = str(path)
+    path = Path(path)
+    kind = check_eval_head(info.head, path)
+    if path.suffix.lower() == ".txt":
+        raise DataFileError(f"{path}: evaluation data needs labels: use .jsonl or .csv")
+    if tokenizer is None:
+        raise DataFileError(f"{path}: evaluation data needs the checkpoint's tokenizer, and it has none")
+    if kind in ("token", "qa") and not getattr(tokenizer, "is_fast", False):
+        raise DataFileError(f"{path}: {kind} evaluation needs a fast tokenizer (word ids, offsets); "
+                            "the checkpoint's is a slow one")
+    rows = numbered_rows(path)
+    parse = _PARSERS[kind]
+    names = _label_names(info.config) if kind in ("single_label", "multi_label", "token") else ()
+    examples = [parse(_Row(path, line, row), names) for line, row in rows]
+    if kind == "regression" and len({label for _, label in examples}) < 2:
+        raise DataFileError(f"{path}: every label is the same value; Pearson correlation is undefined")
+    return EvalSet(inputs=tuple(i for i, _ in examples), labels=tuple(label for _, label in examples),
+                   source=given, kind=kind, sha256=sha256_file(path), path=str(path.resolve()), label_names=names)
+
+
+def _label_names(config: dict[str, Any]) -> tuple[str, ...]:
+    id2label = config.get("id2label") or {}
+    if id2label:
+        return tuple(str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label)))
+    return tuple(f"LABEL_{i}" for i in range(int(config.get("num_labels", 2))))
+
+
+class _Row:
+    """One row of the file, with the place an error must name."""
+
+    def __init__(self, path: Path, line: int, values: dict[str, Any]) -> None:
+        self.path, self.line, self.values = path, line, values
+        self.csv = path.suffix.lower() == ".csv"
+
+    def error(self, problem: str) -> DataFileError:
+        return DataFileError(f"{self.path}:{self.line}: {problem}")
+
+    def get(self, name: str) -> Any:
+        if self.values.get(name) is None:
+            have = ", ".join(sorted(str(k) for k in self.values if k is not None)) or "none"
+            raise self.error(f"missing field {name!r} (has: {have})")
+        return self.values[name]
+
+    def text(self, name: str) -> str:
+        value = self.get(name)
+        if not isinstance(value, str):
+            raise self.error(f"{name!r} must be text, got {type(value).__name__}")
+        if not value.strip():
+            raise self.error(f"{name!r} is empty")
+        return value
+
+    def texts(self, name: str, separator: str | None) -> list[str]:
+        """A list of non-empty strings: a JSON list, or in csv one cell split on `separator` (None: spaces)."""
+        value = self.get(name)
+        if self.csv:
+            value = value.split(separator) if value.strip() else []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.error(f"{name!r} must be a list of non-empty strings")
+        return [v.strip() for v in value]
+
+    def label_id(self, value: Any, names: Sequence[str], name: str = "label") -> int:
+        """A class id from an int id or a label name of config.json's id2label (csv: either, as text)."""
+        if isinstance(value, str) and value.strip() in names:
+            return names.index(value.strip())
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise self.error(f"{name} {value!r} must be a class id (int) or a label name, "
+                             f"not {type(value).__name__}")
+        if isinstance(value, str) or not 0 <= value < len(names):
+            raise self.error(f"{name} {value!r} is not in id2label (ids 0-{len(names) - 1}; names: "
+                             f"{_shorten(names)})")
+        return value
+
+    def choice(self, count: int) -> int:
+        value = self.get("label")
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+            raise self.error(f"label {value!r} must be the index of the right choice (0-{count - 1})")
+        return value
+
+
+def _shorten(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _single_label(row: _Row, names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    return (row.text("text"),), row.label_id(row.get("label"), names)
+
+
+def _multi_label(row: _Row, names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    value = row.get("labels")
+    if row.csv:
+        value = [v for v in value.split(CSV_LIST_SEPARATOR) if v.strip()]
+    if not isinstance(value, list):
+        raise row.error(f"'labels' must be a list of class ids or names, got {type(value).__name__}")
+    return (row.text("text"),), tuple(sorted({row.label_id(v, names, "labels entry") for v in value}))
+
+
+def _regression(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    value = row.get("label")
+    if row.csv:
+        try:
+            value = float(value)
+        except ValueError:
+            raise row.error(f"label {value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise row.error(f"label {value!r} must be a finite number")
+    return (row.text("text"),), float(value)
+
+
+def _token(row: _Row, names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    words, tags = row.texts("tokens", None), row.get("tags")
+    if row.csv:
+        tags = tags.split()
+    if not words:
+        raise row.error("'tokens' is empty")
+    if not isinstance(tags, list):
+        raise row.error(f"'tags' must be a list of label names, got {type(tags).__name__}")
+    if len(tags) != len(words):
+        raise row.error(f"{len(tags)} tags for {len(words)} tokens")
+    return (tuple(words),), tuple(names[row.label_id(t, names, "tag")] for t in tags)
+
+
+def _qa(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    question, context, answer = row.text("question"), row.text("context"), row.text("answer")
+    if answer not in context:
+        raise row.error(f"answer {answer!r} not found in its context")
+    return (question, context), answer
+
+
+def _multiple_choice(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    prompt, choices = row.text("prompt"), row.texts("choices", CSV_LIST_SEPARATOR)
+    if len(choices) < 2:
+        raise row.error(f"'choices' has {len(choices)} entries; at least 2 are needed")
+    return (prompt, tuple(choices)), row.choice(len(choices))
+
+
+_PARSERS: dict[str, Callable[[_Row, Sequence[str]], tuple[tuple[Any, ...], Any]]] = {
+    "single_label": _single_label, "multi_label": _multi_label, "regression": _regression, "token": _token,
+    "qa": _qa, "multiple_choice": _multiple_choice}
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    """One validation case of labelled examples, and per example what scoring needs to read its
+    outputs: token classification the first sub-token of each word (-1: cut off), QA the token
+    positions inside the context and their character offsets."""
+
+    case: Case
+    start: int  # index of the batch's first example
+    align: tuple[Any, ...] = ()
+
+
+def eval_batches(tokenizer: Any, eval_set: EvalSet, *, max_length: int) -> list[EvalBatch]:
+    """The labelled examples in batches of EVAL_BATCH, padded to each batch's longest (cut at max_length)."""
+    batches = []
+    for start, stop in _batch_bounds(eval_set):
+        chunk = eval_set.inputs[start:stop]
+        inputs, align = _ENCODERS[eval_set.kind](tokenizer, chunk, max_length)
+        shape = "x".join(map(str, inputs["input_ids"].shape))
+        batches.append(EvalBatch(Case(f"eval {start + 1}-{stop} {shape}", inputs), start, align))
+    return batches
 
 
 def eval_cases(tokenizer: Any, eval_set: EvalSet, *, max_length: int) -> list[Case]:
-    """The labelled texts in batches, padded to each batch's longest (cut at max_length)."""
-    cases = []
-    for start in range(0, len(eval_set.texts), EVAL_BATCH):
-        chunk = eval_set.texts[start:start + EVAL_BATCH]
-        inputs = tokenize(tokenizer, "text-classification", chunk, rows=len(chunk), max_length=max_length,
-                          pad_to_max=False)
-        shape = "x".join(map(str, inputs["input_ids"].shape))
-        cases.append(Case(f"eval {start + 1}-{start + len(chunk)} {shape}", inputs))
-    return cases
+    return [b.case for b in eval_batches(tokenizer, eval_set, max_length=max_length)]
 
 
-def score(eval_set: EvalSet, outputs: Sequence[dict[str, np.ndarray]]) -> float:
-    """The metric, in points, from the outputs on `eval_cases` (in order)."""
-    predicted = np.concatenate([o["logits"].argmax(-1) for o in outputs])
-    return float(np.mean(predicted == np.asarray(eval_set.labels)) * 100.0)
+def _batch_bounds(eval_set: EvalSet) -> list[tuple[int, int]]:
+    """Runs of up to EVAL_BATCH examples; multiple choice starts a new batch when the choice count changes."""
+    bounds, start = [], 0
+    for i in range(1, len(eval_set) + 1):
+        new_shape = (eval_set.kind == "multiple_choice" and i < len(eval_set)
+                     and len(eval_set.inputs[i][1]) != len(eval_set.inputs[start][1]))
+        if i == len(eval_set) or i - start == EVAL_BATCH or new_shape:
+            bounds.append((start, i))
+            start = i
+    return bounds
+
+
+def _ids(encoded: Any) -> dict[str, np.ndarray]:
+    return {k: np.asarray(encoded[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def _encode_texts(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length: int) -> tuple[dict, tuple]:
+    texts = [x[0] for x in chunk]
+    return tokenize(tokenizer, "text-classification", texts, rows=len(texts), max_length=max_length,
+                    pad_to_max=False), ()
+
+
+def _encode_words(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length: int) -> tuple[dict, tuple]:
+    words = [list(x[0]) for x in chunk]
+    encoded = tokenizer(words, is_split_into_words=True, padding="longest", truncation=True,
+                        max_length=max_length, return_tensors="np")
+    return _ids(encoded), tuple(_first_subtokens(encoded.word_ids(i), len(w)) for i, w in enumerate(words))
+
+
+def _first_subtokens(word_ids: Sequence[int | None], words: int) -> tuple[int, ...]:
+    """Position of each word's first sub-token; -1 for a word truncation cut off (or that has no token)."""
+    first = [-1] * words
+    for position, word in enumerate(word_ids):
+        if word is not None and first[word] < 0:
+            first[word] = position
+    return tuple(first)
+
+
+def _encode_qa(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length: int) -> tuple[dict, tuple]:
+    encoded = tokenizer([q for q, _ in chunk], [c for _, c in chunk], padding="longest", truncation=True,
+                        max_length=max_length, return_offsets_mapping=True, return_tensors="np")
+    offsets = np.asarray(encoded["offset_mapping"])
+    align = tuple((np.array([s == 1 for s in encoded.sequence_ids(i)]), offsets[i]) for i in range(len(chunk)))
+    return _ids(encoded), align
+
+
+def _encode_choices(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length: int) -> tuple[dict, tuple]:
+    choices = len(chunk[0][1])
+    firsts = [prompt for prompt, options in chunk for _ in options]
+    seconds = [option for _, options in chunk for option in options]
+    encoded = tokenizer(firsts, seconds, padding="longest", truncation=True, max_length=max_length,
+                        return_tensors="np")
+    return {k: v.reshape(len(chunk), choices, -1) for k, v in _ids(encoded).items()}, ()
+
+
+_ENCODERS = {"single_label": _encode_texts, "multi_label": _encode_texts, "regression": _encode_texts,
+             "token": _encode_words, "qa": _encode_qa, "multiple_choice": _encode_choices}
+
+
+def score(eval_set: EvalSet, batches: Sequence[EvalBatch], outputs: Sequence[dict[str, np.ndarray]]
+          ) -> dict[str, float]:
+    """Every metric of the set's kind, the gated one first, from the outputs on `batches` (in order)."""
+    return _SCORERS[eval_set.kind](eval_set, batches, outputs)
+
+
+def _logits(outputs: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([o["logits"] for o in outputs])
+
+
+def _score_single(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Sequence[dict]) -> dict[str, float]:
+    predicted = _logits(outputs).argmax(-1)
+    return {"accuracy": metrics.accuracy(eval_set.labels, predicted),
+            "macro_f1": metrics.macro_f1(eval_set.labels, predicted)}
+
+
+def _score_multi(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Sequence[dict]) -> dict[str, float]:
+    predicted = (_logits(outputs) > 0).astype(np.int64)  # sigmoid > 0.5
+    gold = np.zeros_like(predicted)
+    for row, ids in enumerate(eval_set.labels):
+        gold[row, list(ids)] = 1
+    return {"micro_f1": metrics.micro_f1_multilabel(gold, predicted),
+            "macro_f1": metrics.micro_f1_multilabel(gold, predicted, average="macro")}
+
+
+def _score_regression(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Sequence[dict]
+                      ) -> dict[str, float]:
+    predicted = _logits(outputs)[:, 0]
+    return {"pearson": metrics.pearson(eval_set.labels, predicted), "mse": metrics.mse(eval_set.labels, predicted)}
+
+
+def _score_token(eval_set: EvalSet, batches: Sequence[EvalBatch], outputs: Sequence[dict]) -> dict[str, float]:
+    predicted = []
+    for batch, out in zip(batches, outputs, strict=True):
+        classes = out["logits"].argmax(-1)
+        for row, firsts in enumerate(batch.align):
+            predicted.append([eval_set.label_names[classes[row, p]] if p >= 0 else "O" for p in firsts])
+    return metrics.entity_scores(eval_set.labels, predicted)
+
+
+def _score_qa(eval_set: EvalSet, batches: Sequence[EvalBatch], outputs: Sequence[dict]) -> dict[str, float]:
+    exact, f1 = [], []
+    for batch, out in zip(batches, outputs, strict=True):
+        mask = batch.case.mask
+        for row, (in_context, offsets) in enumerate(batch.align):
+            context, gold = eval_set.inputs[batch.start + row][1], eval_set.labels[batch.start + row]
+            span = best_span(out["start_logits"][row], out["end_logits"][row], in_context & (mask[row] == 1))
+            answer = context[offsets[span[0]][0]:offsets[span[1]][1]] if span else ""
+            exact.append(metrics.squad_exact(gold, answer))
+            f1.append(metrics.squad_f1(gold, answer))
+    return {"f1": float(np.mean(f1)), "exact_match": float(np.mean(exact))}
+
+
+def best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray,
+              max_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int] | None:
+    """The (start, end) token positions with the highest start + end logit, both in `allowed`,
+    end >= start, at most `max_tokens` long; None when no position is allowed."""
+    positions = np.flatnonzero(allowed)
+    if not positions.size:
+        return None
+    length = positions[None, :] - positions[:, None]
+    scores = np.where((length >= 0) & (length < max_tokens),
+                      start[positions][:, None].astype(np.float64) + end[positions][None, :], -np.inf)
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return int(positions[i]), int(positions[j])
+
+
+def _score_choice(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Sequence[dict]) -> dict[str, float]:
+    predicted = [int(i) for o in outputs for i in o["logits"].argmax(-1)]
+    return {"accuracy": metrics.accuracy(eval_set.labels, predicted)}
+
+
+_SCORERS = {"single_label": _score_single, "multi_label": _score_multi, "regression": _score_regression,
+            "token": _score_token, "qa": _score_qa, "multiple_choice": _score_choice}
