@@ -1,0 +1,26 @@
+"""Same inputs, same bytes: two builds in separate processes give identical files and manifests."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _digests(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_two_builds_are_byte_identical(tiny_checkpoints, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:  # every installed target, each build in its own process
+        subprocess.run([sys.executable, "-m", "distilforge", "build", str(tiny_checkpoints["token"]), "--out", str(out),
+                        "--quiet", "--tolerance", "int8.min_cosine=0.5", "--tolerance", "int8.min_agreement=0.5"],
+                       env=env, capture_output=True, text=True, timeout=1200)
+    first, second = (_digests(o) for o in outs)
+    assert "manifest.json" in first and len(first) > 10
+    assert first == second, {k for k in first if first[k] != second.get(k)}
