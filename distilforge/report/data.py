@@ -1,0 +1,167 @@
+"""The figures a report shows, read from DIR/manifest.json and (if present) DIR/bench.json.
+
+Nothing is measured or recomputed here: every number is copied from those two files. The only things
+derived are MB (bytes / 1e6, as the build summary shows them), the Pareto front and the recommendation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distilforge.artifacts.manifest import read_manifest
+from distilforge.errors import OutputDirError
+
+BENCH = "bench.json"
+BENCH_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Row:
+    """One artifact (or the eager reference) with its figures from the manifest and bench.json."""
+
+    target: str
+    kind: str  # "artifact" or "reference" (eager, shown in plots only)
+    precision: str | None = None
+    bytes: int | None = None
+    mb: float | None = None
+    max_abs: float | None = None
+    min_cosine: float | None = None
+    agreement: float | None = None  # fraction in [0, 1]
+    task_metric: str | None = None
+    task: float | None = None
+    task_reference: float | None = None
+    task_drop: float | None = None
+    latency_p50: float | None = None  # ms, batch 1, from bench.json
+    latency_p90: float | None = None
+    latency_p99: float | None = None
+    by_sequence: dict[str, float | None] = field(default_factory=dict)
+    ratio_eager: float | None = None
+    ratio_floor: float | None = None
+    bench_error: str | None = None
+    passed: bool = False
+    failures: list[str] = field(default_factory=list)
+    pareto: bool = False
+
+    @property
+    def quality(self) -> float | None:
+        """The quality axis: the task metric when there is one, else agreement in percent."""
+        if self.task_metric is not None:
+            return self.task
+        return None if self.agreement is None else self.agreement * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReportData:
+    manifest: dict[str, Any]
+    bench: dict[str, Any] | None
+    rows: list[Row]  # artifacts in manifest order
+    reference: Row | None  # eager, from bench.json's "reference" result (or the manifest's task figure)
+
+    @property
+    def quality_label(self) -> str:
+        metrics = sorted({r.task_metric for r in self.rows if r.task_metric})
+        return f"{', '.join(metrics)} (points)" if metrics else "agreement with eager (%)"
+
+
+def load(out_dir: Path) -> ReportData:
+    manifest = read_manifest(out_dir)
+    bench = read_bench(out_dir)
+    rows = [artifact_row(a) for a in manifest.get("artifacts", [])]
+    reference = None
+    if bench is not None:
+        by_target = {r.get("target"): r for r in bench.get("results", [])}
+        for row in rows:
+            add_bench(row, by_target.get(row.target))
+        eager = next((r for r in bench.get("results", []) if r.get("kind") == "reference"), None)
+        if eager is not None:
+            reference = Row(target=eager.get("target", "eager"), kind="reference", passed=True)
+            add_bench(reference, eager)
+            _reference_task(reference, manifest)
+    mark_pareto(rows, by_latency=bench is not None)
+    return ReportData(manifest=manifest, bench=bench, rows=rows, reference=reference)
+
+
+def read_bench(out_dir: Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / BENCH
+    if not path.is_file():
+        return None
+    try:
+        bench = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OutputDirError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(bench, dict) or bench.get("schema_version") != BENCH_SCHEMA_VERSION:
+        version = bench.get("schema_version") if isinstance(bench, dict) else None
+        raise OutputDirError(f"{path}: schema_version {version!r} is not {BENCH_SCHEMA_VERSION}")
+    if not isinstance(bench.get("results"), list):
+        raise OutputDirError(f"{path}: no 'results' list")
+    return bench
+
+
+def artifact_row(a: dict[str, Any]) -> Row:
+    v = a.get("validation") or {}
+    worst = v.get("worst") or {}
+    task = v.get("task") or {}
+    failures = list(v.get("failures") or [])
+    if a.get("error"):
+        failures.insert(0, a["error"])
+    passed = a.get("error") is None and bool(v.get("passed"))
+    if not passed and not failures:
+        failures = ["not validated" if not v else "validation did not pass"]
+    size = a.get("bytes")
+    return Row(target=a["target"], kind="artifact", precision=v.get("precision_class") or a.get("precision"),
+               bytes=size, mb=None if size is None else size / 1e6,
+               max_abs=worst.get("max_abs"), min_cosine=worst.get("min_cosine"), agreement=worst.get("agreement"),
+               task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
+               task_drop=task.get("drop"), passed=passed, failures=failures)
+
+
+def add_bench(row: Row, result: dict[str, Any] | None) -> None:
+    """Copy one bench.json result onto a row; a missing result or one with an error leaves latency empty."""
+    if result is None:
+        row.bench_error = "not in bench.json"
+        return
+    if result.get("error"):
+        row.bench_error = str(result["error"])
+        return
+    latency = result.get("latency_ms") or {}
+    row.latency_p50, row.latency_p90, row.latency_p99 = latency.get("p50"), latency.get("p90"), latency.get("p99")
+    seqs = result.get("by_sequence") or {}
+    row.by_sequence = {s: seqs[s] for s in sorted(seqs, key=_seq_key)}
+    row.ratio_eager, row.ratio_floor = result.get("ratio_eager"), result.get("ratio_floor")
+    if row.latency_p50 is None:
+        row.bench_error = "bench.json has no p50 latency"
+
+
+def _seq_key(s: str) -> tuple[int, str]:
+    return (int(s), s) if s.isdigit() else (1 << 30, s)
+
+
+def _reference_task(reference: Row, manifest: dict[str, Any]) -> None:
+    task = (manifest.get("reference") or {}).get("task") or {}
+    if task.get("metric") is not None:
+        reference.task_metric, reference.task = task["metric"], task.get("value")
+    reference.agreement = 1.0  # eager is the reference the agreement is measured against
+
+
+def mark_pareto(rows: list[Row], *, by_latency: bool) -> None:
+    """Mark the artifacts that passed validation and that no other passed artifact beats on both axes:
+    lower p50 latency (or, without bench.json, fewer bytes) and higher quality (task metric or agreement).
+    Rows missing either figure are never on the front."""
+    def cost(r: Row) -> float | None:
+        return r.latency_p50 if by_latency else r.bytes
+
+    points = [r for r in rows if r.passed and cost(r) is not None and r.quality is not None]
+    for r in rows:
+        r.pareto = any(p is r for p in points) and not any(dominates(cost(o), o.quality, cost(r), r.quality)
+                                           for o in points if o is not r)
+
+
+def dominates(cost_a: float, quality_a: float, cost_b: float, quality_b: float) -> bool:
+    """a is at least as good as b on both axes and strictly better on one (cost lower, quality higher)."""
+    return cost_a <= cost_b and quality_a >= quality_b and (cost_a < cost_b or quality_a > quality_b)

@@ -1,0 +1,244 @@
+"""report.json, report.md, report.html and the terminal table, all from one ReportData + Recommendation."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from distilforge.report import svg
+from distilforge.report.data import ReportData, Row
+from distilforge.report.recommend import Limits, Recommendation, describe
+
+REPORT_SCHEMA_VERSION = 1
+BENCH_KEYS = ("threads", "machine", "method", "floor", "notes")  # copied into report.json
+NO_BENCH = "Latency was not measured: no bench.json in the directory (run 'distilforge bench DIR')."
+
+# (header, function of a row giving the cell text): shared by the Markdown, HTML and terminal tables.
+COLUMNS: list[tuple[str, Any]] = [
+    ("target", lambda r: r.target),
+    ("MB", lambda r: _f(r.mb, ".1f")),
+    ("max abs", lambda r: _f(r.max_abs, ".1e")),
+    ("min cos", lambda r: _f(r.min_cosine, ".5f")),
+    ("agree", lambda r: _f(r.agreement, ".1%")),
+    ("task", lambda r: _f(r.task, ".1f")),
+    ("drop", lambda r: _f(None if r.task_drop is None else r.task_drop + 0.0, "+.1f")),  # + 0.0: no "-0.0"
+]
+LATENCY_COLUMNS: list[tuple[str, Any]] = [
+    ("p50 ms", lambda r: _f(r.latency_p50, ".2f") if r.latency_p50 is not None else _bench_gap(r)),
+    ("p90 ms", lambda r: _f(r.latency_p90, ".2f")),
+    ("p99 ms", lambda r: _f(r.latency_p99, ".2f")),
+    ("x eager", lambda r: _f(r.ratio_eager, ".2f")),
+    ("x floor", lambda r: _f(r.ratio_floor, ".2f")),
+]
+TAIL_COLUMNS: list[tuple[str, Any]] = [
+    ("status", lambda r: "pass" if r.passed else "FAIL"),
+    ("Pareto", lambda r: "yes" if r.pareto else ""),
+]
+
+
+def columns(data: ReportData) -> list[tuple[str, Any]]:
+    return COLUMNS + (LATENCY_COLUMNS if data.bench is not None else []) + TAIL_COLUMNS
+
+
+def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[str, Any]:
+    bench = data.bench
+    checkpoint = data.manifest.get("checkpoint") or {}
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "sources": {"manifest": "manifest.json", "bench": "bench.json" if bench is not None else None},
+        "checkpoint": {k: checkpoint.get(k) for k in ("path", "default", "head", "task")},
+        "latency_measured": bench is not None,
+        "bench": None if bench is None else {k: bench.get(k) for k in BENCH_KEYS},
+        "quality_axis": data.quality_label,
+        "pareto_axes": ["latency_p50_ms" if bench is not None else "bytes", data.quality_label],
+        "limits": {"max_latency_ms": limits.max_latency_ms, "min_agreement": limits.min_agreement,
+                   "max_size_mb": limits.max_size_mb},
+        "reference": data.reference.to_dict() if data.reference else None,
+        "rows": [r.to_dict() for r in data.rows],
+        "recommendation": rec.to_dict(),
+    }
+
+
+def markdown(data: ReportData, rec: Recommendation, limits: Limits) -> str:
+    cols = columns(data)
+    lines = ["# distilforge report", "", _source_line(data), ""]
+    if data.bench is None:
+        lines += [NO_BENCH.replace("'", "`"), ""]
+    lines += ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for row in data.rows:
+        lines.append("| " + " | ".join(_md(str(fn(row))) for _, fn in cols) + " |")
+    if _reference_text(data):
+        lines += ["", _reference_text(data)]
+    lines += ["", _legend_text(data)]
+    lines += [f"- bench.json note: {n}" for n in _bench_notes(data)]
+    lines += ["", "## Recommendation", ""]
+    lines += recommendation_lines(rec, limits, bullet="- ", code="`")
+    return "\n".join(lines) + "\n"
+
+
+def recommendation_lines(rec: Recommendation, limits: Limits, *, bullet: str, code: str) -> list[str]:
+    out = [f"Limits: {describe(limits)}.", ""]
+    if rec.target:
+        out.append(f"Ship {code}{rec.target}{code}: {rec.why}.")
+    else:
+        out.append(f"Nothing to ship: {rec.why}.")
+    if rec.rejected:
+        out += ["", "Rejected:"] + [f"{bullet}{code}{r.target}{code}: {r.reason}" for r in rec.rejected]
+    return out
+
+
+def html(data: ReportData, rec: Recommendation, limits: Limits) -> str:
+    cols = columns(data)
+    head = "".join(f"<th>{escape(h)}</th>" for h, _ in cols)
+    body = "".join(
+        f'<tr class="{"fail" if not r.passed else ""}{" pareto" if r.pareto else ""}">'
+        + "".join(f"<td>{escape(str(fn(r)))}</td>" for _, fn in cols) + "</tr>" for r in data.rows)
+    rec_html = _recommendation_html(rec, limits)
+    plots = "".join(f'<figure>{p}</figure>' for p in plots_svg(data))
+    note = f'<p class="note">{escape(NO_BENCH)}</p>' if data.bench is None else ""
+    notes = "".join(f'<p class="small">bench.json note: {escape(n)}</p>' for n in _bench_notes(data))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>distilforge report</title>"
+        f"<style>{CSS}</style></head><body><h1>distilforge report</h1><p>{escape(_source_line(data))}</p>{note}"
+        f"<h2>Recommendation</h2>{rec_html}<h2>Artifacts</h2><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table><p>{escape(_reference_text(data))}</p>"
+        f"<p class=\"small\">{escape(_legend_text(data))}</p>{notes}"
+        f"<h2>Plots</h2>{plots}</body></html>\n")
+
+
+def _recommendation_html(rec: Recommendation, limits: Limits) -> str:
+    out = f"<p>Limits: {escape(describe(limits))}.</p>"
+    if rec.target:
+        out += f'<p class="ship">Ship <code>{escape(rec.target)}</code>: {escape(rec.why)}.</p>'
+    else:
+        out += f'<p class="ship none">Nothing to ship: {escape(rec.why)}.</p>'
+    if rec.rejected:
+        items = "".join(f"<li><code>{escape(r.target)}</code>: {escape(r.reason)}</li>" for r in rec.rejected)
+        out += f"<p>Rejected:</p><ul>{items}</ul>"
+    return out
+
+
+def plots_svg(data: ReportData) -> list[str]:
+    return [quality_plot(data), size_plot(data), sequence_plot(data)]
+
+
+def quality_plot(data: ReportData) -> str:
+    """Latency p50 (or, without bench.json, size) against the task metric or agreement; Pareto front ringed."""
+    by_latency = data.bench is not None
+    rows = data.rows + ([data.reference] if data.reference is not None and by_latency else [])
+    points = []
+    for r in rows:
+        x = r.latency_p50 if by_latency else r.mb
+        if x is None or r.quality is None:
+            continue
+        points.append(svg.Point(r.target, x, r.quality, svg.format_color(r.target), pareto=r.pareto,
+                                failed=not r.passed, reference=r.kind == "reference"))
+    if not points:
+        return svg.empty("Latency against quality", "nothing to plot: no artifact has both a "
+                         + ("latency" if by_latency else "size") + " and a task metric or agreement")
+    if by_latency:
+        return svg.scatter(points, title="Latency p50 against quality (batch 1)", x_label="latency p50 (ms)",
+                           y_label=data.quality_label)
+    return svg.scatter(points, title="Size against quality (latency not measured: run distilforge bench DIR)",
+                       x_label="size on disk (MB)", y_label=data.quality_label)
+
+
+def size_plot(data: ReportData) -> str:
+    items = [svg.Bar(r.target, r.mb, svg.FAILED_COLOR if not r.passed else svg.format_color(r.target),
+                     f"{r.mb:.1f}" + ("" if r.passed else " FAIL")) for r in data.rows if r.mb is not None]
+    return svg.bars(items, title="Size on disk per target", x_label="MB (10^6 bytes, all files of the artifact)")
+
+
+def sequence_plot(data: ReportData) -> str:
+    if data.bench is None:
+        return svg.empty("Latency against sequence length", "latency was not measured: run distilforge bench DIR")
+    rows = data.rows + ([data.reference] if data.reference is not None else [])
+    series = []
+    for i, r in enumerate(rows):
+        pts = [(float(s), v) for s, v in r.by_sequence.items() if s.isdigit() and v is not None]
+        if pts:
+            dash = "" if r.kind == "reference" else ("", "6 3", "2 3")[(i // len(svg.PALETTE)) % 3]
+            color = svg.FORMAT_COLORS["eager"] if r.kind == "reference" else svg.PALETTE[i % len(svg.PALETTE)]
+            label = r.target if r.passed else f"{r.target} (failed validation)"
+            series.append(svg.Series(label, pts, color, dash))
+    return svg.lines(series, title="Latency against sequence length (batch 1)", x_label="sequence length (tokens)",
+                     y_label="latency (ms)")
+
+
+def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 140))
+    table = Table(title="distilforge report")
+    for header, _ in columns(data):
+        table.add_column(header, justify="left" if header in ("target", "status", "Pareto") else "right")
+    for row in data.rows:
+        cells = [str(fn(row)) for _, fn in columns(data)]
+        cells[-2] = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
+        table.add_row(*cells)
+    table.caption = _legend_text(data)
+    console.print(table)
+    if data.bench is None:
+        console.print(NO_BENCH, highlight=False, markup=False)
+    for line in recommendation_lines(rec, limits, bullet="  ", code=""):
+        console.print(line, highlight=False, markup=False)
+
+
+def _bench_notes(data: ReportData) -> list[str]:
+    notes = (data.bench or {}).get("notes") or []
+    return [str(n) for n in notes] if isinstance(notes, list) else []
+
+
+def _reference_text(data: ReportData) -> str:
+    ref = data.reference
+    if ref is None or ref.latency_p50 is None:
+        return ""
+    return (f"Eager reference ({ref.target}): p50 {ref.latency_p50:.2f} ms, p90 {_f(ref.latency_p90, '.2f')} ms, "
+            f"p99 {_f(ref.latency_p99, '.2f')} ms.")
+
+
+def _source_line(data: ReportData) -> str:
+    checkpoint = data.manifest.get("checkpoint") or {}
+    text = f"From manifest.json ({len(data.rows)} artifacts, checkpoint {checkpoint.get('head', '?')}"
+    text += ", built-in default model)" if checkpoint.get("default") else f" at {checkpoint.get('path', '?')})"
+    if data.bench is not None:
+        threads = data.bench.get("threads")
+        text += f" and bench.json ({threads} thread{'s' if threads != 1 else ''})"
+    return text + "."
+
+
+def _legend_text(data: ReportData) -> str:
+    text = (f"task: {data.quality_label if data.rows and data.rows[0].task_metric else 'none (no labelled data)'}; "
+            "drop: points below the eager reference; agree: argmax agreement with eager; ")
+    if data.bench is not None:
+        text += ("p50/p90/p99: batch-1 latency from bench.json; x eager, x floor: bench.json's ratio_eager and "
+                 "ratio_floor; ")
+    axis = "latency p50" if data.bench is not None else "size"
+    return text + f"Pareto: no passed artifact has both lower {axis} and higher quality."
+
+
+def _bench_gap(r: Row) -> str:
+    return "-" if not r.bench_error else "n/a"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px}
+table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
+tr.fail td{color:#b00}tr.pareto td:first-child{font-weight:600}
+.note{background:#fff6d6;border:1px solid #e8d48a;padding:8px}.ship{font-size:15px}.none{color:#b00}
+.small{font-size:12px;color:#555}figure{margin:16px 0}
+svg text{font-size:11px;fill:#222;font-family:system-ui,sans-serif}svg .title{font-size:14px;font-weight:600}
+svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#888}svg .front{fill:none;stroke:#000;stroke-dasharray:5 4}
+svg .plabel{font-size:10.5px}svg .leader{stroke:#bbb}svg .legend{font-size:11px}svg .empty{fill:#777;font-size:13px}
+"""
