@@ -11,7 +11,8 @@ export HF_HUB_OFFLINE := 1
 .PHONY: demo test lint install clean
 
 demo: $(STAMP)
-	$(VENV)/bin/distilforge build --out artifacts
+	$(VENV)/bin/distilforge build --out artifacts --bench
+	$(VENV)/bin/distilforge report artifacts
 
 test: $(STAMP)
 	$(PY) -m pytest -ra

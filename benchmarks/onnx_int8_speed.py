@@ -37,6 +37,9 @@ import logging  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from distilforge.bench.floor import GemmShape, model_ops, write_gemm_model  # noqa: E402
+from distilforge.bench.timing import cpu_ticks  # noqa: E402
+
 # import-time noise from torchao (pulled in by transformers) and torch; see docs/investigations/onnx.md section 7
 for _name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -44,8 +47,6 @@ for _name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._
 BATCH, SEQ, THREADS = 1, 128, 2
 DIM, LAYERS, HEADS, HIDDEN, VOCAB = 768, 6, 12, 3072, 30522
 OURS = ("onnx:fp32-optimized", "onnx:int8-dynamic", "onnx:int8-static")
-# one encoder layer's weight GEMMs (K, N); Q, K and V as one 768 x 2304 GEMM, as QAttention runs them
-LAYER_GEMMS = ((DIM, 3 * DIM), (DIM, DIM), (DIM, HIDDEN), (HIDDEN, DIM))
 AGREEMENT_INPUTS = 64
 # the bar of issue 5
 BAR_VS_OPTIMUM, BAR_VS_FLOOR = 0.90, 1.25
@@ -240,40 +241,19 @@ def build_optimum(ckpt: Path, folder: Path, flag: str) -> dict:
             "commands": [" ".join(c[1:]) for c in commands], "flag": flag, "seconds": seconds}
 
 
-def make_gemm_models(folder: Path) -> dict[str, str]:
-    """DistilBERT's 24 weight GEMMs at M = 128 as one ORT graph each for int8 (MatMulInteger, u8 activations with
-    zero point 128 x s8 symmetric weights, as dynamic quantization runs them) and fp32 (MatMul).
-    Each layer has its own weights, so they stream from memory as in the model."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def gemm_shape() -> GemmShape:
+    return GemmShape(dim=DIM, hidden_dim=HIDDEN, n_layers=LAYERS, tokens=BATCH * SEQ)
 
+
+def make_gemm_models(folder: Path) -> dict[str, str]:
+    """DistilBERT's 24 weight GEMMs at M = 128 as one ORT graph each for int8 (MatMulInteger) and fp32 (MatMul);
+    see distilforge.bench.floor, which builds them for `distilforge bench` too."""
     paths = {}
-    rng = np.random.default_rng(3)
     for precision in ("int8", "fp32"):
         path = folder / f"gemms_{precision}.onnx"
         paths[precision] = str(path)
-        if path.is_file():
-            continue
-        in_type = TensorProto.UINT8 if precision == "int8" else TensorProto.FLOAT
-        out_type = TensorProto.INT32 if precision == "int8" else TensorProto.FLOAT
-        inputs = [helper.make_tensor_value_info(f"x{k}", in_type, [SEQ * BATCH, k]) for k in (DIM, HIDDEN)]
-        nodes, inits, outputs = [], [], []
-        if precision == "int8":
-            inits.append(numpy_helper.from_array(np.array(128, np.uint8), "x_zero"))
-        for layer in range(LAYERS):
-            for i, (k, n) in enumerate(LAYER_GEMMS):
-                w, y = f"w{layer}_{i}", f"y{layer}_{i}"
-                if precision == "int8":
-                    inits.append(numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), w))
-                    nodes.append(helper.make_node("MatMulInteger", [f"x{k}", w, "x_zero"], [y]))
-                else:
-                    inits.append(numpy_helper.from_array((rng.standard_normal((k, n)) * 0.02).astype(np.float32), w))
-                    nodes.append(helper.make_node("MatMul", [f"x{k}", w], [y]))
-                outputs.append(helper.make_tensor_value_info(y, out_type, None))
-        graph = helper.make_graph(nodes, f"distilbert_gemms_{precision}", inputs, outputs, inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-        model.ir_version = 9
-        onnx.save(model, str(path))
+        if not path.is_file():
+            write_gemm_model(path, gemm_shape(), precision)
     return paths
 
 
@@ -281,10 +261,8 @@ def gemm_ops() -> dict[str, float]:
     """Multiply-adds x 2 at 1 x 128: the weight GEMMs (what the floor models run) and the attention
     score/context matmuls (Q.K^T and P.V, 2 x 128 x 128 x 768 MACs a layer). The classifier head
     (two GEMMs on one row, 0.0012 GOP) is left out."""
-    tokens = BATCH * SEQ
-    linear = LAYERS * sum(k * n for k, n in LAYER_GEMMS) * 2 * tokens
-    attention = LAYERS * 2 * BATCH * SEQ * SEQ * DIM * 2
-    return {"linear_gop": linear / 1e9, "attention_gop": attention / 1e9, "total_gop": (linear + attention) / 1e9}
+    ops = model_ops(gemm_shape(), SEQ)
+    return {"linear_gop": ops.linear_gop, "attention_gop": ops.attention_gop, "total_gop": ops.total_gop}
 
 
 # ----------------------------------------------------------------------------------------- coordinator
@@ -307,20 +285,6 @@ class Worker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
-
-
-def cpu_ticks(pids: list[int]) -> tuple[int, int, int] | None:
-    """(machine busy, machine total, busy in `pids`) in clock ticks, from /proc; None where there is no /proc."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        own = 0
-        for pid in pids:
-            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            own += int(rest[11]) + int(rest[12])  # utime, stime
-    except OSError:
-        return None
-    total = sum(fields)
-    return total - fields[3] - fields[4], total, own  # minus idle and iowait
 
 
 def time_rounds(workers: list[Worker], rounds: int, runs: int, pause: float) -> tuple[dict, list]:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ examples:
   distilforge build ./my-checkpoint --out out --targets onnx:fp32
   distilforge build ./my-checkpoint --out out --eval dev.jsonl   # task metrics on your labelled data
   distilforge validate out                          # re-check hashes and outputs from the manifest
+  distilforge bench out                             # time every artifact, eager and the GEMM floor
+  distilforge bench out                             # time every artifact, eager and the GEMM floor
+  distilforge report out --max-size-mb 30           # report.json/.md/.html and which artifact to ship
   distilforge targets                               # what can be built here
 """
 
@@ -132,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                         "prompt+choices+label (default: the built-in model's held-out split)")
     _common(b)
     b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
+    b.add_argument("--bench", action="store_true", help="then benchmark DIR as 'distilforge bench' does")
     b.set_defaults(func=_cmd_build)
 
     v = sub.add_parser("validate", help="re-check an output directory against its manifest",
@@ -140,6 +145,34 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("dir", type=Path, metavar="DIR")
     _common(v)
     v.set_defaults(func=_cmd_validate)
+
+    bn = sub.add_parser("bench", help="time every artifact of an output directory, eager and the GEMM floor",
+                        description="Time every artifact that passed validation through its own runner, the eager "
+                                    "PyTorch model and the INT8/fp32 GEMM floor, each in its own process, in "
+                                    "interleaved rounds; write DIR/bench.json.")
+    bn.add_argument("dir", type=Path, metavar="DIR")
+    bn.add_argument("--targets", metavar="T,...", help="only these artifacts (eager and the floor always run)")
+    bn.add_argument("--rounds", type=_positive_int, default=None, help="interleaved timing rounds (default: 8)")
+    bn.add_argument("--runs", type=_positive_int, default=None,
+                    help="batch 1 inferences per candidate per round; p50/p90/p99 are over rounds x runs "
+                         "(default: 10)")
+    bn.add_argument("--quick", action="store_true", help="a smoke test: 2 rounds x 3 runs")
+    _common(bn)
+    bn.set_defaults(func=_cmd_bench)
+
+    r = sub.add_parser("report", help="write report.json/.md/.html for DIR and say which artifact to ship",
+                       description="Read DIR/manifest.json and DIR/bench.json (if present); write DIR/report.json, "
+                                   "DIR/report.md and a self-contained DIR/report.html. Exit 1 if no artifact "
+                                   "meets the limits.")
+    r.add_argument("dir", type=Path, metavar="DIR")
+    r.add_argument("--max-latency-ms", type=float, metavar="MS",
+                   help="only artifacts with p50 <= MS (needs bench.json)")
+    r.add_argument("--min-agreement", type=float, metavar="F",
+                   help="only artifacts with at least this agreement: a fraction (0.99) or a percent (99)")
+    r.add_argument("--max-size-mb", type=float, metavar="MB", help="only artifacts of at most MB (10^6 bytes) on disk")
+    r.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    r.add_argument("--json", action="store_true", help="print report.json on stdout")
+    r.set_defaults(func=_cmd_report)
 
     t = sub.add_parser("targets", help="list the known targets and whether their backend is installed")
     t.add_argument("--json", action="store_true", help="print JSON")
@@ -192,9 +225,42 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples)
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                    progress=_say(args), eval_file=args.eval_file)
-    _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}",
-            extra={"manifest": str(args.out / "manifest.json")})
-    return EXIT_OK if result.passed else EXIT_FAILED
+    extra = {"manifest": str(args.out / "manifest.json")}
+    benched = _bench(args, args.out, threads=options.threads) if args.bench else None
+    if benched:
+        extra["bench"] = str(benched.path)
+    _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}", extra=extra)
+    if benched:
+        _bench_report(args, benched, json_out=False)
+    return EXIT_OK if result.passed and not (benched and benched.errors) else EXIT_FAILED
+
+
+def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, targets: list[str] | None = None) -> Any:
+    from distilforge.bench import BenchSettings, bench_dir
+
+    settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
+    if getattr(args, "rounds", None):
+        settings = replace(settings, rounds=args.rounds)
+    if getattr(args, "runs", None):
+        settings = replace(settings, runs=args.runs)
+    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=_say(args))
+
+
+def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> None:
+    from distilforge.bench.table import print_bench
+
+    if json_out:
+        print(json.dumps(result.report, indent=2))
+    elif not args.quiet and not args.json:
+        print_bench(result.report, title=f"distilforge bench {result.path.parent} -> {result.path.name}")
+    for line in result.errors:
+        _err(f"distilforge: FAILED bench {line}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    result = _bench(args, args.dir, threads=args.threads, targets=_split_targets(args.targets))
+    _bench_report(args, result, json_out=args.json)
+    return EXIT_FAILED if result.errors else EXIT_OK
 
 
 def _split_targets(text: str | None) -> list[str] | None:
@@ -225,6 +291,19 @@ def _report(args: argparse.Namespace, entries: list[Any], failures: list[str], *
         print_summary(entries, title=title)
     for line in failures:
         _err(f"distilforge: FAILED {line}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from distilforge.report import write_report
+
+    result = write_report(args.dir, max_latency_ms=args.max_latency_ms, min_agreement=args.min_agreement,
+                          max_size_mb=args.max_size_mb)
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    elif not args.quiet:
+        result.print()
+        _err(f"[distilforge] wrote {result.json_path}, {result.markdown_path}, {result.html_path}")
+    return EXIT_OK if result.recommendation.target else EXIT_FAILED
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:

@@ -1,0 +1,356 @@
+"""`distilforge bench DIR`: every artifact of a build, timed through its own runner, the same way, in one run.
+
+Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, and the two
+floor graphs (INT8 and fp32 GEMMs of the model's own shapes, see floor.py). Each runs in its own persistent
+worker process (worker.py) and is timed in interleaved rounds (timing.py). The result is DIR/bench.json
+(schema_version 1; the keys below `BENCH_SCHEMA_VERSION` are what a report reads).
+
+Layering: bench imports artifacts, targets and validate; only the CLI imports bench.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilforge.artifacts.environment import machine_info
+from distilforge.artifacts.layout import write_json_atomic
+from distilforge.artifacts.manifest import read_manifest, verify_files
+from distilforge.bench.floor import PRECISIONS, Floor, GemmShape, make_floor, model_ops, write_gemm_model
+from distilforge.bench.timing import Timed, WorkerError, WorkerHandle, quiet_rounds, time_rounds
+from distilforge.errors import UsageError
+from distilforge.validate.tolerances import precision_class
+
+BENCH_FILE = "bench.json"
+BENCH_SCHEMA_VERSION = 1
+SEQUENCES = (32, 128, 384)
+BATCHES = (1, 4, 16)
+LATENCY_SEQ = 128
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How much to measure. Defaults: about 3-4 minutes for the default model's 14 artifacts on 2 busy cores.
+    p50/p90/p99 come from rounds x runs samples per candidate (80 by default: p99 is then close to the
+    maximum, read it as "the worst seen"); the other sequence lengths and batch sizes get `sweep_runs` a
+    round and report their median only."""
+
+    rounds: int = 8
+    runs: int = 10
+    sweep_runs: int = 3
+    warmup: int = 10
+    pause: float = 0.05  # seconds between hand-offs
+    max_foreign: float = 0.10  # leave out rounds in which other processes used more of the CPU (if enough stay)
+
+    @classmethod
+    def quick(cls) -> BenchSettings:
+        return cls(rounds=2, runs=3, sweep_runs=1, warmup=2, pause=0.01)
+
+
+@dataclass
+class Candidate:
+    """One thing to time: its worker spec, the shapes it runs (index 0: the latency shape) and its record."""
+
+    target: str
+    kind: str  # "artifact" | "reference" | "floor"
+    precision_class: str
+    bytes: int
+    spec: dict[str, Any]
+    seq: int  # the latency and throughput sequence length
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    load_ms: float | None = None
+    peak_rss_mb: float | None = None
+
+    def shape_index(self, batch: int, seq: int) -> int:
+        if (batch, seq) not in self.shapes:
+            self.shapes.append((batch, seq))
+        return self.shapes.index((batch, seq))
+
+
+@dataclass
+class BenchResult:
+    path: Path
+    report: dict[str, Any]
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r['target']}: {r['error']}" for r in self.report["results"] if r.get("error")]
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the inputs and the floor need from the manifest's checkpoint record."""
+
+    config: dict[str, Any]
+    vocab: int
+    max_seq: int
+    choices: int | None  # multiple choice: (batch, choices, sequence) inputs
+    checkpoint: str | None  # None: the built-in default model
+    weight_bytes: int
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Model:
+        record = manifest["checkpoint"]
+        config = record["config"]
+        weights = sum(f["bytes"] for f in record.get("files", []) if f["path"].endswith((".safetensors", ".bin")))
+        return cls(config=config, vocab=int(config.get("vocab_size", 30522)),
+                   max_seq=int(config.get("max_position_embeddings", 512)),
+                   choices=2 if record.get("head") == "DistilBertForMultipleChoice" else None,
+                   checkpoint=None if record.get("default") else record["path"], weight_bytes=weights)
+
+    @property
+    def seq(self) -> int:
+        return min(LATENCY_SEQ, self.max_seq)
+
+
+def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str] | None = None,
+              settings: BenchSettings | None = None, progress: Progress | None = None) -> BenchResult:
+    """Time every passed artifact of `out` (or the `targets` among them), eager and the floor; write bench.json."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    settings = settings or BenchSettings()
+    say = progress or (lambda _msg: None)
+    threads = threads or int(manifest.get("settings", {}).get("threads", 2))
+    model = Model.from_manifest(manifest)
+    notes: list[str] = []
+    records = _chosen_records(manifest, targets, notes)
+    work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
+    candidates = [_eager(model, threads, settings)]
+    candidates += [_artifact(out, r, model, threads, settings) for r in records]
+    candidates += _floor_candidates(work, model, threads, settings, notes)
+    timed: list[Timed] = []
+    try:
+        _start(candidates, work, timed, say)
+        say(f"timing {settings.rounds} rounds x {len(timed)} candidates")
+        foreign = time_rounds(timed, settings.rounds, settings.pause, say)
+        _finish(candidates, timed)
+    finally:
+        for t in timed:
+            t.worker.close()
+    keep = quiet_rounds(foreign, settings.max_foreign)
+    report = _report(candidates, timed, keep, foreign, model, threads, settings, notes)
+    if any(c.error for c in candidates):
+        report["logs"] = str(work)  # kept: the failed workers' tracebacks are there
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    path = out / BENCH_FILE
+    write_json_atomic(path, report)
+    return BenchResult(path=path, report=report)
+
+
+def _chosen_records(manifest: dict[str, Any], targets: list[str] | None, notes: list[str]) -> list[dict[str, Any]]:
+    records = manifest["artifacts"]
+    if targets:
+        known = {r["target"] for r in records}
+        unknown = [t for t in targets if t not in known]
+        if unknown:
+            raise UsageError(f"--targets: {', '.join(unknown)} not in the manifest (built: {', '.join(known)})")
+        records = [r for r in records if r["target"] in targets]
+    passed = []
+    for r in records:
+        if r.get("error") or not (r.get("validation") or {}).get("passed"):
+            notes.append(f"{r['target']}: not benchmarked, it did not pass validation")
+        else:
+            passed.append(r)
+    return passed
+
+
+def _worker_spec(kind: str, model: Model, threads: int, settings: BenchSettings, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "threads": threads, "vocab": model.vocab, "choices": model.choices,
+            "warmup": settings.warmup, "runs": settings.runs, "sweep_runs": settings.sweep_runs, **extra}
+
+
+def _eager(model: Model, threads: int, settings: BenchSettings) -> Candidate:
+    spec = _worker_spec("eager", model, threads, settings, checkpoint=model.checkpoint)
+    c = Candidate("eager", "reference", "fp32", model.weight_bytes, spec, seq=model.seq)
+    if model.checkpoint is not None and not Path(model.checkpoint).is_dir():
+        c.error = f"the checkpoint {model.checkpoint} is gone"
+    _plan_shapes(c, model, None)
+    return c
+
+
+def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, settings: BenchSettings) -> Candidate:
+    from distilforge.targets import get_target
+
+    target = get_target(record["target"])
+    runner = f"{target.open_runner.__module__}:{target.open_runner.__name__}"
+    spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=record, runner=runner)
+    fixed = [tuple(s) for s in record["fixed_shapes"]] if record.get("fixed_shapes") else None
+    seq = model.seq if not fixed or max(s[-1] for s in fixed) >= model.seq else max(s[-1] for s in fixed)
+    c = Candidate(record["target"], "artifact", precision_class(target.precision), int(record["bytes"]), spec, seq)
+    c.notes += verify_files(out, record)  # still timed: the figures say what the changed file does
+    if not target.installed():
+        c.error = f"its backend is not installed: pip install 'distilforge[{target.extra}]'"
+    if target.precision == "int8-weights":
+        c.notes.append("weights-only INT8: compute runs in fp32, so the int8 floor is out of reach by design")
+    _plan_shapes(c, model, fixed)
+    return c
+
+
+def _plan_shapes(c: Candidate, model: Model, fixed: list[tuple[int, ...]] | None) -> None:
+    """Index 0: 1 x seq (latency); then the other sequence lengths it takes; then the batch sizes at seq."""
+    c.shape_index(1, c.seq)
+    longest = max(s[-1] for s in fixed) if fixed else model.max_seq
+    declared = sorted({s[-1] for s in fixed}) if fixed else []
+    padded, missing = [], []
+    for s in SEQUENCES:
+        if s <= min(longest, model.max_seq):
+            c.shape_index(1, s)
+            if fixed and s not in declared:
+                padded.append(s)
+        else:
+            missing.append(s)
+    for b in BATCHES:
+        c.shape_index(b, c.seq)
+    if fixed:
+        shapes = ", ".join("x".join(map(str, s)) for s in fixed)
+        c.notes.append(f"fixed shapes {shapes}: its runner pads smaller inputs into them"
+                       + (f"; seq {', '.join(map(str, padded))} padded" if padded else "")
+                       + (f"; seq {', '.join(map(str, missing))} not taken" if missing else "")
+                       + ("; batches > 1 run as chunks" if any(s[0] == 1 for s in fixed) else ""))
+    if c.seq != LATENCY_SEQ:
+        c.notes.append(f"latency and throughput at seq {c.seq} (the longest it takes), not {LATENCY_SEQ}")
+
+
+def _floor_candidates(work: Path, model: Model, threads: int, settings: BenchSettings,
+                      notes: list[str]) -> list[Candidate]:
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        notes.append("no floor: it is measured with ONNX Runtime (pip install 'distilforge[onnx]')")
+        return []
+    shape = GemmShape.from_config(model.config, tokens=model.seq * (model.choices or 1))
+    out = []
+    for precision in PRECISIONS:
+        path = write_gemm_model(work / f"gemms_{precision}.onnx", shape, precision)
+        spec = _worker_spec("gemm", model, threads, settings, path=str(path))
+        c = Candidate(f"floor:{precision}", "floor", precision, path.stat().st_size, spec, seq=model.seq)
+        c.shape_index(1, model.seq)
+        out.append(c)
+    return out
+
+
+def _start(candidates: list[Candidate], work: Path, timed: list[Timed], say: Progress) -> None:
+    """One worker at a time (so each cold load is timed alone), all kept alive for the rounds (in `timed`)."""
+    for i, c in enumerate(candidates):
+        if c.error:
+            continue
+        say(f"{c.target}: loading")
+        c.spec["shapes"] = c.shapes
+        worker = WorkerHandle(c.spec, work / f"spec-{i}.json", work / f"{c.target.replace(':', '-')}.log")
+        try:
+            c.load_ms = float(worker.read()["load_ms"])
+            worker.read()  # warmed up
+        except (WorkerError, ValueError, KeyError) as e:
+            c.error = f"the worker failed to load it: {e}"
+            worker.close()
+            continue
+        plan = [(0, c.spec["runs"])] + [(k, c.spec["sweep_runs"]) for k in range(1, len(c.shapes))]
+        timed.append(Timed(c.target, worker, plan))
+
+
+def _finish(candidates: list[Candidate], timed: list[Timed]) -> None:
+    by_name = {c.target: c for c in candidates}
+    for t in timed:
+        c = by_name[t.name]
+        if t.error:
+            c.error = t.error
+            continue
+        try:
+            c.peak_rss_mb = float(t.worker.ask("stats")["peak_rss_mb"])
+        except (WorkerError, ValueError, KeyError) as e:
+            c.error = f"worker failed: {e}"
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    p50, p90, p99 = np.percentile(np.asarray(samples), [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def _samples(t: Timed, index: int, keep: list[int]) -> list[float]:
+    rounds = t.times.get(index, [])
+    return [x for i in keep if i < len(rounds) for x in rounds[i]]
+
+
+def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], foreign: list[float | None],
+            model: Model, threads: int, settings: BenchSettings, notes: list[str]) -> dict[str, Any]:
+    by_name = {t.name: t for t in timed}
+    measured = {c.target: _measure(c, by_name.get(c.target), keep) for c in candidates}
+    floor = _floor(model, measured)
+    eager_p50 = (measured["eager"].get("latency_ms") or {}).get("p50")
+    results = []
+    for c in candidates:
+        if c.kind == "floor":
+            continue
+        row = {"target": c.target, "kind": c.kind, "precision_class": c.precision_class, **measured[c.target],
+               "load_ms": c.load_ms, "peak_rss_mb": c.peak_rss_mb, "bytes": c.bytes, "seq": c.seq}
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        floor_ms = floor.for_class(c.precision_class) if floor else None
+        row["ratio_eager"] = p50 / eager_p50 if p50 and eager_p50 else None
+        row["ratio_floor"] = p50 / floor_ms if p50 and floor_ms else None
+        row["notes"] = c.notes + ([f"error: {c.error}"] if c.error else [])
+        row["error"] = c.error
+        results.append(row)
+    shares = [f for f in foreign if f is not None]
+    samples = len(keep) * settings.runs
+    notes = list(notes)
+    if samples < 100:
+        notes.append(f"p99 is over {samples} samples per candidate: read it as close to the worst seen")
+    if len(keep) < len(foreign):
+        notes.append(f"{len(foreign) - len(keep)} of {len(foreign)} rounds left out: other processes used more "
+                     f"than {settings.max_foreign:.0%} of the CPU during them")
+    elif shares and max(shares) > settings.max_foreign:
+        notes.append(f"the machine was busy (other processes: median {float(np.median(shares)):.0%} of the CPU "
+                     "per round): absolute times are inflated, the ratios hold up better")
+    return {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "threads": threads,
+        "machine": machine_info(threads),
+        "method": {"rounds": settings.rounds, "runs_per_round": settings.runs, "warmup": settings.warmup,
+                   "interleaved": True, "process_per_candidate": True,
+                   "foreign_cpu_median": float(np.median(shares)) if shares else None,
+                   "rounds_used": len(keep), "sweep_runs_per_round": settings.sweep_runs,
+                   "pause_s": settings.pause, "batch": 1, "seq": model.seq,
+                   "inputs": "random token ids, no padding, attention mask all ones",
+                   "load": "process-fresh: runtime import + open_runner + first inference (files in page cache)"},
+        "floor": floor.to_dict() if floor else None,
+        "results": results,
+        "notes": notes,
+    }
+
+
+def _measure(c: Candidate, t: Timed | None, keep: list[int]) -> dict[str, Any]:
+    empty = {"latency_ms": None, "by_sequence": {str(s): None for s in SEQUENCES},
+             "throughput": {str(b): None for b in BATCHES}}
+    if t is None or c.error:
+        return empty
+    main = _samples(t, 0, keep)
+    if not main:
+        return empty
+    by_sequence = {}
+    for s in SEQUENCES:
+        values = _samples(t, c.shapes.index((1, s)), keep) if (1, s) in c.shapes else []
+        by_sequence[str(s)] = float(np.median(values)) if values else None
+    throughput = {}
+    for b in BATCHES:
+        values = _samples(t, c.shapes.index((b, c.seq)), keep) if (b, c.seq) in c.shapes else []
+        throughput[str(b)] = b / (float(np.median(values)) / 1e3) if values else None
+    return {"latency_ms": _percentiles(main), "by_sequence": by_sequence, "throughput": throughput}
+
+
+def _floor(model: Model, measured: dict[str, dict[str, Any]]) -> Floor | None:
+    gemm_ms = {p: (measured.get(f"floor:{p}", {}).get("latency_ms") or {}).get("p50") for p in PRECISIONS}
+    if not any(gemm_ms.values()):
+        return None
+    shape = GemmShape.from_config(model.config, tokens=model.seq * (model.choices or 1))
+    return make_floor(model_ops(shape, model.seq), model.seq, gemm_ms)

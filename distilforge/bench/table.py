@@ -1,0 +1,55 @@
+"""The table `distilforge bench` prints, from bench.json's dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("target", "MB", "p50 ms", "p90", "p99", "x eager", "x floor", "s32", "s128", "s384",
+           "seq/s b1", "b4", "b16", "load ms", "RSS MB")
+
+
+def print_bench(report: dict[str, Any], *, title: str, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 150))
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for r in report["results"]:
+        if r.get("error"):
+            table.add_row(r["target"], _f(r["bytes"] / 1e6, ".1f"), "[red]error[/]", *["-"] * (len(COLUMNS) - 3))
+            continue
+        lat, seq, tp = r["latency_ms"], r["by_sequence"], r["throughput"]
+        table.add_row(r["target"], _f(r["bytes"] / 1e6, ".1f"), _f(lat["p50"], ".2f"), _f(lat["p90"], ".2f"),
+                      _f(lat["p99"], ".2f"), _f(r["ratio_eager"], ".2f"), _f(r["ratio_floor"], ".2f"),
+                      _f(seq["32"], ".2f"), _f(seq["128"], ".2f"), _f(seq["384"], ".2f"),
+                      _f(tp["1"], ".0f"), _f(tp["4"], ".0f"), _f(tp["16"], ".0f"), _f(r["load_ms"], ".0f"),
+                      _f(r["peak_rss_mb"], ".0f"))
+    table.caption = _caption(report)
+    console.print(table)
+    for r in report["results"]:
+        for note in r["notes"]:
+            console.print(f"  {r['target']}: {note}", highlight=False, markup=False)
+    for note in report.get("notes", []):
+        console.print(f"  note: {note}", highlight=False, markup=False)
+
+
+def _caption(report: dict[str, Any]) -> str:
+    m, method, floor = report["machine"], report["method"], report.get("floor")
+    flags = ", ".join(k for k, v in m.get("flags", {}).items() if v) or "none of the listed"
+    lines = [f"batch 1 x seq {method['seq']}, {report['threads']} threads, {method['rounds_used']} of "
+             f"{method['rounds']} rounds x {method['runs_per_round']} runs, interleaved, one process per candidate; "
+             f"s32/s128/s384: p50 ms at that sequence length; seq/s at batch 1/4/16"]
+    if method.get("foreign_cpu_median") is not None:
+        lines.append(f"other processes used a median {method['foreign_cpu_median']:.0%} of the CPU per round")
+    if floor:
+        lines.append(f"floor ({floor['model_gop_1x128']:.2f} GOP at 1x{floor['seq']}): int8 "
+                     f"{_f(floor['int8_gops_per_s'], '.0f')} GOP/s -> {_f(floor['int8_ms'], '.2f')} ms, fp32 "
+                     f"{_f(floor['fp32_gflops_per_s'], '.0f')} GFLOP/s -> {_f(floor['fp32_ms'], '.2f')} ms")
+    lines.append(f"cpu: {m.get('cpu')} ({flags})")
+    return "\n".join(lines)
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
