@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from distilforge.artifacts.environment import machine_info, tool_versions
-from distilforge.artifacts.layout import check_out_dir, clean_staging, move_into_place, staging_dir
+from distilforge.artifacts.layout import (
+    begin_build,
+    check_out_dir,
+    clean_staging,
+    end_build,
+    exclusive,
+    move_into_place,
+    staging_dir,
+)
 from distilforge.artifacts.manifest import ArtifactEntry, make_manifest, read_manifest, verify_files, write_manifest
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
@@ -91,11 +99,13 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
     reference = Reference(_eager_runner(source.ckpt, options.threads))
-    out.mkdir(parents=True, exist_ok=True)
-    clean_staging(out)
-    entries = [build_target(t, source, out, options, reference, say) for t in chosen]
-    manifest = _manifest(source, entries, reference, options, chosen)
-    write_manifest(out, manifest)
+    with exclusive(out):
+        clean_staging(out)
+        begin_build(out)
+        entries = [build_target(t, source, out, options, reference, say) for t in chosen]
+        manifest = _manifest(source, entries, reference, options, chosen)
+        write_manifest(out, manifest)
+        end_build(out)
     return BuildResult(out=out, manifest=manifest, entries=entries)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from distilforge.errors import OutputDirError
 
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
+LOCK = ".distilforge.lock"
+IN_PROGRESS = ".distilforge-building"  # present from the first write of a build until its manifest is in place
 
 
 def check_out_dir(out: Path, *, force: bool = False) -> None:
@@ -20,8 +25,9 @@ def check_out_dir(out: Path, *, force: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{out}: exists and is not a directory")
     if out.is_dir():
-        entries = [p for p in out.iterdir() if not p.name.startswith(STAGING_PREFIX)]
-        if entries and not (out / MANIFEST).is_file() and not force:
+        entries = [p for p in out.iterdir() if not p.name.startswith(STAGING_PREFIX) and p.name != LOCK]
+        ours = (out / MANIFEST).is_file() or (out / IN_PROGRESS).is_file()
+        if entries and not ours and not force:
             raise OutputDirError(f"{out}: not empty and holds no {MANIFEST} from an earlier build; "
                                  "pass --force to build into it anyway")
         if not os.access(out, os.W_OK | os.X_OK):
@@ -39,6 +45,36 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out` for a whole build, so a second build into it fails at once.
+    The lock is the kernel's (flock): it goes with the process, a killed build leaves no stale lock."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputDirError(f"{out}: another distilforge build is writing into it; "
+                             "wait for it to finish or choose another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def begin_build(out: Path) -> None:
+    """Retire the previous manifest before any artifact is replaced: until the new manifest is
+    written, nothing in `out` is vouched for, and a killed build leaves no artifact listed."""
+    (out / IN_PROGRESS).write_text("a distilforge build is writing here, or was killed; rerun it\n")
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def end_build(out: Path) -> None:
+    (out / IN_PROGRESS).unlink(missing_ok=True)
 
 
 def staging_dir(out: Path, folder: str) -> Path:
