@@ -72,14 +72,19 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise OutputDirError(f"{out}: not a directory")
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
+    return read_versioned_json(path, SCHEMA_VERSION)
+
+
+def read_versioned_json(path: Path, schema_version: int) -> dict[str, Any]:
+    """A JSON object of ours (manifest, bench results) with the schema version this code reads."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OutputDirError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise OutputDirError(f"{path}: schema_version {version!r} is not {SCHEMA_VERSION}")
-    return manifest
+    if not isinstance(data, dict) or data.get("schema_version") != schema_version:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise OutputDirError(f"{path}: schema_version {version!r} is not {schema_version}")
+    return data
 
 
 def verify_files(out: Path, artifact: dict[str, Any]) -> list[str]:

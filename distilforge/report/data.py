@@ -6,12 +6,11 @@ derived are MB (bytes / 1e6, as the build summary shows them), the Pareto front 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilforge.artifacts.manifest import read_manifest
+from distilforge.artifacts.manifest import read_manifest, read_versioned_json
 from distilforge.errors import OutputDirError
 
 BENCH = "bench.json"
@@ -91,13 +90,7 @@ def read_bench(out_dir: Path) -> dict[str, Any] | None:
     path = Path(out_dir) / BENCH
     if not path.is_file():
         return None
-    try:
-        bench = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise OutputDirError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(bench, dict) or bench.get("schema_version") != BENCH_SCHEMA_VERSION:
-        version = bench.get("schema_version") if isinstance(bench, dict) else None
-        raise OutputDirError(f"{path}: schema_version {version!r} is not {BENCH_SCHEMA_VERSION}")
+    bench = read_versioned_json(path, BENCH_SCHEMA_VERSION)
     if not isinstance(bench.get("results"), list):
         raise OutputDirError(f"{path}: no 'results' list")
     return bench
