@@ -22,6 +22,7 @@ from distilforge.options import BuildOptions
 from distilforge.quantize import onnx as onnx_quantize
 from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
+from distilforge.quantize import torchscript as torchscript_quantize
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
 from distilforge.validate.runners import openvino as openvino_runner
@@ -77,6 +78,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            calibrated=True),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)"),
+    Target("torchscript:int8-dynamic", torchscript_quantize.export_int8_dynamic, torchscript_runner.open_runner,
+           "core", ("torch",), "torch.jit.load (libtorch)"),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:int8-weights", openvino_quantize.export_int8_weights, openvino_runner.open_runner, "openvino",

@@ -38,7 +38,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How much to measure. Defaults: about 3-4 minutes for the default model's 14 artifacts on 2 busy cores.
+    """How much to measure. Defaults: about 3-4 minutes for the default model's 15 artifacts on 2 busy cores.
     p50/p90/p99 come from rounds x runs samples per candidate (80 by default: p99 is then close to the
     maximum, read it as "the worst seen"); the other sequence lengths and batch sizes get `sweep_runs` a
     round and report their median only."""
