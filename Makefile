@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 .PHONY: demo test lint install clean
 
 demo: $(STAMP)
-	$(VENV)/bin/distilforge build --out artifacts --bench
+	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
 	$(VENV)/bin/distilforge report artifacts
 
 test: $(STAMP)

@@ -32,6 +32,7 @@ from distilforge.options import BuildOptions
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
+from distilforge.validate.runners.isolated import IsolatedRunner, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head
 from distilforge.validate.tolerances import precision_class
 
@@ -71,11 +72,12 @@ class BuildResult:
 
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
           options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None,
-          eval_file: str | Path | None = None) -> BuildResult:
+          eval_file: str | Path | None = None, keep_going: bool = False) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
-    model's held-out split."""
+    model's held-out split. A failed target stops the build (the rest are listed as not built) unless
+    `keep_going`; either way the manifest says which target failed and why."""
     options = options or BuildOptions()
     say = progress or (lambda _msg: None)
     chosen = resolve_targets(targets)
@@ -102,7 +104,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     with exclusive(out):
         clean_staging(out)
         begin_build(out)
-        entries = [build_target(t, source, out, options, reference, say) for t in chosen]
+        entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going)
         manifest = _manifest(source, entries, reference, options, chosen)
         write_manifest(out, manifest)
         end_build(out)
@@ -148,6 +150,23 @@ def _eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
     return EagerRunner(ckpt.model, ckpt.head, threads)
 
 
+def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
+                  say: Progress, *, keep_going: bool) -> list[ArtifactEntry]:
+    entries: list[ArtifactEntry] = []
+    stopped_by: str | None = None
+    for target in chosen:
+        if stopped_by:
+            entries.append(_failed_entry(target, f"{target.name}: not built: the build stopped after {stopped_by} "
+                                                 "failed (pass --keep-going to build the others anyway)"))
+            continue
+        entry = build_target(target, source, out, options, reference, say)
+        entries.append(entry)
+        if not entry.passed and not keep_going:
+            stopped_by = target.name
+            say(f"{target.name} failed: stopping (pass --keep-going to build the others anyway)")
+    return entries
+
+
 def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
                  say: Progress) -> ArtifactEntry:
     """Export into a staging folder, move it into place, then validate it through its runner."""
@@ -169,8 +188,9 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
         return validate_entry(target, artifact, source, out, options, reference)
     except DistilforgeError:
         raise
-    except Exception as e:  # the runtime could not load or run the artifact: that target fails, the build goes on
-        entry = _failed_entry(target, f"{target.name}: running it failed: {type(e).__name__}: {first_line(e)}")
+    except Exception as e:  # the runtime could not load or run the artifact (or crashed): only that target fails
+        detail = first_line(e) if isinstance(e, RuntimeCrash) else f"{type(e).__name__}: {first_line(e)}"
+        entry = _failed_entry(target, f"{target.name}: running it failed: {detail}")
         entry.artifact = artifact
         return entry
 
@@ -179,14 +199,14 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
                    reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
     klass = precision_class(target.precision)
     tolerance = tolerance or options.tolerances[klass]
-    runner = target.open_runner(out, artifact, options.threads)
     cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
                              fixed_shapes=artifact.fixed_shapes, seed=options.seed)
     task = None
     if source.eval_set is not None and source.ckpt.tokenizer is not None:
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
-    result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
-                               precision_class=klass, task=task)
+    with IsolatedRunner(target.open_runner, out, artifact, options.threads) as runner:
+        result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
+                                   precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime)
 

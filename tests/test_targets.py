@@ -39,7 +39,7 @@ def built(tiny_checkpoints, tmp_path_factory):
             options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
             out = tmp_path_factory.mktemp(f"built-{key}")
             cache[key] = build(tiny_checkpoints[key], out, targets=sorted(TESTED_TARGETS & installed()),
-                               options=options, force=True)
+                               options=options, force=True, keep_going=True)
         return cache[key]
 
     return get

@@ -1,0 +1,147 @@
+"""Run an artifact's runtime in a child process, so a runtime that crashes (a segfault, an abort in
+native code) fails only its own target instead of killing the build.
+
+The child (`python -m distilforge.validate.runners.isolated`) opens the artifact with its target's own
+`open_runner`, then answers requests on stdin/stdout: a length-prefixed .npz of named inputs in, a
+length-prefixed .npz of named outputs (or a one-line JSON error) out. Validation sees an ordinary Runner.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from distilforge.artifacts.records import ExportedArtifact
+
+_HEADER = struct.Struct("<cQ")  # kind (b"A" arrays, b"E" error, b"R" ready), payload length
+
+
+class RuntimeCrash(RuntimeError):
+    """The runtime's process died while loading or running the artifact."""
+
+
+class IsolatedRunner:
+    def __init__(self, open_runner: Any, out_dir: Path, artifact: ExportedArtifact, threads: int) -> None:
+        spec = {"runner": f"{open_runner.__module__}:{open_runner.__qualname__}", "out": str(out_dir),
+                "record": artifact.to_dict(), "threads": threads}
+        self.output_names = tuple(o.name for o in artifact.outputs)
+        self._log = tempfile.TemporaryFile()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self._process = subprocess.Popen([sys.executable, "-m", "distilforge.validate.runners.isolated"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env)
+        self._send(b"S", json.dumps(spec).encode())
+        self._receive()  # b"R" once the artifact is open
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        buffer = io.BytesIO()
+        np.savez(buffer, **inputs)
+        self._send(b"A", buffer.getvalue())
+        return _arrays(self._receive())
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+    def __enter__(self) -> IsolatedRunner:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _send(self, kind: bytes, payload: bytes) -> None:
+        try:
+            self._process.stdin.write(_HEADER.pack(kind, len(payload)) + payload)
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._crash() from None
+
+    def _receive(self) -> bytes:
+        kind, payload = _read_message(self._process.stdout)
+        if kind is None:
+            raise self._crash()
+        if kind == b"E":
+            raise RuntimeError(payload.decode("utf-8", "replace"))
+        return payload
+
+    def _crash(self) -> RuntimeCrash:
+        code = self._process.wait()
+        self._log.seek(0)
+        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        last = f"; its last words: {lines[-1][:200]}" if lines else ""
+        return RuntimeCrash(f"the runtime's process {how}{last}")
+
+
+def _read_message(stream: BinaryIO) -> tuple[bytes | None, bytes]:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None, b""
+    kind, length = _HEADER.unpack(header)
+    payload = stream.read(length)
+    if len(payload) < length:
+        return None, b""
+    return kind, payload
+
+
+def _arrays(payload: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(payload)) as data:
+        return {name: data[name] for name in data.files}
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    import importlib
+
+    def reply(kind: bytes, payload: bytes) -> None:
+        replies.write(_HEADER.pack(kind, len(payload)) + payload)
+        replies.flush()
+
+    kind, payload = _read_message(requests)
+    spec = json.loads(payload)
+    module, _, name = spec["runner"].partition(":")
+    try:
+        open_runner = getattr(importlib.import_module(module), name)
+        runner = open_runner(Path(spec["out"]), ExportedArtifact.from_dict(spec["record"]), int(spec["threads"]))
+    except Exception as e:
+        reply(b"E", _one_line(e))
+        return
+    reply(b"R", b"")
+    while True:
+        kind, payload = _read_message(requests)
+        if kind is None:
+            return
+        try:
+            outputs = runner.run(_arrays(payload))
+        except Exception as e:
+            reply(b"E", _one_line(e))
+            continue
+        buffer = io.BytesIO()
+        np.savez(buffer, **outputs)
+        reply(b"A", buffer.getvalue())
+
+
+def _one_line(e: BaseException) -> bytes:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".encode()
+
+
+if __name__ == "__main__":
+    requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # libraries that print must not corrupt the protocol
+    sys.stdout = sys.stderr
+    _serve(requests, replies)
