@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                         "prompt+choices+label (default: the built-in model's held-out split)")
     _common(b)
     b.add_argument("--force", action="store_true", help="build into a non-empty directory without a manifest")
+    b.add_argument("--rebuild", action="store_true",
+                   help="export and validate every target again, even those whose inputs have not changed")
     b.add_argument("--keep-going", action="store_true",
                    help="when a target fails, build the others anyway (default: stop at the first failure)")
     b.add_argument("--bench", action="store_true", help="then benchmark DIR as 'distilforge bench' does")
@@ -226,7 +228,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples)
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
-                   progress=_say(args), eval_file=args.eval_file, keep_going=args.keep_going)
+                   progress=_say(args), eval_file=args.eval_file, keep_going=args.keep_going, rebuild=args.rebuild)
     extra = {"manifest": str(args.out / "manifest.json")}
     benched = _bench(args, args.out, threads=options.threads) if args.bench else None
     if benched:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from distilforge.artifacts.cache import CacheKeys, cache_keys, load_previous, reusable, save_progress
 from distilforge.artifacts.environment import machine_info, tool_versions
 from distilforge.artifacts.layout import (
     begin_build,
@@ -72,12 +73,13 @@ class BuildResult:
 
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
           options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None,
-          eval_file: str | Path | None = None, keep_going: bool = False) -> BuildResult:
+          eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
     model's held-out split. A failed target stops the build (the rest are listed as not built) unless
-    `keep_going`; either way the manifest says which target failed and why."""
+    `keep_going`; either way the manifest says which target failed and why. A target whose inputs are
+    unchanged since the last build into `out` is reused (see artifacts/cache.py) unless `rebuild`."""
     options = options or BuildOptions()
     say = progress or (lambda _msg: None)
     chosen = resolve_targets(targets)
@@ -103,8 +105,10 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     reference = Reference(_eager_runner(source.ckpt, options.threads))
     with exclusive(out):
         clean_staging(out)
+        previous = {} if rebuild else load_previous(out)
         begin_build(out)
-        entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going)
+        entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going,
+                                previous=previous)
         manifest = _manifest(source, entries, reference, options, chosen)
         write_manifest(out, manifest)
         end_build(out)
@@ -151,20 +155,58 @@ def _eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
 
 
 def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
-                  say: Progress, *, keep_going: bool) -> list[ArtifactEntry]:
+                  say: Progress, *, keep_going: bool, previous: dict[str, dict[str, Any]]) -> list[ArtifactEntry]:
+    """Each target in turn (reused when its inputs are unchanged); stop at the first failure unless keep_going."""
     entries: list[ArtifactEntry] = []
-    stopped_by: str | None = None
+    files = source.ckpt.info.file_hashes()
     for target in chosen:
-        if stopped_by:
-            entries.append(_failed_entry(target, f"{target.name}: not built: the build stopped after {stopped_by} "
-                                                 "failed (pass --keep-going to build the others anyway)"))
-            continue
-        entry = build_target(target, source, out, options, reference, say)
+        keys = _cache_keys(target, source, files, options)
+        entry = _reuse(target, previous.get(target.name), keys, source, out, options, reference, say)
+        entry = entry or build_target(target, source, out, options, reference, say)
+        entry.cache = keys.to_dict()
         entries.append(entry)
+        save_progress(out, previous, [e.to_dict() for e in entries])
         if not entry.passed and not keep_going:
-            stopped_by = target.name
             say(f"{target.name} failed: stopping (pass --keep-going to build the others anyway)")
-    return entries
+            break
+    if all(e.reused == "all" for e in entries):
+        say("everything is up to date: nothing was exported or validated again")
+    stopped_by = entries[-1].artifact.target
+    return entries + [_failed_entry(t, f"{t.name}: not built: the build stopped after {stopped_by} failed "
+                                       "(pass --keep-going to build the others anyway)")
+                      for t in chosen[len(entries):]]
+
+
+def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], options: BuildOptions) -> CacheKeys:
+    """What the artifact's bytes, then its figures, depend on (artifacts/cache.py)."""
+    exporter_options: dict[str, Any] = {"seed": options.seed, "threads": options.threads}
+    if target.format == "onnx":
+        exporter_options["onnx_opset"] = options.onnx_opset
+    if target.format == "tflite":
+        exporter_options["tflite_shapes"] = [list(s) for s in options.tflite_shapes]
+    if target.calibrated and options.calibration:
+        exporter_options["calibration"] = options.calibration.record()
+        exporter_options["onnx_int8_keep_float"] = options.onnx_int8_keep_float
+    export = {"target": target.name, "checkpoint": files, "options": exporter_options, "tools": tool_versions()}
+    tolerance = options.tolerances[precision_class(target.precision)]
+    validation = {"tolerance": asdict(tolerance), "eval": source.eval_set.record() if source.eval_set else None}
+    return cache_keys(export, validation)
+
+
+def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, source: Source, out: Path,
+           options: BuildOptions, reference: Reference, say: Progress) -> ArtifactEntry | None:
+    """The previous build's entry when its inputs are unchanged (re-validated if only the rule changed)."""
+    if not reusable(out, previous, keys):
+        return None
+    entry = ArtifactEntry.from_dict(previous)
+    if entry.cache and entry.cache.get("validation") == keys.validation and entry.validation:
+        say(f"{target.name}: up to date (same inputs as the last build), nothing to do")
+        entry.reused = "all"
+        return entry
+    say(f"{target.name}: export unchanged, validating again")
+    entry = _validate_or_fail(target, entry.artifact, source, out, options, reference)
+    entry.reused = "export"
+    return entry
 
 
 def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
@@ -184,6 +226,11 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"{target.name}: validating")
+    return _validate_or_fail(target, artifact, source, out, options, reference)
+
+
+def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
+                      reference: Reference) -> ArtifactEntry:
     try:
         return validate_entry(target, artifact, source, out, options, reference)
     except DistilforgeError:

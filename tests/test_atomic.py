@@ -10,7 +10,8 @@ import time
 import pytest
 from test_bad_input import assert_one_line_error, run_cli
 
-from distilforge.artifacts.layout import IN_PROGRESS, MANIFEST, exclusive
+from distilforge.artifacts.layout import CACHE, IN_PROGRESS, MANIFEST, exclusive
+from distilforge.artifacts.manifest import verify_files
 
 
 def test_a_second_build_into_a_locked_directory_fails_at_once(tiny_checkpoints, tmp_path):
@@ -21,28 +22,46 @@ def test_a_second_build_into_a_locked_directory_fails_at_once(tiny_checkpoints, 
     assert sorted(p.name for p in out.iterdir()) == [".distilforge.lock"]
 
 
+KILL_POINTS = ["loading checkpoint", "onnx:fp32: exporting", "onnx:fp32: validating", "torchscript:fp32: exporting",
+               "tflite:fp32: exporting", "tflite:fp32: validating"]
+
+
 @pytest.mark.slow
-def test_killed_build_lists_nothing_and_the_rerun_completes(tiny_checkpoints, tmp_path):
+def test_builds_killed_at_several_points_list_nothing_and_the_rerun_completes(tiny_checkpoints, tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "distilforge", "build", str(tiny_checkpoints["token"]), "--out", str(out),
-            "--targets", "onnx:fp32,torchscript:fp32,tflite:fp32", "--quiet"]
+            "--targets", "onnx:fp32,torchscript:fp32,tflite:fp32"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(args, env=env, capture_output=True, timeout=900)  # a complete build to overwrite
     assert first.returncode == 0, first.stderr
-    build = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (out / IN_PROGRESS).exists() and build.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # mid-way: the old manifest is retired, artifacts are being replaced
-    build.send_signal(signal.SIGKILL)
-    build.wait()
-    assert not (out / MANIFEST).exists()  # nothing is vouched for
+    complete = (out / MANIFEST).read_bytes()
+    for point in KILL_POINTS:
+        # --rebuild: export everything again, so the kill lands while artifacts are being replaced
+        build = subprocess.Popen([*args, "--rebuild"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+        for line in build.stderr:
+            if point in line:
+                time.sleep(0.3)  # inside the step, not at its edge
+                break
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+        build.stderr.close()
+        assert build.returncode == -signal.SIGKILL, point
+        if (out / MANIFEST).exists():  # killed before the build's first write: the last build still stands
+            assert point == "loading checkpoint" and (out / MANIFEST).read_bytes() == complete
+            assert [p for a in json.loads(complete)["artifacts"] for p in verify_files(out, a)] == []
+        else:
+            assert (out / IN_PROGRESS).exists(), point  # nothing is vouched for, and the directory says why
 
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)  # no --force needed
-    assert rerun.returncode == 0, rerun.stderr
-    manifest = json.loads((out / MANIFEST).read_text())
-    assert [a["target"] for a in manifest["artifacts"]] == ["onnx:fp32", "torchscript:fp32", "tflite:fp32"]
-    assert not (out / IN_PROGRESS).exists() and not list(out.glob(".staging-*"))
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)  # no --force needed
+        assert rerun.returncode == 0, (point, rerun.stderr)
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert [a["target"] for a in manifest["artifacts"]] == ["onnx:fp32", "torchscript:fp32", "tflite:fp32"]
+        assert all(a["validation"]["passed"] for a in manifest["artifacts"]), point
+        assert [p for a in manifest["artifacts"] for p in verify_files(out, a)] == [], point
+        assert not (out / IN_PROGRESS).exists() and not list(out.glob(".staging-*")), point
+        assert not (out / CACHE).exists(), point
+        assert (out / MANIFEST).read_bytes() == complete, point  # same inputs, same manifest
     check = subprocess.run([sys.executable, "-m", "distilforge", "validate", str(out), "--quiet"], env=env,
                            capture_output=True, text=True, timeout=900)
     assert check.returncode == 0, check.stderr

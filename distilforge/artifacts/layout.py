@@ -18,6 +18,7 @@ MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 LOCK = ".distilforge.lock"
 IN_PROGRESS = ".distilforge-building"  # present from the first write of a build until its manifest is in place
+CACHE = ".distilforge-cache.json"  # the previous build's entries while a build runs (see artifacts/cache.py)
 
 
 def check_out_dir(out: Path, *, force: bool = False) -> None:
@@ -68,12 +69,15 @@ def exclusive(out: Path) -> Iterator[None]:
 
 def begin_build(out: Path) -> None:
     """Retire the previous manifest before any artifact is replaced: until the new manifest is
-    written, nothing in `out` is vouched for, and a killed build leaves no artifact listed."""
+    written, nothing in `out` is vouched for, and a killed build leaves no artifact listed. It is kept
+    as the cache, which only says what may be reused once its files check out."""
     (out / IN_PROGRESS).write_text("a distilforge build is writing here, or was killed; rerun it\n")
-    (out / MANIFEST).unlink(missing_ok=True)
+    if (out / MANIFEST).is_file():
+        os.replace(out / MANIFEST, out / CACHE)
 
 
 def end_build(out: Path) -> None:
+    (out / CACHE).unlink(missing_ok=True)
     (out / IN_PROGRESS).unlink(missing_ok=True)
 
 

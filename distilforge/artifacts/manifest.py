@@ -30,6 +30,8 @@ class ArtifactEntry:
     precision: str
     runtime: str
     error: str | None = None  # set when the target failed before it could be validated
+    cache: dict[str, str] | None = None  # content keys of what it was built and validated from
+    reused: str = ""  # this run only, not in the manifest: "" (built), "export" (re-validated) or "all"
 
     @property
     def passed(self) -> bool:
@@ -42,7 +44,14 @@ class ArtifactEntry:
             "runtime": self.runtime, "bytes": self.artifact.total_bytes, **d,
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
+            "cache": self.cache,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArtifactEntry:
+        return cls(artifact=ExportedArtifact.from_dict(d), format=d["format"], precision=d["precision"],
+                   runtime=d["runtime"], error=d.get("error"), cache=d.get("cache"),
+                   validation=ValidationResult.from_dict(d["validation"]) if d.get("validation") else None)
 
 
 def make_manifest(*, checkpoint: dict[str, Any], entries: list[ArtifactEntry], reference: dict[str, Any],

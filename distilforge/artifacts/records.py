@@ -151,6 +151,15 @@ class ValidationResult:
             "agreement": agreement,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
+        task = None
+        if d.get("task"):
+            task = TaskScore(**{k: v for k, v in d["task"].items() if k != "drop"})
+        return cls(passed=d["passed"], tolerance=Tolerance(**d["tolerance"]), precision_class=d["precision_class"],
+                   cases=[OutputMetrics(**{**c, "shape": tuple(c["shape"])}) for c in d["cases"]],
+                   failures=list(d["failures"]), task=task, shapes_note=d.get("shapes_note", ""))
+
     def to_dict(self) -> dict[str, Any]:
         task = None
         if self.task:

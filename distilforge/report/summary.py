@@ -19,6 +19,7 @@ def summary_rows(entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
                 row["task"] = e.validation.task.artifact
                 row["task_reference"] = e.validation.task.reference
         row["error"] = e.error
+        row["reused"] = e.reused
         rows.append(row)
     return rows
 
@@ -34,6 +35,7 @@ def print_summary(entries: list[ArtifactEntry], *, title: str, console: Any = No
     rows = summary_rows(entries)
     for row in rows:
         status = "[green]pass[/]" if row["passed"] else "[red]FAIL[/]"
+        status += {"all": " (cached)", "export": " (re-validated)"}.get(row["reused"], "")
         table.add_row(row["target"], f"{row['mb']:.1f}", _fmt(row.get("max_abs"), ".1e"),
                       _fmt(row.get("cosine"), ".5f"), _fmt(row.get("agreement"), ".1%"),
                       _fmt(row.get("task"), ".1f"), _fmt(row.get("task_reference"), ".1f"), status)
