@@ -25,7 +25,14 @@ from distilforge.artifacts.layout import (
     move_into_place,
     staging_dir,
 )
-from distilforge.artifacts.manifest import ArtifactEntry, make_manifest, read_manifest, verify_files, write_manifest
+from distilforge.artifacts.manifest import (
+    ArtifactEntry,
+    make_manifest,
+    manifest_problems,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
 from distilforge.errors import BuildFailure, CheckpointError, DataFileError, DistilforgeError, ExportError, first_line
@@ -33,6 +40,7 @@ from distilforge.options import BuildOptions
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
+from distilforge.validate.recorded import figure_mismatches
 from distilforge.validate.runners.isolated import IsolatedRunner, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head
 from distilforge.validate.tolerances import precision_class
@@ -230,9 +238,9 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
 
 
 def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
-                      reference: Reference) -> ArtifactEntry:
+                      reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
     try:
-        return validate_entry(target, artifact, source, out, options, reference)
+        return validate_entry(target, artifact, source, out, options, reference, tolerance)
     except DistilforgeError:
         raise
     except Exception as e:  # the runtime could not load or run the artifact (or crashed): only that target fails
@@ -255,7 +263,7 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
-                         runtime=target.runtime)
+                         runtime=target.runtime, not_reproducible=target.not_reproducible)
 
 
 def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
@@ -274,7 +282,7 @@ def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
 def _failed_entry(target: Target, message: str) -> ArtifactEntry:
     empty = ExportedArtifact(target=target.name, files=[], inputs=[], outputs=[])
     return ArtifactEntry(artifact=empty, validation=None, format=target.format, precision=target.precision,
-                         runtime=target.runtime, error=message)
+                         runtime=target.runtime, error=message, not_reproducible=target.not_reproducible)
 
 
 
@@ -353,7 +361,7 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     """Verify every file's hash and the checkpoint's, then re-run each artifact's checks."""
     out = Path(out)
     manifest = read_manifest(out)
-    problems = [p for a in manifest["artifacts"] for p in verify_files(out, a)]
+    problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
     source = _source_for(manifest)
     problems += _checkpoint_drift(manifest["checkpoint"], source)
     problems += _eval_drift(manifest["settings"].get("eval"), source)
@@ -366,7 +374,13 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
         target = get_target(record["target"])
         artifact = ExportedArtifact.from_dict(record)
         tolerance = Tolerance(**record["validation"]["tolerance"])
-        entries.append(validate_entry(target, artifact, source, out, options, reference, tolerance))
+        entry = _validate_or_fail(target, artifact, source, out, options, reference, tolerance)
+        if entry.error:
+            problems.append(entry.error)
+            continue
+        problems += figure_mismatches(target.name, record["validation"], entry.validation,
+                                      same_threads=options.threads == manifest["settings"]["threads"])
+        entries.append(entry)
     return CheckResult(out=out, problems=problems, entries=entries)
 
 

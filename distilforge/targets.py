@@ -44,6 +44,8 @@ class Target:
     runtime: str  # what runs it, for the README and the report
     check: OptionCheck | None = None  # rejects options this checkpoint cannot be built with, before any work
     calibrated: bool = False  # needs calibration text (static INT8)
+    # why two builds from the same inputs cannot give the same bytes; "" = they do (tests/test_determinism.py)
+    not_reproducible: str = ""
 
     @property
     def format(self) -> str:

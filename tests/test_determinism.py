@@ -1,11 +1,14 @@
 """Same inputs, same bytes: two builds in separate processes give identical files and manifests."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from distilforge.targets import TARGETS
 
 
 def _digests(root):
@@ -24,4 +27,11 @@ def test_two_builds_are_byte_identical(tiny_checkpoints, tmp_path):
                        env=env, capture_output=True, text=True, timeout=1200)
     first, second = (_digests(o) for o in outs)
     assert "manifest.json" in first and len(first) > 10
+    manifest = json.loads((outs[0] / "manifest.json").read_text())
+    assert {a["target"] for a in manifest["artifacts"]} == {n for n, t in TARGETS.items() if t.installed()}
+    for a in manifest["artifacts"]:  # what the manifest promises, file by file
+        if a["reproducible"]["bytes"]:
+            assert all(first[f["path"]] == second[f["path"]] for f in a["files"]), a["target"]
+        else:
+            assert a["reproducible"]["why_not"], a["target"]
     assert first == second, {k for k in first if first[k] != second.get(k)}

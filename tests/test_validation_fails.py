@@ -66,3 +66,43 @@ def test_manifest_records_what_build_systems_read(built):
     assert art["details"]["opset"] == 18
     assert art["inputs"][0]["dynamic_axes"] == ["batch", "sequence"]
     assert manifest["machine"]["flags"].keys() >= {"avx2", "avx512f", "avx512_vnni"}
+
+
+def _edit_manifest(out, change):
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def test_edited_manifest_is_reported(built):
+    def loosen(m):  # make a failing artifact look good: a looser rule, as if it had been the build's
+        m["artifacts"][0]["validation"]["tolerance"]["max_abs"] = 1.0
+
+    _edit_manifest(built, loosen)
+    result = validate_dir(built)
+    assert not result.passed
+    assert "manifest.json: edited after the build (its digest does not match its content)" in result.problems
+    assert any("records a pass rule" in p and "not the build's fp32 rule" in p for p in result.problems)
+
+
+def test_edited_figures_are_caught_by_measuring_again(built):
+    from distilforge.artifacts.manifest import manifest_digest
+
+    def improve(m):  # better figures, and the digest recomputed: only measuring again can tell
+        m["artifacts"][0]["validation"]["worst"]["max_abs"] = 1e-9
+        m["digest"] = manifest_digest(m)
+
+    _edit_manifest(built, improve)
+    result = validate_dir(built)
+    assert not result.passed
+    mismatch = [p for p in result.problems if "max_abs" in p]
+    assert mismatch[0].startswith("onnx:fp32: the manifest records max_abs 1e-09, measured now "), result.problems
+
+
+def test_damaged_manifest_is_one_line(built):
+    _edit_manifest(built, lambda m: m["artifacts"][0].pop("files"))
+    from distilforge.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match=r"manifest.json: damaged: missing artifacts\[0\].files"):
+        validate_dir(built)

@@ -7,6 +7,7 @@ Keys build systems read (stable; renaming one bumps SCHEMA_VERSION): `schema_ver
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class ArtifactEntry:
     runtime: str
     error: str | None = None  # set when the target failed before it could be validated
     cache: dict[str, str] | None = None  # content keys of what it was built and validated from
+    not_reproducible: str = ""  # why the same inputs would not give the same bytes ("" = they do)
     reused: str = ""  # this run only, not in the manifest: "" (built), "export" (re-validated) or "all"
 
     @property
@@ -44,6 +46,7 @@ class ArtifactEntry:
             "runtime": self.runtime, "bytes": self.artifact.total_bytes, **d,
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
+            "reproducible": {"bytes": not self.not_reproducible, "why_not": self.not_reproducible or None},
             "cache": self.cache,
         }
 
@@ -51,6 +54,7 @@ class ArtifactEntry:
     def from_dict(cls, d: dict[str, Any]) -> ArtifactEntry:
         return cls(artifact=ExportedArtifact.from_dict(d), format=d["format"], precision=d["precision"],
                    runtime=d["runtime"], error=d.get("error"), cache=d.get("cache"),
+                   not_reproducible=(d.get("reproducible") or {}).get("why_not") or "",
                    validation=ValidationResult.from_dict(d["validation"]) if d.get("validation") else None)
 
 
@@ -70,9 +74,32 @@ def make_manifest(*, checkpoint: dict[str, Any], entries: list[ArtifactEntry], r
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    """Written last, by rename, with its own digest so a hand edit shows (`distilforge validate`)."""
     path = out / MANIFEST
+    manifest["digest"] = manifest_digest(manifest)
     write_json_atomic(path, manifest)
     return path
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's content without its `digest` key. It catches edits made by hand or by a
+    script that does not know about it; it is not a signature (anyone can recompute it)."""
+    content = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """Inconsistencies inside a manifest: an edited digest, pass rules that are not the build's own."""
+    problems = []
+    if manifest.get("digest") != manifest_digest(manifest):
+        problems.append(f"{MANIFEST}: edited after the build (its digest does not match its content)")
+    rules = manifest.get("settings", {}).get("tolerances", {})
+    for a in manifest.get("artifacts", []):
+        v = a.get("validation")
+        if v and rules.get(v.get("precision_class")) != v.get("tolerance"):
+            problems.append(f"{a['target']}: {MANIFEST} records a pass rule {v.get('tolerance')} that is not the "
+                            f"build's {v.get('precision_class')} rule {rules.get(v.get('precision_class'))}")
+    return problems
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
@@ -81,7 +108,30 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise OutputDirError(f"{out}: not a directory")
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
-    return read_versioned_json(path, SCHEMA_VERSION)
+    manifest = read_versioned_json(path, SCHEMA_VERSION)
+    _check_keys(path, manifest)
+    return manifest
+
+
+_KEYS = ("checkpoint", "settings", "artifacts")
+_ARTIFACT_KEYS = ("target", "files", "inputs", "outputs", "validation", "error")
+
+
+def _check_keys(path: Path, manifest: dict[str, Any]) -> None:
+    """The keys `validate` reads, so a damaged manifest is one clear line rather than a traceback."""
+    missing = [k for k in _KEYS if k not in manifest]
+    artifacts = manifest.get("artifacts")
+    if not missing and not isinstance(artifacts, list):
+        missing = ["artifacts (a list)"]
+    for i, a in enumerate(artifacts if isinstance(artifacts, list) else []):
+        if not isinstance(a, dict):
+            missing.append(f"artifacts[{i}] (an object)")
+            continue
+        missing += [f"artifacts[{i}].{k}" for k in _ARTIFACT_KEYS if k not in a]
+        if not a.get("error") and not isinstance(a.get("validation"), dict):
+            missing.append(f"artifacts[{i}].validation")
+    if missing:
+        raise OutputDirError(f"{path}: damaged: missing {', '.join(dict.fromkeys(missing))}")
 
 
 def read_versioned_json(path: Path, schema_version: int) -> dict[str, Any]:
