@@ -18,6 +18,7 @@ from distilforge.artifacts.records import ExportedArtifact, ValidationResult
 from distilforge.errors import OutputDirError
 
 SCHEMA_VERSION = 1
+REQUIRED_KEYS: dict[str, type] = {"checkpoint": dict, "settings": dict, "artifacts": list}  # what every reader needs
 
 
 @dataclass
@@ -72,7 +73,12 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise OutputDirError(f"{out}: not a directory")
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
-    return read_versioned_json(path, SCHEMA_VERSION)
+    manifest = read_versioned_json(path, SCHEMA_VERSION)
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise OutputDirError(f"{path}: {key!r} is missing or not a JSON {kind.__name__.replace('dict', 'object')}; "
+                                 "was it written by 'distilforge build'?")
+    return manifest
 
 
 def read_versioned_json(path: Path, schema_version: int) -> dict[str, Any]:
