@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -18,6 +19,8 @@ MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 LOCK = ".distilforge.lock"
 IN_PROGRESS = ".distilforge-building"  # present from the first write of a build until its manifest is in place
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the disk is full, a file-size limit, a quota
+PROBE_BYTES = 1 << 20
 
 
 def check_out_dir(out: Path, *, force: bool = False) -> None:
@@ -114,3 +117,36 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def out_of_space(out: Path, error: BaseException) -> str | None:
+    """The system's reason ("No space left on device", "File too large") when `error` happened because
+    `out` cannot take more data; None when it is something else. Converters often lose the errno
+    (numpy: "problem writing element 1024 to file"), so unless an OSError in the chain says so, a probe
+    tries to write PROBE_BYTES into `out`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+            return cause.strerror or os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}probe-", dir=out)
+    except OSError as e:
+        return e.strerror if e.errno in NO_SPACE else None
+    try:
+        data = memoryview(bytes(PROBE_BYTES))
+        while data:  # past a file-size limit a write is first cut short, then fails
+            data = data[os.write(fd, data):]
+    except OSError as e:
+        return e.strerror if e.errno in NO_SPACE else None
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return None
+
+
+def no_space_error(out: Path, reason: str, doing: str) -> OutputDirError:
+    return OutputDirError(f"{out}: no space left {doing} ({reason}); nothing new is listed in it: "
+                          "free some space and rerun")
