@@ -246,7 +246,8 @@ def _check_weight_files_readable(info: CheckpointInfo) -> None:
                 for key in handle.keys():
                     handle.get_slice(key)
         except Exception as e:
-            raise CheckpointError(f"{f}: not a readable safetensors file (truncated?): {_first_line(e)}") from None
+            raise CheckpointError(f"{f}: not a readable safetensors file (truncated, or another format?): "
+                                  f"{_first_line(e)}") from None
         _check_safetensors_length(f)
 
 
