@@ -104,6 +104,9 @@ def _read_config(config_path: Path) -> dict[str, Any]:
     model_type = config.get("model_type")
     if model_type != "distilbert":
         raise CheckpointError(f"{config_path}: model_type is {_short(model_type)}, expected 'distilbert'")
+    for key in ("id2label", "label2id", "num_labels", "problem_type"):
+        if key in config and config[key] is None:  # null: as if absent, as transformers reads it
+            del config[key]
     _check_dimensions(config_path, config)
     return config
 
