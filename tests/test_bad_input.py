@@ -389,6 +389,26 @@ def _(ctx: Ctx) -> Bad:
     return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n{"text": 5}\n', "row 2: 'text' is missing or not a str")
 
 
+@case("calibration-csv-ragged-rows")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.csv", "id,body\n1,up,and more cells\n2,down\n", "no 'text' field or column",
+                        "found: body, id")
+
+
+@case("calibration-lone-surrogate")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n{"text": "a \\ud800 b"}\n', "calib.jsonl:2:",
+                        "lone surrogate")
+
+
+@case("calibration-choices-empty")
+def _(ctx: Ctx) -> Bad:
+    path = ctx.file("calib.jsonl", '{"prompt": "the team", "choices": []}\n')
+    return Bad(ctx.build("--calibration", str(path), "--calibration-samples", "1",
+                         checkpoint=ctx.tiny["multiple-choice"]),
+               ("calib.jsonl", "row 1: 'choices' must be a list of one or more non-empty strings"))
+
+
 @case("calibration-too-few-samples")
 def _(ctx: Ctx) -> Bad:
     return _calibration(ctx, "calib.txt", "up\ndown\nleft\n", "3 calibration samples, 128 asked for", samples="128")
@@ -415,6 +435,15 @@ EVAL_CASES: dict[str, tuple[str, str, str | bytes, tuple[str, ...]]] = {
                                 ("r.jsonl:1:", "label 7 is not in id2label")),
     "eval-label-wrong-type": ("seq-single", "t.jsonl", _jsonl({"text": "up", "label": [0]}),
                               ("t.jsonl:1:", "must be a class id (int) or a label name, not list")),
+    "eval-label-not-ascii-digits": ("seq-single", "d.csv", "text,label\nup,\u00b2\n",
+                                    ("d.csv:2:", "label '\u00b2' is not in id2label")),
+    "eval-label-huge-id": ("seq-single", "h.jsonl", _jsonl({"text": "up", "label": "9" * 5000}),
+                           ("h.jsonl:1:", "label '99999", "... is not in id2label")),
+    "eval-regression-huge-number": ("seq-regression", "n.jsonl",
+                                    _jsonl({"text": "up", "label": 1.0}, {"text": "x", "label": 10**400}),
+                                    ("n.jsonl:2:", "must be a finite number")),
+    "eval-lone-surrogate": ("seq-single", "s.jsonl", '{"text": "a \\udc80 b", "label": 0}\n',
+                            ("s.jsonl:1:", "lone surrogate")),
     "eval-text-not-a-string": ("seq-single", "s.jsonl", _jsonl({"text": 12, "label": 0}),
                                ("s.jsonl:1:", "'text' must be text, got int")),
     "eval-regression-not-a-number": ("seq-regression", "w.jsonl",
