@@ -21,6 +21,7 @@ from distilforge.artifacts.layout import (
     clean_staging,
     end_build,
     exclusive,
+    first_missing,
     move_into_place,
     no_space_error,
     out_of_space,
@@ -109,7 +110,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
     reference = Reference(_eager_runner(source.ckpt, options.threads))
-    fresh = not out.exists()
+    created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
         try:
             clean_staging(out)
@@ -122,20 +123,20 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             reason = out_of_space(out, e)
             if reason is None:
                 raise
-            _give_up(out, fresh)
+            _give_up(out, created)
             raise no_space_error(out, reason, "writing the build") from None
         except OutputDirError:
-            _give_up(out, fresh)
+            _give_up(out, created)
             raise
     return BuildResult(out=out, manifest=manifest, entries=entries)
 
 
-def _give_up(out: Path, fresh: bool) -> None:
-    """After the output directory filled up: a directory this build created goes (nothing of the user's
-    was in it); an earlier build's directory is left as a killed build leaves it (no manifest, and the
+def _give_up(out: Path, created: Path | None) -> None:
+    """After the output directory filled up: the directories this build created go (nothing of the user's
+    was in them); an earlier build's directory is left as a killed build leaves it (no manifest, and the
     marker that lets the rerun complete it), minus the staging folders."""
-    if fresh:
-        shutil.rmtree(out, ignore_errors=True)
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
     else:
         clean_staging(out)
 

@@ -618,6 +618,7 @@ def _(ctx: Ctx) -> Bad:
 
 @case("out-disk-full")
 def _(ctx: Ctx) -> Bad:
+    ctx.out = ctx.tmp / "new" / "out"  # both folders are the build's to create, and to remove again
     return Bad(ctx.build(), (str(ctx.out), "no space left", "File too large"), mode="disk-full",
                out_states=("fresh",))
 
@@ -710,6 +711,8 @@ def _check(bad: Bad, ctx: Ctx, capfd: pytest.CaptureFixture[str]) -> None:
         for needle in bad.needles:
             assert needle in lines[0], (needle, lines[0])
         assert snapshot(ctx.out) == before, f"{state}: the output directory changed"
+        if state == "fresh":
+            assert not (ctx.tmp / "new").exists()  # nor a parent of it
 
 
 def test_readme_table_matches_the_cases() -> None:

@@ -43,6 +43,14 @@ def check_out_dir(out: Path, *, force: bool = False) -> None:
         raise OutputDirError(f"{out}: cannot be created: {parent} is not writable")
 
 
+def first_missing(path: Path) -> Path | None:
+    """The outermost directory that creating `path` would create; None when `path` exists."""
+    path, missing = path.absolute(), None
+    while not path.exists():
+        path, missing = path.parent, path
+    return missing
+
+
 def _existing_parent(path: Path) -> Path:
     path = path.absolute()
     while not path.exists():
