@@ -86,14 +86,27 @@ def _read_config(config_path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: not found; a checkpoint directory needs a config.json")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = config_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{config_path}: cannot be read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{config_path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{config_path}: not valid JSON (nested too deeply)") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if model_type != "distilbert":
-        raise CheckpointError(f"{config_path}: model_type is {model_type!r}, expected 'distilbert'")
+        raise CheckpointError(f"{config_path}: model_type is {_short(model_type)}, expected 'distilbert'")
+    for key in ("id2label", "label2id", "num_labels", "problem_type"):
+        if key in config and config[key] is None:  # null: as if absent, as transformers reads it
+            del config[key]
     _check_dimensions(config_path, config)
     return config
 
@@ -104,21 +117,53 @@ def _check_dimensions(config_path: Path, config: dict[str, Any]) -> None:
             continue
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise CheckpointError(f"{config_path}: {key} is {value!r}, expected a positive integer")
+            raise CheckpointError(f"{config_path}: {key} is {_short(value)}, expected a positive integer")
     if "vocab_size" not in config:
         raise CheckpointError(f"{config_path}: vocab_size is missing")
     dim, n_heads = config.get("dim", 768), config.get("n_heads", 12)
     if dim % n_heads:
         raise CheckpointError(f"{config_path}: dim {dim} is not divisible by n_heads {n_heads}")
+    _check_labels(config_path, config)
+
+
+def _check_labels(config_path: Path, config: dict[str, Any]) -> None:
+    """id2label/label2id/num_labels as transformers reads them: a JSON object of ids and names, a count."""
+    id2label = config.get("id2label")
+    if id2label is not None:
+        if not isinstance(id2label, dict) or not id2label:
+            raise CheckpointError(f"{config_path}: id2label must be an object of class ids to names, "
+                                  f"got {_short(id2label)}")
+        try:
+            ids = sorted(int(key) for key in id2label)
+        except ValueError:
+            ids = []
+        if ids != list(range(len(id2label))) or not all(isinstance(n, str) for n in id2label.values()):
+            raise CheckpointError(f"{config_path}: id2label must map the class ids 0 to {len(id2label) - 1} to "
+                                  f"label names, got {_short(id2label)}")
+    label2id = config.get("label2id")
+    if label2id is not None and not isinstance(label2id, dict):
+        raise CheckpointError(f"{config_path}: label2id must be an object of names to class ids, "
+                              f"got {_short(label2id)}")
+    num_labels = config.get("num_labels")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+        raise CheckpointError(f"{config_path}: num_labels is {_short(num_labels)}, expected a positive integer")
+    problem_type = config.get("problem_type")
+    if problem_type is not None and not isinstance(problem_type, str):
+        raise CheckpointError(f"{config_path}: problem_type is {_short(problem_type)}, expected a name")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _detect_head(config_path: Path, config: dict[str, Any]) -> HeadSpec:
     archs = config.get("architectures") or ["DistilBertModel"]
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-        raise CheckpointError(f"{config_path}: architectures must be a list of names, got {archs!r}")
+        raise CheckpointError(f"{config_path}: architectures must be a list of names, got {_short(archs)}")
     arch = archs[0]
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{config_path}: architecture {arch!r} is not supported; "
+        raise CheckpointError(f"{config_path}: architecture {_short(arch)} is not supported; "
                               f"expected one of {', '.join(ARCHITECTURES)}")
     problem_type = config.get("problem_type")
     if arch == "DistilBertForSequenceClassification" and problem_type is None:
@@ -126,7 +171,7 @@ def _detect_head(config_path: Path, config: dict[str, Any]) -> HeadSpec:
         problem_type = "regression" if _num_labels(config) == 1 else "single_label_classification"
     head = find_head(arch, problem_type)
     if head is None:
-        raise CheckpointError(f"{config_path}: problem_type {problem_type!r} is not supported; expected "
+        raise CheckpointError(f"{config_path}: problem_type {_short(problem_type)} is not supported; expected "
                               "single_label_classification, multi_label_classification or regression")
     return head
 
@@ -180,11 +225,13 @@ def _load_model(info: CheckpointInfo) -> Any:
 
     cls = getattr(transformers, info.head.architecture)
     try:
-        model, loading = cls.from_pretrained(str(info.path), output_loading_info=True,
+        # ignore_mismatched_sizes: a tensor of the wrong shape is listed in `loading`, named, rather than
+        # raised as "Error(s) in loading state_dict for Linear:" with the name on a later line
+        model, loading = cls.from_pretrained(str(info.path), output_loading_info=True, ignore_mismatched_sizes=True,
                                              dtype=torch.float32, local_files_only=True)
     except Exception as e:  # transformers raises many types for a bad file
         raise CheckpointError(f"{info.weight_files[0]}: weights cannot be loaded: {_first_line(e)}") from None
-    problems = _loading_problems(loading)
+    problems = _loading_problems(loading, model, info.weight_files)
     if problems:
         raise CheckpointError(f"{info.weight_files[0]}: weights do not match config.json: {problems}")
     return model.eval()
@@ -202,7 +249,8 @@ def _check_weight_files_readable(info: CheckpointInfo) -> None:
                 for key in handle.keys():
                     handle.get_slice(key)
         except Exception as e:
-            raise CheckpointError(f"{f}: not a readable safetensors file (truncated?): {_first_line(e)}") from None
+            raise CheckpointError(f"{f}: not a readable safetensors file (truncated, or another format?): "
+                                  f"{_first_line(e)}") from None
         _check_safetensors_length(f)
 
 
@@ -220,15 +268,31 @@ def _check_safetensors_length(f: Path) -> None:
         raise CheckpointError(f"{f}: truncated: {actual} bytes, the header needs {expected}")
 
 
-def _loading_problems(loading: dict[str, Any]) -> str:
+def _loading_problems(loading: dict[str, Any], model: Any, weight_files: tuple[Path, ...]) -> str:
     missing = [k for k in loading.get("missing_keys", []) if not k.endswith("position_ids")]
-    mismatched = loading.get("mismatched_keys", [])
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", [])]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
     if mismatched:
-        parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {mismatched[0]}")
+        name = mismatched[0]
+        expected = tuple(model.state_dict()[name].shape) if name in model.state_dict() else "?"
+        parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {name}: "
+                     f"{_stored_shape(weight_files, name)} in the file, {expected} for config.json")
     return "; ".join(parts)
+
+
+def _stored_shape(weight_files: tuple[Path, ...], name: str) -> tuple[int, ...] | str:
+    """A tensor's shape as a safetensors file stores it ('?' for other formats)."""
+    from safetensors import safe_open
+
+    for f in weight_files:
+        if f.suffix != ".safetensors":
+            continue
+        with safe_open(str(f), framework="np") as handle:
+            if name in handle.keys():
+                return tuple(handle.get_slice(name).get_shape())
+    return "?"
 
 
 def _load_tokenizer(info: CheckpointInfo) -> Any:

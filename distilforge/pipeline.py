@@ -22,7 +22,10 @@ from distilforge.artifacts.layout import (
     clean_staging,
     end_build,
     exclusive,
+    first_missing,
     move_into_place,
+    no_space_error,
+    out_of_space,
     staging_dir,
 )
 from distilforge.artifacts.manifest import (
@@ -35,7 +38,15 @@ from distilforge.artifacts.manifest import (
 )
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
-from distilforge.errors import BuildFailure, CheckpointError, DataFileError, DistilforgeError, ExportError, first_line
+from distilforge.errors import (
+    BuildFailure,
+    CheckpointError,
+    DataFileError,
+    DistilforgeError,
+    ExportError,
+    OutputDirError,
+    first_line,
+)
 from distilforge.options import BuildOptions
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
@@ -111,16 +122,37 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
     reference = Reference(_eager_runner(source.ckpt, options.threads))
+    created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
-        clean_staging(out)
-        previous = {} if rebuild else load_previous(out)
-        begin_build(out)
-        entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going,
-                                previous=previous)
-        manifest = _manifest(source, entries, reference, options, chosen)
-        write_manifest(out, manifest)
-        end_build(out)
+        try:
+            clean_staging(out)
+            previous = {} if rebuild else load_previous(out)
+            begin_build(out)
+            entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going,
+                                    previous=previous)
+            manifest = _manifest(source, entries, reference, options, chosen)
+            write_manifest(out, manifest)
+            end_build(out)
+        except OSError as e:
+            reason = out_of_space(out, e)
+            if reason is None:
+                raise
+            _give_up(out, created)
+            raise no_space_error(out, reason, "writing the build") from None
+        except OutputDirError:
+            _give_up(out, created)
+            raise
     return BuildResult(out=out, manifest=manifest, entries=entries)
+
+
+def _give_up(out: Path, created: Path | None) -> None:
+    """After the output directory filled up: the directories this build created go (nothing of the user's
+    was in them); an earlier build's directory is left as a killed build leaves it (no manifest, and the
+    marker that lets the rerun complete it), minus the staging folders."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+    else:
+        clean_staging(out)
 
 
 def load_source(checkpoint: str | Path | None, eval_file: str | Path | None = None) -> Source:
@@ -226,10 +258,12 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
         artifact = _rebase(target.export(source.ckpt, staging, options), target.folder)
         move_into_place(staging, out / target.folder)
     except ExportError as e:
+        _stop_if_out_of_space(out, e, target)
         return _failed_entry(target, str(e))
     except DistilforgeError:
         raise
     except Exception as e:  # a converter's own exception: name the target, keep the message to one line
+        _stop_if_out_of_space(out, e, target)
         return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -248,6 +282,13 @@ def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source
         entry = _failed_entry(target, f"{target.name}: running it failed: {detail}")
         entry.artifact = artifact
         return entry
+
+
+def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> None:
+    """A full disk is not this target's failure: every later write fails too. Stop the build."""
+    reason = out_of_space(out, error)
+    if reason is not None:
+        raise no_space_error(out, reason, f"for {target.name}") from None
 
 
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,

@@ -45,7 +45,10 @@ def _read_text(path: Path) -> str:
         raise DataFileError(f"{path}: no such file")
     if not path.is_file():
         raise DataFileError(f"{path}: not a file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataFileError(f"{path}: cannot be read ({e.strerror})") from None
     if not raw.strip():
         raise DataFileError(f"{path}: the file is empty")
     try:
@@ -56,13 +59,20 @@ def _read_text(path: Path) -> str:
 
 def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends lines with \n only; str.splitlines() would also split on \u2028, \x1c, ... inside a string
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
         except json.JSONDecodeError as e:
             raise DataFileError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise DataFileError(f"{path}:{number}: not valid JSON (nested too deeply)") from None
+        except UnicodeEncodeError:
+            raise DataFileError(f"{path}:{number}: a string holds a lone surrogate escape (\\ud800-\\udfff), "
+                                "which is not text") from None
         if not isinstance(row, dict):
             raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         rows.append((number, row))
@@ -83,8 +93,9 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 def field(path: Path, rows: list[dict[str, Any]], name: str, kind: type | tuple[type, ...] = str) -> list[Any]:
     """The value of `name` in every row; an error names the first row without it."""
     if rows and all(name not in r for r in rows):
-        found = sorted({k for r in rows[:20] for k in r})
-        raise DataFileError(f"{path}: no {name!r} field or column (found: {', '.join(found) or 'none'})")
+        found = sorted({str(k) for r in rows[:20] for k in r if k is not None})  # csv: None keys extra cells
+        hint = "; a .csv file's first row is the header" if path.suffix.lower() == ".csv" else ""
+        raise DataFileError(f"{path}: no {name!r} field or column (found: {_shorten(found)}{hint})")
     values = []
     for number, row in enumerate(rows, start=1):
         value = row.get(name)
@@ -93,3 +104,8 @@ def field(path: Path, rows: list[dict[str, Any]], name: str, kind: type | tuple[
                                 f"{kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)}")
         values.append(value)
     return values
+
+
+def _shorten(names: list[str], limit: int = 8, width: int = 40) -> str:
+    shown = [n if len(n) <= width else n[:width] + "..." for n in names[:limit]]
+    return ", ".join(shown) + (f", ... ({len(names)} in all)" if len(names) > limit else "") if names else "none"

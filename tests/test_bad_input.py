@@ -1,13 +1,34 @@
-"""Bad input: one line naming the file and the problem, exit code 2, nothing written."""
+"""Bad input: one line naming the file (or argument) and the problem, the documented exit code, and
+nothing changed in the output directory.
 
+Every case here is a row of the README's "Bad input" table (`test_readme_table_matches_the_cases`
+keeps the two in step). Each runs through the real command line: `cli.main(argv)` in this process, or
+a subprocess where the case needs one (file permissions while running as root, a file-size limit).
+Cases that leave the output directory alone are run twice: against a path that does not exist yet
+(it must not be created) and against the output of an earlier build (not a byte may change).
+"""
+
+from __future__ import annotations
+
+import ctypes
 import json
 import os
+import re
+import resource
+import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tiny import make_checkpoint
+
+from distilforge import cli
+from distilforge.artifacts.layout import exclusive
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -16,143 +37,689 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd, timeout=600)
 
 
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the progress lines ("[distilforge] ...") that may come before an error."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("[distilforge]")]
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
     assert result.returncode == code, (result.returncode, result.stderr)
-    # progress lines ("[distilforge] ...") may come first; the error itself is one line
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[distilforge]")]
+    lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("distilforge: error: ")
     for needle in needles:
         assert needle in lines[0], lines[0]
 
 
-@pytest.fixture()
-def checkpoint(tmp_path):
-    return make_checkpoint(tmp_path / "ckpt", "seq-single")
+# ---- running a case ---------------------------------------------------------------------------------
 
 
-def _edit_config(path: Path, **changes) -> None:
-    config = json.loads((path / "config.json").read_text())
-    config.update(changes)
-    (path / "config.json").write_text(json.dumps(config))
+@dataclass
+class Bad:
+    """What a case runs and what the user must see."""
+
+    argv: list[str]
+    needles: tuple[str, ...]  # in the error line: the file or argument, and the problem
+    code: int = 2
+    mode: str = "inline"  # "inline": cli.main here; "unprivileged": no root override of file permissions;
+    #                       "disk-full": a subprocess whose files may not grow past DISK_FULL_BYTES
+    out_states: tuple[str, ...] = ("fresh", "earlier-build")  # ("prepared",): the case set the directory up
 
 
-def _case_not_a_directory(tmp_path, checkpoint):
-    f = tmp_path / "file.txt"
-    f.write_text("x")
-    return f, ["file.txt", "not a directory"]
+class Ctx:
+    """A case's inputs: a private copy of the tiny classifier, a place for files, the output path."""
+
+    def __init__(self, tmp: Path, tiny: dict[str, Path]) -> None:
+        self.tmp, self.tiny = tmp, tiny
+        self.ckpt = tmp / "ckpt"
+        shutil.copytree(tiny["seq-single"], self.ckpt)
+        self.out = tmp / "out"
+        self.cleanups: list[Callable[[], object]] = []
+
+    def build(self, *extra: str, checkpoint: Path | None = None, targets: str = "onnx:fp32") -> list[str]:
+        return ["build", str(checkpoint or self.ckpt), "--out", str(self.out), "--targets", targets, *extra]
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return path
+
+    def edit_config(self, **changes: object) -> Path:
+        config = json.loads((self.ckpt / "config.json").read_text())
+        config.update(changes)
+        (self.ckpt / "config.json").write_text(json.dumps(config))
+        return self.ckpt / "config.json"
 
 
-def _case_missing(tmp_path, checkpoint):
-    return tmp_path / "nope", ["nope", "no such checkpoint"]
+CASES: dict[str, Callable[[Ctx], Bad]] = {}
 
 
-def _case_no_config(tmp_path, checkpoint):
-    (checkpoint / "config.json").unlink()
-    return checkpoint, ["config.json", "not found"]
+def case(name: str) -> Callable[[Callable[[Ctx], Bad]], Callable[[Ctx], Bad]]:
+    def register(fn: Callable[[Ctx], Bad]) -> Callable[[Ctx], Bad]:
+        assert name not in CASES, name
+        CASES[name] = fn
+        return fn
+    return register
 
 
-def _case_config_not_json(tmp_path, checkpoint):
-    (checkpoint / "config.json").write_text("{ not json")
-    return checkpoint, ["config.json", "not valid JSON"]
+def earlier_build(out: Path) -> None:
+    """What a finished build leaves (as far as the checks before a build can tell)."""
+    (out / "onnx-fp32").mkdir(parents=True)
+    (out / "onnx-fp32" / "model.onnx").write_bytes(b"\x08\x09 an earlier artifact")
+    (out / "manifest.json").write_text(json.dumps({"schema_version": 1, "checkpoint": {}, "settings": {},
+                                                   "artifacts": []}))
 
 
-def _case_not_distilbert(tmp_path, checkpoint):
-    _edit_config(checkpoint, model_type="bert")
-    return checkpoint, ["config.json", "'bert'", "distilbert"]
+def snapshot(path: Path) -> dict[str, bytes | None] | None:
+    """Every entry under `path` (hidden ones too) with its bytes; None when `path` does not exist."""
+    if not os.path.lexists(path):
+        return None
+    if not path.is_dir():
+        return {".": path.read_bytes()}
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
 
 
-def _case_unknown_architecture(tmp_path, checkpoint):
-    _edit_config(checkpoint, architectures=["DistilBertForCausalLM"])
-    return checkpoint, ["config.json", "DistilBertForCausalLM"]
+def run_inline(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capfd.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code if isinstance(e.code, int) else 2
+    return code, capfd.readouterr().err
 
 
-def _case_bad_dimension(tmp_path, checkpoint):
-    _edit_config(checkpoint, n_heads=0)
-    return checkpoint, ["config.json", "n_heads"]
+def _drop_file_permission_override() -> None:
+    """In the child, before exec: without CAP_DAC_OVERRIDE/READ_SEARCH root obeys file modes like anyone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def _case_no_weights(tmp_path, checkpoint):
-    (checkpoint / "model.safetensors").unlink()
-    return checkpoint, ["no weights found"]
+def _can_drop_override() -> bool:
+    try:
+        subprocess.run(["true"], preexec_fn=_drop_file_permission_override, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
-def _case_truncated_weights(tmp_path, checkpoint):
-    weights = checkpoint / "model.safetensors"
+DISK_FULL_BYTES = 40_000  # the tiny model's ONNX file is about 100 kB
+
+
+def _file_size_limit() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (DISK_FULL_BYTES, DISK_FULL_BYTES))
+
+
+def run_subprocess(argv: list[str], mode: str) -> tuple[int, str]:
+    preexec = None
+    if mode == "unprivileged" and os.geteuid() == 0:
+        if not _can_drop_override():
+            pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE: file modes are not enforced")
+        preexec = _drop_file_permission_override
+    elif mode == "disk-full":
+        preexec = _file_size_limit
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "distilforge", *argv], capture_output=True, text=True, env=env,
+                            timeout=600, preexec_fn=preexec)
+    return result.returncode, result.stderr
+
+
+# ---- the checkpoint ---------------------------------------------------------------------------------
+
+
+@case("checkpoint-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build(checkpoint=ctx.tmp / "nope"), ("nope", "no such checkpoint directory"))
+
+
+@case("checkpoint-not-a-directory")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build(checkpoint=ctx.file("file.txt", "x")), ("file.txt", "not a directory"))
+
+
+@case("config-missing")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "config.json").unlink()
+    return Bad(ctx.build(), ("config.json", "not found"))
+
+
+@case("config-not-json")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "config.json").write_text("{ not json")
+    return Bad(ctx.build(), ("config.json", "not valid JSON"))
+
+
+@case("config-not-utf8")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "config.json").write_bytes('{"model_type": "distilbert", "x": "caf\xe9"}'.encode("latin-1"))
+    return Bad(ctx.build(), ("config.json", "not UTF-8"))
+
+
+@case("config-not-an-object")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "config.json").write_text("[1, 2]")
+    return Bad(ctx.build(), ("config.json", "expected a JSON object, got list"))
+
+
+@case("config-unreadable")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "config.json").chmod(0)
+    return Bad(ctx.build(), ("config.json", "cannot be read", "Permission denied"), mode="unprivileged",
+               out_states=("earlier-build",))
+
+
+@case("config-wrong-model-type")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build(), (str(ctx.edit_config(model_type="bert")), "'bert'", "expected 'distilbert'"))
+
+
+@case("config-unknown-architecture")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(architectures=["DistilBertForCausalLM"])
+    return Bad(ctx.build(), ("config.json", "'DistilBertForCausalLM' is not supported"))
+
+
+@case("config-unknown-problem-type")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(problem_type="ranking")
+    return Bad(ctx.build(), ("config.json", "problem_type 'ranking' is not supported"))
+
+
+@case("config-dim-not-divisible")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(dim=30, n_heads=4)
+    return Bad(ctx.build(), ("config.json", "dim 30 is not divisible by n_heads 4"))
+
+
+@case("config-negative-n-layers")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(n_layers=-2)
+    return Bad(ctx.build(), ("config.json", "n_layers is -2, expected a positive integer"))
+
+
+@case("config-dimension-not-a-number")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(hidden_dim="64")
+    return Bad(ctx.build(), ("config.json", "hidden_dim is '64', expected a positive integer"))
+
+
+@case("config-no-vocab-size")
+def _(ctx: Ctx) -> Bad:
+    config = json.loads((ctx.ckpt / "config.json").read_text())
+    del config["vocab_size"]
+    (ctx.ckpt / "config.json").write_text(json.dumps(config))
+    return Bad(ctx.build(), ("config.json", "vocab_size is missing"))
+
+
+@case("config-bad-id2label")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(id2label=["a", "b", "c"])
+    return Bad(ctx.build(), ("config.json", "id2label must be an object"))
+
+
+@case("weights-missing")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "model.safetensors").unlink()
+    return Bad(ctx.build(), ("ckpt", "no weights found"))
+
+
+@case("weights-truncated")
+def _(ctx: Ctx) -> Bad:
+    weights = ctx.ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    return checkpoint, ["model.safetensors", "truncated"]
+    return Bad(ctx.build(), ("model.safetensors", "truncated"))
 
 
-def _case_weights_do_not_match(tmp_path, checkpoint):
-    _edit_config(checkpoint, dim=64, hidden_dim=128)
-    return checkpoint, ["model.safetensors", "weights"]
+@case("weights-not-safetensors")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "model.safetensors").write_bytes(b"PK\x03\x04 this is a zip, or something else entirely")
+    return Bad(ctx.build(), ("model.safetensors", "not a readable safetensors file"))
 
 
-def _case_missing_layer_weights(tmp_path, checkpoint):
-    _edit_config(checkpoint, n_layers=3)
-    return checkpoint, ["model.safetensors", "missing tensor"]
+@case("weights-wrong-tensor-shape")
+def _(ctx: Ctx) -> Bad:
+    from safetensors.numpy import load_file, save_file
+
+    weights = ctx.ckpt / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(k for k in tensors if k.endswith("q_lin.weight"))
+    tensors[name] = tensors[name][:, :16].copy()
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    return Bad(ctx.build(), ("model.safetensors", "q_lin.weight", "shape"))
 
 
-BAD_CHECKPOINTS = {name[6:]: fn for name, fn in list(globals().items()) if name.startswith("_case_")}
+@case("weights-missing-tensors")
+def _(ctx: Ctx) -> Bad:
+    ctx.edit_config(n_layers=3)
+    return Bad(ctx.build(), ("model.safetensors", "missing tensor"))
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
-def test_bad_checkpoint(case, tmp_path, checkpoint):
-    path, needles = BAD_CHECKPOINTS[case](tmp_path, checkpoint)
+@case("weights-shard-missing")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {"distilbert.embeddings.word_embeddings.weight": "model-00001.safetensors"}}
+    (ctx.ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    return Bad(ctx.build(), ("model.safetensors.index.json", "shard model-00001.safetensors is missing"))
+
+
+@case("weights-shard-index-not-json")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "model.safetensors.index.json").write_text("{ no")
+    return Bad(ctx.build(), ("model.safetensors.index.json", "not a valid shard index"))
+
+
+@case("tokenizer-broken")
+def _(ctx: Ctx) -> Bad:
+    (ctx.ckpt / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nonsense"}}')
+    return Bad(ctx.build(), ("ckpt", "tokenizer files cannot be loaded"))
+
+
+# ---- calibration files (--calibration) ---------------------------------------------------------------
+
+
+def _calibration(ctx: Ctx, name: str, content: str | bytes, *needles: str, samples: str = "2") -> Bad:
+    path = ctx.file(name, content)
+    return Bad(ctx.build("--calibration", str(path), "--calibration-samples", samples), (name, *needles))
+
+
+@case("calibration-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--calibration", str(ctx.tmp / "calib.txt")), ("calib.txt", "no such file"))
+
+
+@case("calibration-is-a-directory")
+def _(ctx: Ctx) -> Bad:
+    (ctx.tmp / "calib.txt").mkdir()
+    return Bad(ctx.build("--calibration", str(ctx.tmp / "calib.txt")), ("calib.txt", "not a file"))
+
+
+@case("calibration-unreadable")
+def _(ctx: Ctx) -> Bad:
+    bad = _calibration(ctx, "calib.txt", "the market is up\nrain and snow\n", "cannot be read", "Permission denied")
+    (ctx.tmp / "calib.txt").chmod(0)
+    bad.mode, bad.out_states = "unprivileged", ("earlier-build",)
+    return bad
+
+
+@case("calibration-empty")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.txt", "", "the file is empty")
+
+
+@case("calibration-blank-lines")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", "\n   \n\n", "the file is empty")
+
+
+@case("calibration-not-utf8")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.txt", "caf\xe9 au lait\nrain\n".encode("latin-1"), "not UTF-8", "byte 3")
+
+
+@case("calibration-unknown-extension")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.parquet", "x", "unknown file type '.parquet'")
+
+
+@case("calibration-jsonl-not-json")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n{"text": \n', "calib.jsonl:2: not valid JSON")
+
+
+@case("calibration-jsonl-not-an-object")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n["down"]\n', "calib.jsonl:2: expected a JSON object")
+
+
+@case("calibration-no-text-column")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.csv", "id,body\n1,up\n2,down\n", "no 'text' field or column", "found: body, id")
+
+
+@case("calibration-csv-without-header")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.csv", "the market is up\nrain and snow\nthe team won\n",
+                        "no 'text' field or column", "first row is the header")
+
+
+@case("calibration-text-not-a-string")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n{"text": 5}\n', "row 2: 'text' is missing or not a str")
+
+
+@case("calibration-csv-ragged-rows")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.csv", "id,body\n1,up,and more cells\n2,down\n", "no 'text' field or column",
+                        "found: body, id")
+
+
+@case("calibration-lone-surrogate")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.jsonl", '{"text": "up"}\n{"text": "a \\ud800 b"}\n', "calib.jsonl:2:",
+                        "lone surrogate")
+
+
+@case("calibration-choices-empty")
+def _(ctx: Ctx) -> Bad:
+    path = ctx.file("calib.jsonl", '{"prompt": "the team", "choices": []}\n')
+    return Bad(ctx.build("--calibration", str(path), "--calibration-samples", "1",
+                         checkpoint=ctx.tiny["multiple-choice"]),
+               ("calib.jsonl", "row 1: 'choices' must be a list of one or more non-empty strings"))
+
+
+@case("calibration-too-few-samples")
+def _(ctx: Ctx) -> Bad:
+    return _calibration(ctx, "calib.txt", "up\ndown\nleft\n", "3 calibration samples, 128 asked for", samples="128")
+
+
+# ---- labelled data (--eval) --------------------------------------------------------------------------
+
+
+def _jsonl(*rows: object) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+EVAL_CASES: dict[str, tuple[str, str, str | bytes, tuple[str, ...]]] = {
+    # case: (tiny checkpoint, file name, content, what the error line says)
+    "eval-empty": ("seq-single", "e.jsonl", "", ("e.jsonl", "empty")),
+    "eval-not-utf8": ("seq-single", "l.jsonl", '{"text": "caf\xe9", "label": 0}\n'.encode("latin-1"),
+                      ("l.jsonl", "not UTF-8")),
+    "eval-txt-file": ("seq-single", "e.txt", "the market is up\n", ("e.txt", "needs labels: use .jsonl or .csv")),
+    "eval-missing-field": ("seq-single", "m.jsonl", _jsonl({"text": "up", "label": 0}, {"text": "down"}),
+                           ("m.jsonl:2:", "missing field 'label'")),
+    "eval-unknown-label": ("seq-single", "u.csv", "text,label\nup,LABEL_0\ndown,sports\n",
+                           ("u.csv:3:", "'sports' is not in id2label")),
+    "eval-label-out-of-range": ("seq-single", "r.jsonl", _jsonl({"text": "up", "label": 7}),
+                                ("r.jsonl:1:", "label 7 is not in id2label")),
+    "eval-label-wrong-type": ("seq-single", "t.jsonl", _jsonl({"text": "up", "label": [0]}),
+                              ("t.jsonl:1:", "must be a class id (int) or a label name, not list")),
+    "eval-label-not-ascii-digits": ("seq-single", "d.csv", "text,label\nup,\u00b2\n",
+                                    ("d.csv:2:", "label '\u00b2' is not in id2label")),
+    "eval-label-huge-id": ("seq-single", "h.jsonl", _jsonl({"text": "up", "label": "9" * 5000}),
+                           ("h.jsonl:1:", "label '99999", "... is not in id2label")),
+    "eval-regression-huge-number": ("seq-regression", "n.jsonl",
+                                    _jsonl({"text": "up", "label": 1.0}, {"text": "x", "label": 10**400}),
+                                    ("n.jsonl:2:", "must be a finite number")),
+    "eval-lone-surrogate": ("seq-single", "s.jsonl", '{"text": "a \\udc80 b", "label": 0}\n',
+                            ("s.jsonl:1:", "lone surrogate")),
+    "eval-text-not-a-string": ("seq-single", "s.jsonl", _jsonl({"text": 12, "label": 0}),
+                               ("s.jsonl:1:", "'text' must be text, got int")),
+    "eval-regression-not-a-number": ("seq-regression", "w.jsonl",
+                                     _jsonl({"text": "up", "label": 1.0}, {"text": "x", "label": "hi"}),
+                                     ("w.jsonl:2:", "must be a finite number")),
+    "eval-regression-one-value": ("seq-regression", "o.jsonl",
+                                  _jsonl({"text": "up", "label": 1.0}, {"text": "x", "label": 1}),
+                                  ("o.jsonl", "every label is the same value")),
+    "eval-tags-length": ("token", "t.jsonl", _jsonl({"tokens": ["the", "bank"], "tags": ["O"]}),
+                         ("t.jsonl:1:", "1 tags for 2 tokens")),
+    "eval-answer-not-in-context": ("qa", "a.jsonl", _jsonl({"question": "who", "context": "the team won",
+                                                            "answer": "bank"}),
+                                   ("a.jsonl:1:", "answer 'bank' not found in its context")),
+    "eval-choices-not-a-list": ("multiple-choice", "c.jsonl", _jsonl({"prompt": "the", "choices": "up", "label": 0}),
+                                ("c.jsonl:1:", "'choices' must be a list")),
+    "eval-one-choice": ("multiple-choice", "c.jsonl", _jsonl({"prompt": "the", "choices": ["up"], "label": 0}),
+                        ("c.jsonl:1:", "'choices' has 1 entries; at least 2 are needed")),
+    "eval-base-model": ("base", "b.jsonl", _jsonl({"text": "up", "label": 0}), ("DistilBertModel", "no labels")),
+    "eval-masked-lm": ("masked-lm", "b.jsonl", _jsonl({"text": "up", "label": 0}),
+                       ("DistilBertForMaskedLM", "no labels to score")),
+}
+
+
+def _eval_case(name: str) -> Callable[[Ctx], Bad]:
+    def make(ctx: Ctx) -> Bad:
+        key, file_name, content, needles = EVAL_CASES[name]
+        path = ctx.file(file_name, content)
+        return Bad(ctx.build("--eval", str(path), checkpoint=ctx.tiny[key]), needles)
+    return make
+
+
+for _name in EVAL_CASES:
+    case(_name)(_eval_case(_name))
+
+
+@case("eval-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--eval", str(ctx.tmp / "dev.jsonl")), ("dev.jsonl", "no such file"))
+
+
+# ---- arguments ---------------------------------------------------------------------------------------
+
+
+@case("out-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(["build", str(ctx.ckpt)], ("the following arguments are required: --out",))
+
+
+@case("unknown-option")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--frobnicate"), ("unrecognized arguments: --frobnicate",))
+
+
+@case("threads-zero")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--threads", "0"), ("--threads", "'0' must be at least 1"))
+
+
+@case("threads-not-a-number")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--threads", "two"), ("--threads", "'two' is not an integer"))
+
+
+@case("calibration-samples-zero")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--calibration-samples", "0"), ("--calibration-samples", "'0' must be at least 1"))
+
+
+@case("calibration-samples-negative")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--calibration-samples", "-5"), ("--calibration-samples", "'-5' must be at least 1"))
+
+
+@case("targets-unknown")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build(targets="onnx:fp64"), ("'onnx:fp64'", "known targets: onnx:fp32"))
+
+
+@case("targets-empty")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build(targets=" , "), ("--targets", "no target named"))
+
+
+@case("tolerance-no-value")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tolerance", "fp32.max_abs"), ("--tolerance 'fp32.max_abs'", "CLASS.FIELD=VALUE"))
+
+
+@case("tolerance-unknown-class")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tolerance", "fp8.max_abs=1"), ("--tolerance 'fp8.max_abs=1'", "CLASS in fp32, fp16"))
+
+
+@case("tolerance-not-a-number")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tolerance", "fp32.max_abs=lots"), ("fp32.max_abs=lots", "'lots' is not a number"))
+
+
+@case("tolerance-negative")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tolerance", "int8.min_cosine=-1"), ("int8.min_cosine=-1", "non-negative"))
+
+
+@case("tflite-shapes-malformed")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tflite-shapes", "1x128x", targets="tflite:fp32"), ("'1x128x'", "BATCHxSEQUENCE"))
+
+
+@case("tflite-shapes-zero")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tflite-shapes", "0x16", targets="tflite:fp32"), ("'0x16'", "BATCHxSEQUENCE"))
+
+
+@case("tflite-shapes-too-long")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tflite-shapes", "1x9999", targets="tflite:fp32"),
+               ("1x9999", "longer than the model's maximum of 64"))
+
+
+@case("tflite-shapes-choices")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--tflite-shapes", "1x2x16", targets="tflite:fp32"), ("1x2x16", "multiple-choice"))
+
+
+# ---- the output directory ----------------------------------------------------------------------------
+
+
+@case("out-not-empty")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    (ctx.out / "keep.txt").write_text("mine")
+    return Bad(ctx.build(), (str(ctx.out), "not empty", "--force"), out_states=("prepared",))
+
+
+@case("out-is-a-file")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.write_text("x")
+    return Bad(ctx.build(), (str(ctx.out), "exists and is not a directory"), out_states=("prepared",))
+
+
+@case("out-parent-is-a-file")
+def _(ctx: Ctx) -> Bad:
+    parent = ctx.file("parent", "x")
+    ctx.out = parent / "out"
+    return Bad(ctx.build(), (str(ctx.out), "cannot be created", "is not a directory"), out_states=("prepared",))
+
+
+@case("out-not-writable")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    ctx.out.chmod(0o500)
+    return Bad(ctx.build(), (str(ctx.out), "not writable"), mode="unprivileged", out_states=("prepared",))
+
+
+@case("out-parent-not-writable")
+def _(ctx: Ctx) -> Bad:
+    parent = ctx.tmp / "readonly"
+    parent.mkdir()
+    parent.chmod(0o500)
+    ctx.out = parent / "out"
+    return Bad(ctx.build(), (str(ctx.out), "cannot be created", "not writable"), mode="unprivileged",
+               out_states=("prepared",))
+
+
+@case("out-locked")
+def _(ctx: Ctx) -> Bad:
+    lock = exclusive(ctx.out)  # another build holds the directory until the case is over
+    lock.__enter__()
+    ctx.cleanups.append(lambda: lock.__exit__(None, None, None))
+    return Bad(ctx.build(), (str(ctx.out), "another distilforge build is writing into it"), out_states=("prepared",))
+
+
+@case("out-disk-full")
+def _(ctx: Ctx) -> Bad:
+    ctx.out = ctx.tmp / "new" / "out"  # both folders are the build's to create, and to remove again
+    return Bad(ctx.build(), (str(ctx.out), "no space left", "File too large"), mode="disk-full",
+               out_states=("fresh",))
+
+
+# ---- validate, bench, report: the output directory as input ------------------------------------------
+
+
+@case("validate-no-manifest")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    return Bad(["validate", str(ctx.out)], ("manifest.json", "not found"), out_states=("prepared",))
+
+
+@case("validate-dir-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(["validate", str(ctx.out)], (str(ctx.out), "not a directory"), out_states=("prepared",))
+
+
+@case("validate-manifest-not-json")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    (ctx.out / "manifest.json").write_text("{ no")
+    return Bad(["validate", str(ctx.out)], ("manifest.json", "not valid JSON"), out_states=("prepared",))
+
+
+@case("validate-manifest-other-schema")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    (ctx.out / "manifest.json").write_text('{"schema_version": 7}')
+    return Bad(["validate", str(ctx.out)], ("manifest.json", "schema_version 7 is not 1"), out_states=("prepared",))
+
+
+@case("validate-manifest-incomplete")
+def _(ctx: Ctx) -> Bad:
+    ctx.out.mkdir()
+    (ctx.out / "manifest.json").write_text('{"schema_version": 1, "checkpoint": {}, "settings": {}}')
+    return Bad(["validate", str(ctx.out)], ("manifest.json", "'artifacts' is missing"), out_states=("prepared",))
+
+
+def test_disk_full_after_an_earlier_build_lists_nothing_half_written(tmp_path: Path, tiny_checkpoints: dict[str, Path],
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """Out of space while replacing an earlier build: like a killed build, no manifest vouches for anything,
+    no staging folder is left, and `validate` says so. (TorchScript: libtorch's own file writer used to
+    abort the whole process on a full disk.)"""
+    from distilforge.pipeline import build
+
     out = tmp_path / "out"
-    result = run_cli("build", str(path), "--out", str(out), "--targets", "onnx:fp32")
-    assert_one_line_error(result, *needles)
-    assert not out.exists()
+    assert build(tiny_checkpoints["seq-single"], out, targets=["torchscript:fp32"]).passed
+    argv = ["build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "torchscript:fp32"]
+    code, stderr = run_subprocess(argv, "disk-full")
+    lines = error_lines(stderr)
+    assert code == 2 and len(lines) == 1, stderr
+    assert "no space left for torchscript:fp32 (File too large)" in lines[0]
+    assert not (out / "manifest.json").exists()
+    assert not list(out.glob(".staging-*"))
+    code, stderr = run_inline(["validate", str(out)], capfd)
+    assert code == 2 and "manifest.json: not found" in stderr
 
 
-def test_unknown_target(tmp_path, checkpoint):
-    out = tmp_path / "out"
-    result = run_cli("build", str(checkpoint), "--out", str(out), "--targets", "onnx:fp64")
-    assert_one_line_error(result, "onnx:fp64", "onnx:fp32")
-    assert not out.exists()
+# ---- the tests ----------------------------------------------------------------------------------------
 
 
-def test_out_dir_not_empty_without_manifest(tmp_path, checkpoint):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    result = run_cli("build", str(checkpoint), "--out", str(out), "--targets", "onnx:fp32")
-    assert_one_line_error(result, str(out), "--force")
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(name: str, tmp_path: Path, tiny_checkpoints: dict[str, Path],
+                   capfd: pytest.CaptureFixture[str]) -> None:
+    ctx = Ctx(tmp_path, tiny_checkpoints)
+    bad = CASES[name](ctx)
+    try:
+        _check(bad, ctx, capfd)
+    finally:
+        for undo in ctx.cleanups:
+            undo()
 
 
-def test_out_dir_is_a_file(tmp_path, checkpoint):
-    out = tmp_path / "out"
-    out.write_text("x")
-    assert_one_line_error(run_cli("build", str(checkpoint), "--out", str(out)), "not a directory")
+def _check(bad: Bad, ctx: Ctx, capfd: pytest.CaptureFixture[str]) -> None:
+    for state in bad.out_states:
+        if state in ("fresh", "earlier-build"):
+            shutil.rmtree(ctx.out, ignore_errors=True)
+        if state == "earlier-build":
+            earlier_build(ctx.out)
+        before = snapshot(ctx.out)
+        if bad.mode == "inline":
+            code, stderr = run_inline(bad.argv, capfd)
+        else:
+            code, stderr = run_subprocess(bad.argv, bad.mode)
+        lines = error_lines(stderr)
+        assert code == bad.code, (state, code, stderr)
+        assert len(lines) == 1, (state, stderr)
+        assert lines[0].startswith("distilforge: error: "), lines[0]
+        for needle in bad.needles:
+            assert needle in lines[0], (needle, lines[0])
+        assert snapshot(ctx.out) == before, f"{state}: the output directory changed"
+        if state == "fresh":
+            assert not (ctx.tmp / "new").exists()  # nor a parent of it
 
 
-def test_bad_tolerance_override(tmp_path, checkpoint):
-    out = tmp_path / "out"
-    result = run_cli("build", str(checkpoint), "--out", str(out), "--tolerance", "fp32.max_abs=lots")
-    assert_one_line_error(result, "fp32.max_abs=lots")
-    assert not out.exists()
-
-
-def test_validate_dir_without_manifest(tmp_path):
-    assert_one_line_error(run_cli("validate", str(tmp_path)), "manifest.json", "not found")
-
-
-def test_usage_error_exits_2():
-    result = run_cli("build")
-    assert result.returncode == 2
-    assert "--out" in result.stderr
-
-
-@pytest.mark.parametrize("shapes, needles", [
-    ("1x128x", ["'1x128x'", "BATCHxSEQUENCE"]),
-    ("0x16", ["'0x16'"]),
-    ("1x9999", ["1x9999", "longer than the model's maximum of 64"]),
-    ("1x2x16", ["1x2x16", "multiple-choice"]),
-])
-def test_bad_tflite_shapes(tmp_path, checkpoint, shapes, needles):
-    out = tmp_path / "out"
-    result = run_cli("build", str(checkpoint), "--out", str(out), "--targets", "tflite:fp32",
-                     "--tflite-shapes", shapes)
-    assert_one_line_error(result, *needles)
-    assert not out.exists()
+def test_readme_table_matches_the_cases() -> None:
+    """Every row of the README's bad-input table is a case here, and every case is a row."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
+    assert len(rows) == len(set(rows)), "a row is listed twice"
+    assert sorted(rows) == sorted(CASES)
+    assert len(CASES) >= 25

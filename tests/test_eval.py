@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from test_bad_input import assert_one_line_error, run_cli
 from tiny import make_checkpoint
 
 from distilforge.errors import DataFileError
@@ -217,42 +216,3 @@ def test_best_span_stays_in_context_and_in_length():
     assert best_span(start, end, allowed, max_tokens=1) == (2, 2)
     assert best_span(start, end, np.zeros(5, dtype=bool)) is None
     assert best_span(np.array([0.0, 0.0, 5.0]), np.array([5.0, 0.0, 0.0]), np.ones(3, dtype=bool)) != (2, 0)
-
-
-# ---- bad files: one line, exit 2, nothing written ------------------------------------------------------
-
-
-BAD_FILES = {
-    "empty": ("seq-single", "e.jsonl", "", ["e.jsonl", "empty"]),
-    "not-utf8": ("seq-single", "l.jsonl", '{"text": "caf\xe9", "label": 0}\n'.encode("latin-1"), ["not UTF-8"]),
-    "missing-field": ("seq-single", "m.jsonl", _jsonl({"text": "up", "label": 0}, {"text": "down"}),
-                      ["m.jsonl:2:", "missing field 'label'"]),
-    "unknown-label": ("seq-single", "u.csv", "text,label\nup,LABEL_0\ndown,sports\n",
-                      ["u.csv:3:", "'sports' is not in id2label"]),
-    "label-out-of-range": ("seq-single", "r.jsonl", _jsonl({"text": "up", "label": 7}),
-                           ["r.jsonl:1:", "label 7 is not in id2label"]),
-    "wrong-type": ("seq-regression", "w.jsonl", _jsonl({"text": "up", "label": 1.0}, {"text": "x", "label": "hi"}),
-                   ["w.jsonl:2:", "must be a finite number"]),
-    "tags-length": ("token", "t.jsonl", _jsonl({"tokens": ["the", "bank"], "tags": ["O"]}),
-                    ["t.jsonl:1:", "1 tags for 2 tokens"]),
-    "answer-not-in-context": ("qa", "a.jsonl", _jsonl({"question": "who", "context": "the team won",
-                                                       "answer": "bank"}),
-                              ["a.jsonl:1:", "answer 'bank' not found in its context"]),
-    "choices-not-a-list": ("multiple-choice", "c.jsonl", _jsonl({"prompt": "the", "choices": "up", "label": 0}),
-                           ["c.jsonl:1:", "'choices' must be a list"]),
-    "base-model": ("base", "b.jsonl", _jsonl({"text": "up", "label": 0}), ["DistilBertModel", "no labels to score"]),
-    "masked-lm": ("masked-lm", "b.jsonl", _jsonl({"text": "up", "label": 0}),
-                  ["DistilBertForMaskedLM", "no labels to score"]),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_bad_eval_file(case, tiny_checkpoints, ner_checkpoint, tmp_path):
-    key, name, content, needles = BAD_FILES[case]
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    out = tmp_path / "out"
-    result = run_cli("build", str(_checkpoint(key, tiny_checkpoints, ner_checkpoint)), "--out", str(out),
-                     "--targets", "onnx:fp32", "--eval", str(path))
-    assert_one_line_error(result, *needles)
-    assert not out.exists()

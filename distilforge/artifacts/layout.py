@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,6 +20,8 @@ STAGING_PREFIX = ".staging-"
 LOCK = ".distilforge.lock"
 IN_PROGRESS = ".distilforge-building"  # present from the first write of a build until its manifest is in place
 CACHE = ".distilforge-cache.json"  # the previous build's entries while a build runs (see artifacts/cache.py)
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the disk is full, a file-size limit, a quota
+PROBE_BYTES = 1 << 20
 
 
 def check_out_dir(out: Path, *, force: bool = False) -> None:
@@ -39,6 +42,14 @@ def check_out_dir(out: Path, *, force: bool = False) -> None:
         raise OutputDirError(f"{out}: cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputDirError(f"{out}: cannot be created: {parent} is not writable")
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost directory that creating `path` would create; None when `path` exists."""
+    path, missing = path.absolute(), None
+    while not path.exists():
+        path, missing = path.parent, path
+    return missing
 
 
 def _existing_parent(path: Path) -> Path:
@@ -118,3 +129,36 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def out_of_space(out: Path, error: BaseException) -> str | None:
+    """The system's reason ("No space left on device", "File too large") when `error` happened because
+    `out` cannot take more data; None when it is something else. Converters often lose the errno
+    (numpy: "problem writing element 1024 to file"), so unless an OSError in the chain says so, a probe
+    tries to write PROBE_BYTES into `out`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+            return cause.strerror or os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}probe-", dir=out)
+    except OSError as e:
+        return e.strerror if e.errno in NO_SPACE else None
+    try:
+        data = memoryview(bytes(PROBE_BYTES))
+        while data:  # past a file-size limit a write is first cut short, then fails
+            data = data[os.write(fd, data):]
+    except OSError as e:
+        return e.strerror if e.errno in NO_SPACE else None
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return None
+
+
+def no_space_error(out: Path, reason: str, doing: str) -> OutputDirError:
+    return OutputDirError(f"{out}: no space left {doing} ({reason}); nothing new is listed in it: "
+                          "free some space and rerun")

@@ -19,6 +19,7 @@ from distilforge.artifacts.records import ExportedArtifact, ValidationResult
 from distilforge.errors import OutputDirError
 
 SCHEMA_VERSION = 1
+REQUIRED_KEYS: dict[str, type] = {"checkpoint": dict, "settings": dict, "artifacts": list}  # what every reader needs
 
 
 @dataclass
@@ -109,21 +110,21 @@ def read_manifest(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
     manifest = read_versioned_json(path, SCHEMA_VERSION)
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise OutputDirError(f"{path}: {key!r} is missing or not a JSON {kind.__name__.replace('dict', 'object')}; "
+                                 "was it written by 'distilforge build'?")
     _check_keys(path, manifest)
     return manifest
 
 
-_KEYS = ("checkpoint", "settings", "artifacts")
 _ARTIFACT_KEYS = ("target", "files", "inputs", "outputs", "validation", "error")
 
 
 def _check_keys(path: Path, manifest: dict[str, Any]) -> None:
-    """The keys `validate` reads, so a damaged manifest is one clear line rather than a traceback."""
-    missing = [k for k in _KEYS if k not in manifest]
-    artifacts = manifest.get("artifacts")
-    if not missing and not isinstance(artifacts, list):
-        missing = ["artifacts (a list)"]
-    for i, a in enumerate(artifacts if isinstance(artifacts, list) else []):
+    """The keys `validate` reads in each artifact, so a damaged entry is one clear line, not a traceback."""
+    missing: list[str] = []
+    for i, a in enumerate(manifest["artifacts"]):
         if not isinstance(a, dict):
             missing.append(f"artifacts[{i}] (an object)")
             continue

@@ -3,6 +3,7 @@ still load `.pt` files, so the target stays and the warning goes into the manife
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from distilforge.artifacts.records import ExportedArtifact
@@ -27,9 +28,13 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
         try:
             traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
             traced = torch.jit.freeze(traced.eval()) if details.get("freeze") else traced
-            torch.jit.save(traced, str(folder / MODEL_FILE))
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
         except Exception as e:
             raise ExportError(f"{target}: torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
+    # Written by Python, not by torch.jit.save: libtorch aborts the whole process (std::terminate in a
+    # destructor) when the disk fills up under its file writer; here it is an OSError like any other.
+    (folder / MODEL_FILE).write_bytes(buffer.getvalue())
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.jit.trace", "torch": torch.__version__, **details},

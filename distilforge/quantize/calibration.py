@@ -55,6 +55,9 @@ def calibration_texts(path: Path, head: HeadSpec) -> list[tuple[str, ...]]:
         return list(zip(field(path, rows, "question"), field(path, rows, "context"), strict=True))
     if head.multiple_choice and any("choices" in r for r in rows):
         prompts, choices = field(path, rows, "prompt"), field(path, rows, "choices", list)
+        for number, cs in enumerate(choices, start=1):
+            if not cs or not all(isinstance(c, str) and c.strip() for c in cs):
+                raise DataFileError(f"{path}: row {number}: 'choices' must be a list of one or more non-empty strings")
         return [tuple(f"{p} {c}" for c in cs) for p, cs in zip(prompts, choices, strict=True)]
     texts = field(path, rows, "text")
     if head.multiple_choice:  # plain text: neighbouring texts become the choices

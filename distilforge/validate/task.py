@@ -15,6 +15,7 @@ One kind of labelled data per head (the `--eval FILE` formats, .jsonl or .csv):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,24 +153,30 @@ class _Row:
         """A class id from an int id or a label name of config.json's id2label (csv: either, as text)."""
         if isinstance(value, str) and value.strip() in names:
             return names.index(value.strip())
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
+        if isinstance(value, str):
+            value = _int_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise self.error(f"{name} {value!r} must be a class id (int) or a label name, "
+            raise self.error(f"{name} {_short(value)} must be a class id (int) or a label name, "
                              f"not {type(value).__name__}")
         if isinstance(value, str) or not 0 <= value < len(names):
-            raise self.error(f"{name} {value!r} is not in id2label (ids 0-{len(names) - 1}; names: "
+            raise self.error(f"{name} {_short(value)} is not in id2label (ids 0-{len(names) - 1}; names: "
                              f"{_shorten(names)})")
         return value
 
     def choice(self, count: int) -> int:
         value = self.get("label")
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        if isinstance(value, str):
+            value = _int_text(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
-            raise self.error(f"label {value!r} must be the index of the right choice (0-{count - 1})")
+            raise self.error(f"label {_short(value)} must be the index of the right choice (0-{count - 1})")
         return value
 
+
+def _int_text(text: str) -> int | str:
+    """'2' or ' -1 ' as an int; anything else (a name, '²', 5000 digits) stays text. str.isdigit() is not
+    enough: '²' is a digit to it and not to int()."""
+    stripped = text.strip()
+    return int(stripped) if re.fullmatch(r"-?[0-9]{1,18}", stripped) else text
 
 def _shorten(names: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
@@ -196,9 +203,21 @@ def _regression(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]
             value = float(value)
         except ValueError:
             raise row.error(f"label {value!r} is not a number") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise row.error(f"label {value!r} must be a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(_as_float(value)):
+        raise row.error(f"label {_short(value)} must be a finite number")
     return (row.text("text"),), float(value)
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a double's range
+        return float("inf")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _token(row: _Row, names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
