@@ -667,7 +667,8 @@ def test_disk_full_after_an_earlier_build_lists_nothing_half_written(tmp_path: P
 
     out = tmp_path / "out"
     assert build(tiny_checkpoints["seq-single"], out, targets=["torchscript:fp32"]).passed
-    argv = ["build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "torchscript:fp32"]
+    argv = ["build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "torchscript:fp32",
+            "--rebuild"]  # without it the rerun would reuse everything and write nothing
     code, stderr = run_subprocess(argv, "disk-full")
     lines = error_lines(stderr)
     assert code == 2 and len(lines) == 1, stderr
