@@ -26,13 +26,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distilforge.artifacts.environment import machine_info, tool_versions
 from distilforge.artifacts.layout import exclusive, move_into_place, staging_dir
 from distilforge.artifacts.manifest import ArtifactEntry
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, TensorSpec, Tolerance
 from distilforge.errors import BuildFailure, DistilforgeError, ExportError, first_line
+from distilforge.options import BuildOptions
+
+if TYPE_CHECKING:
+    from distilforge.pipeline import Source
+    from distilforge.targets import Target
 
 PEER_DIR = "peer"
 PEER_FP32, PEER_INT8 = "optimum:fp32", "optimum:int8"
@@ -44,6 +49,7 @@ NOT_INSTALLED = "peer rows skipped: the `peer` extra is not installed (pip insta
 SKIPPED_BY_FLAG = "peer rows skipped: --no-peer"
 # Optimum's quantize flags, best first: (CPU flag that enables it, optimum-cli option)
 X86_FLAGS = (("avx512_vnni", "--avx512_vnni"), ("avx512f", "--avx512"))
+STEPS = ("optimum-cli export onnx", "optimum-cli onnxruntime quantize")  # what optimum_commands runs, in order
 
 Progress = Callable[[str], None]
 
@@ -134,9 +140,9 @@ def optimum_commands(cli: str, checkpoint: Path, task: str, fp32: Path, int8: Pa
             [cli, "onnxruntime", "quantize", "--onnx_model", str(fp32), flag, "-o", str(int8)]]
 
 
-def run_command(command: list[str]) -> float:
-    """Run one CLI command offline; seconds taken. A failure is a PeerError naming the step and its last
-    output line (the full output would drown it)."""
+def run_command(command: list[str], step: str) -> float:
+    """Run one CLI command offline; seconds taken. A failure is a PeerError naming the step and the last line
+    of its error output (the full output would drown it)."""
     import os
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -144,10 +150,10 @@ def run_command(command: list[str]) -> float:
     try:
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
     except OSError as e:
-        raise PeerError(f"{shlex.join(command[1:4])} could not start: {e}") from None
+        raise PeerError(f"{step} could not start: {e}") from None
     if proc.returncode != 0:
-        lines = [x.strip() for x in (proc.stderr + proc.stdout).splitlines() if x.strip()]
-        raise PeerError(f"{shlex.join(command[1:4])} failed (exit {proc.returncode})"
+        lines = [x.strip() for x in (proc.stderr.strip() or proc.stdout).splitlines() if x.strip()]
+        raise PeerError(f"{step} failed (exit {proc.returncode})"
                         + (f": {lines[-1][:300]}" if lines else ""))
     return time.perf_counter() - start
 
@@ -177,7 +183,7 @@ def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progre
             peer.models = export_peer(out, source.ckpt.info.path, peer.task, peer.flag, say)
     except PeerError as e:
         return PeerBuild(note=f"peer rows skipped: {e}", flag=peer.flag, checkpoint=peer.checkpoint, task=peer.task)
-    validate_peer(out, peer.models, source, _options(manifest, threads), say)
+    validate_peer(out, peer.models, source, peer_options(manifest, threads), say)
     return peer
 
 
@@ -191,26 +197,26 @@ def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress
         fp32, int8 = staging / "optimum-fp32", staging / "optimum-int8"
         commands = optimum_commands(cli, checkpoint, task, fp32, int8, flag)
         seconds = []
-        for command, what in zip(commands, ("exporting with optimum-cli", f"quantizing with optimum-cli {flag}"),
-                                 strict=True):
-            say(f"peer: {what}")
-            seconds.append(run_command(command))
-        models = [_describe(staging, fp32, PEER_FP32, commands[0], seconds[0]),
-                  _describe(staging, int8, PEER_INT8, commands[1], seconds[1])]
+        for command, step in zip(commands, STEPS, strict=True):
+            say(f"peer: {step}" + (f" {flag}" if step == STEPS[1] else ""))
+            seconds.append(run_command(command, step))
+        models = [describe_model(staging, fp32, PEER_FP32, commands[0], seconds[0]),
+                  describe_model(staging, int8, PEER_INT8, commands[1], seconds[1])]
         move_into_place(staging, out / PEER_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return models
 
 
-def _describe(staging: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
-    """The model Optimum wrote in `folder`: its ONNX file (+ external data) and its graph's inputs/outputs."""
+def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
+    """The model Optimum wrote in `folder` (inside `root`, which is or becomes DIR/peer): its ONNX file
+    (+ external data) and its graph's inputs/outputs."""
     models = sorted(folder.glob("*.onnx"))
     if len(models) != 1:
         raise PeerError(f"{target}: expected one .onnx file in {folder.name}, found {len(models)}")
     data = [p for p in sorted(folder.iterdir()) if p.name.endswith(("onnx_data", ".onnx.data"))]
     inputs, outputs = graph_specs(models[0])
-    files = [FileRecord.of(staging, p) for p in (models[0], *data)]
+    files = [FileRecord.of(root, p) for p in (models[0], *data)]
     files = [FileRecord(f"{PEER_DIR}/{f.path}", f.bytes, f.sha256) for f in files]  # relative to DIR
     artifact = ExportedArtifact(target=target, files=files, inputs=inputs, outputs=outputs,
                                 details={"tool": "optimum-cli", "command": shlex.join(command)})
@@ -233,7 +239,8 @@ def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 # ------------------------------------------------------------------------------------ our validator
 
-def validate_peer(out: Path, models: list[PeerModel], source: Any, options: Any, say: Progress) -> None:
+def validate_peer(out: Path, models: list[PeerModel], source: Source, options: BuildOptions,
+                  say: Progress) -> None:
     """Each model through `pipeline.validate_entry`: our ONNX runner, the Reference, the cases and the pass rule
     of its precision, exactly as an `onnx:` target of ours is validated."""
     from distilforge.pipeline import Reference, eager_runner, validate_entry
@@ -249,7 +256,7 @@ def validate_peer(out: Path, models: list[PeerModel], source: Any, options: Any,
             m.error = f"{m.target}: running it failed: {type(e).__name__}: {first_line(e)}"
 
 
-def peer_target(name: str) -> Any:
+def peer_target(name: str) -> Target:
     """A registry-shaped Target for a peer model, so validation and timing use our ONNX runner. It is not in
     the registry: `distilforge build` cannot build it."""
     from distilforge.targets import Target
@@ -262,10 +269,8 @@ def _built_by_optimum(*_args: Any) -> ExportedArtifact:
     raise ExportError("peer models are built by optimum-cli (distilforge.bench.peer.export_peer)")
 
 
-def _options(manifest: dict[str, Any], threads: int) -> Any:
+def peer_options(manifest: dict[str, Any], threads: int) -> BuildOptions:
     """The validation settings the manifest's artifacts were judged with: its tolerances and seed."""
-    from distilforge.options import BuildOptions
-
     settings = manifest.get("settings") or {}
     options = BuildOptions(threads=threads, seed=int(settings.get("seed", 0)))
     recorded = settings.get("tolerances") or {}
