@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "validator), the eager PyTorch model and the INT8/fp32 GEMM floor, each in its "
                                     "own process, in interleaved rounds; write DIR/bench.json.")
     bn.add_argument("dir", type=Path, metavar="DIR")
-    bn.add_argument("--targets", metavar="T,...", help="only these artifacts (eager and the floor always run)")
+    bn.add_argument("--targets", metavar="T,...",
+                    help="only these artifacts (eager, the floor and the peer always run)")
     bn.add_argument("--rounds", type=_positive_int, default=None, help="interleaved timing rounds (default: 8)")
     bn.add_argument("--runs", type=_positive_int, default=None,
                     help="batch 1 inferences per candidate per round; p50/p90/p99 are over rounds x runs "
