@@ -73,7 +73,7 @@ class Candidate:
     error: str | None = None
     load_ms: float | None = None
     peak_rss_mb: float | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # extra keys of its bench.json row (a peer's validation)
+    row_extra: dict[str, Any] = field(default_factory=dict)  # more keys for its bench.json row (a peer's validation)
 
     def shape_index(self, batch: int, seq: int) -> int:
         if (batch, seq) not in self.shapes:
@@ -226,12 +226,12 @@ def _peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, setting
     spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=m.artifact.to_dict(),
                         runner=runner)
     c = Candidate(m.target, "peer", precision_class(target.precision), m.artifact.total_bytes, spec, seq=model.seq)
-    c.record = {"validation": m.validation_summary(), "command": m.command}
+    c.row_extra = {"validation": m.validation_summary(), "command": m.command}
     c.notes.append("peer: Optimum's model, validated and timed by distilforge's ONNX runner")
     if m.error:
         c.error = m.error
     elif not m.passed:
-        failures = (c.record["validation"] or {}).get("failures") or ["no validation result"]
+        failures = (c.row_extra["validation"] or {}).get("failures") or ["no validation result"]
         c.notes.append(f"did not pass our validation ({failures[0]}); timed anyway, as the peer")
     _plan_shapes(c, model, None)
     return c
@@ -340,7 +340,7 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         row["ratio_floor"] = p50 / floor_ms if p50 and floor_ms else None
         row["notes"] = c.notes + ([f"error: {c.error}"] if c.error else [])
         row["error"] = c.error
-        row.update(c.record)
+        row.update(c.row_extra)
         results.append(row)
     shares = [f for f in foreign if f is not None]
     samples = len(keep) * settings.runs

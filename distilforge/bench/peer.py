@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +82,7 @@ class PeerModel:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "runtime": PEER_RUNTIME,
                 "command": self.command, "seconds": round(self.seconds, 1), "bytes": self.artifact.total_bytes,
-                "files": [f.__dict__ for f in self.artifact.files], "validation": self.validation_summary(),
+                "files": [asdict(f) for f in self.artifact.files], "validation": self.validation_summary(),
                 "error": self.error}
 
 
