@@ -3,11 +3,11 @@
 Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, the peer's
 models (Optimum's export and INT8 of the same checkpoint, built and validated by peer.py just before the
 workers start), and the two floor graphs (INT8 and fp32 GEMMs of the model's own shapes, see floor.py).
-Each runs in its own persistent
-worker process (worker.py) and is timed in interleaved rounds (timing.py). The result is DIR/bench.json
-(schema_version 1; the keys below `BENCH_SCHEMA_VERSION` are what a report reads).
+Each runs in its own persistent worker process (worker.py) and is timed in interleaved rounds (timing.py).
+The result is DIR/bench.json (schema_version 1; the keys below `BENCH_SCHEMA_VERSION` are what a report reads).
 
-Layering: bench imports artifacts, targets and validate; only the CLI imports bench.
+Layering: bench imports artifacts, targets and validate (and, for the peer, pipeline's validation of one
+artifact); only the CLI imports bench.
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ class BenchResult:
 
     @property
     def errors(self) -> list[str]:
-        return [f"{r['target']}: {r['error']}" for r in self.report["results"] if r.get("error")]
+        """Our candidates that could not be measured (exit code 1). A peer row's error is in its row only: the
+        peer is a comparison, not something of ours that failed."""
+        return [f"{r['target']}: {r['error']}" for r in self.report["results"]
+                if r.get("error") and r.get("kind") != "peer"]
 
 
 @dataclass(frozen=True)
