@@ -163,3 +163,13 @@ def test_a_changed_checkpoint_is_not_given_to_optimum(tmp_path):
         assert result.note == peer_mod.NOT_INSTALLED
         return
     assert not result.models and "config.json changed" in result.note and not (out / "peer").exists()
+
+
+def test_a_peer_that_cannot_run_does_not_fail_bench(tmp_path):
+    from distilforge.bench import BenchResult
+
+    rows = [{"target": "onnx:fp32", "kind": "artifact", "error": None},
+            {"target": peer_mod.PEER_INT8, "kind": "peer", "error": "optimum:int8: running it failed: Fail: x"}]
+    assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == []
+    rows[0]["error"] = "the worker failed to load it"
+    assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == ["onnx:fp32: the worker failed to load it"]
