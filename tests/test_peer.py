@@ -57,6 +57,7 @@ def test_peer_rows_are_validated_by_us_and_timed_in_the_same_rounds(built, bench
     machine = benched["machine"]
     assert peer["flag"] == peer_mod.optimum_flag(machine["flags"], machine["arch"])
     assert "export onnx --model" in peer["commands"][0] and "--task text-classification" in peer["commands"][0]
+    assert f"{built.absolute()}/.staging-peer-" in peer["commands"][0]  # exact and absolute: as they ran
     assert "onnxruntime quantize --onnx_model" in peer["commands"][1] and peer["flag"] in peer["commands"][1]
     floor, eager_p50 = benched["floor"], rows["eager"]["latency_ms"]["p50"]
     tolerances = manifest["settings"]["tolerances"]

@@ -192,7 +192,7 @@ def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress
     cli = optimum_cli()
     if cli is None:
         raise PeerError("optimum-cli not found")
-    staging = staging_dir(out, PEER_DIR)
+    staging = staging_dir(out, PEER_DIR).absolute()  # the recorded commands name absolute paths
     try:
         fp32, int8 = staging / "optimum-fp32", staging / "optimum-int8"
         commands = optimum_commands(cli, checkpoint, task, fp32, int8, flag)
