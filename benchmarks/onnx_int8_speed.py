@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,14 @@ import logging  # noqa: E402
 import numpy as np  # noqa: E402
 
 from distilforge.bench.floor import GemmShape, model_ops, write_gemm_model  # noqa: E402
+from distilforge.bench.peer import (  # noqa: E402  (the same Optimum commands and flag as `distilforge bench`)
+    STEPS,
+    PeerError,
+    optimum_cli,
+    optimum_commands,
+    optimum_flag,
+    run_command,
+)
 from distilforge.bench.timing import cpu_ticks  # noqa: E402
 
 # import-time noise from torchao (pulled in by transformers) and torch; see docs/investigations/onnx.md section 7
@@ -205,38 +212,27 @@ def build_ours(ckpt: Path, out: Path) -> dict:
     return {"seconds": round(build["seconds"], 1), "failures": build["failures"], "targets": built}
 
 
-def optimum_cli() -> str | None:
-    beside = Path(sys.executable).parent / "optimum-cli"
-    return str(beside) if beside.is_file() else shutil.which("optimum-cli")
-
-
-def optimum_flag(flags: dict[str, bool], arch: str) -> str:
-    if arch.lower() in ("aarch64", "arm64"):
-        return "--arm64"
-    if flags.get("avx512_vnni"):
-        return "--avx512_vnni"
-    return "--avx512" if flags.get("avx512f") else "--avx2"
-
-
 def build_optimum(ckpt: Path, folder: Path, flag: str) -> dict:
-    """optimum-cli export + dynamic quantization, as its docs show. Returns the commands and the model paths."""
+    """optimum-cli export + dynamic quantization, with distilforge.bench.peer's commands (the ones `distilforge
+    bench` runs for its peer rows). Returns the commands and the model paths."""
     cli = optimum_cli()
     if cli is None:
         return {"skipped": "optimum-cli not found (pip install 'distilforge[peer]' or optimum[onnxruntime])"}
     fp32, int8 = folder / "fp32", folder / "int8"
-    commands = [[cli, "export", "onnx", "--model", str(ckpt), "--task", "text-classification", str(fp32)],
-                [cli, "onnxruntime", "quantize", "--onnx_model", str(fp32), flag, "-o", str(int8)]]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0"}
+    commands = optimum_commands(cli, ckpt, "text-classification", fp32, int8, flag)
     seconds = []
-    for command, done in zip(commands, (fp32 / "model.onnx", int8 / "model_quantized.onnx"), strict=True):
-        start = time.perf_counter()
+    for command, step, done in zip(commands, STEPS, (fp32 / "model.onnx", int8 / "model_quantized.onnx"),
+                                   strict=True):
+        if done.is_file():  # --workdir: reuse what an earlier run built
+            seconds.append(0.0)
+            continue
+        print(f"  optimum: {step} ...", flush=True)
+        try:
+            seconds.append(round(run_command(command, step), 1))
+        except PeerError as e:
+            return {"skipped": str(e)}
         if not done.is_file():
-            print(f"  optimum: {' '.join(command[1:4])} ...", flush=True)
-            proc = subprocess.run(command, env=env, capture_output=True, text=True)
-            if proc.returncode != 0 or not done.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                return {"skipped": f"{' '.join(command[1:3])} failed: {' | '.join(tail)}"}
-        seconds.append(round(time.perf_counter() - start, 1))
+            return {"skipped": f"{step} wrote no {done.name}"}
     return {"fp32": str(fp32 / "model.onnx"), "int8": str(int8 / "model_quantized.onnx"),
             "commands": [" ".join(c[1:]) for c in commands], "flag": flag, "seconds": seconds}
 

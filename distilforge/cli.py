@@ -31,8 +31,7 @@ examples:
   distilforge build ./my-checkpoint --out out --targets onnx:fp32
   distilforge build ./my-checkpoint --out out --eval dev.jsonl   # task metrics on your labelled data
   distilforge validate out                          # re-check hashes and outputs from the manifest
-  distilforge bench out                             # time every artifact, eager and the GEMM floor
-  distilforge bench out                             # time every artifact, eager and the GEMM floor
+  distilforge bench out                             # time every artifact, Optimum's peer, eager and the GEMM floor
   distilforge report out --max-size-mb 30           # report.json/.md/.html and which artifact to ship
   distilforge targets                               # what can be built here
 """
@@ -147,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-going", action="store_true",
                    help="when a target fails, build the others anyway (default: stop at the first failure)")
     b.add_argument("--bench", action="store_true", help="then benchmark DIR as 'distilforge bench' does")
+    b.add_argument("--no-peer", action="store_true", help="with --bench: no Optimum peer rows")
     b.set_defaults(func=_cmd_build)
 
     v = sub.add_parser("validate", help="re-check an output directory against its manifest",
@@ -157,16 +157,21 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     bn = sub.add_parser("bench", help="time every artifact of an output directory, eager and the GEMM floor",
-                        description="Time every artifact that passed validation through its own runner, the eager "
-                                    "PyTorch model and the INT8/fp32 GEMM floor, each in its own process, in "
-                                    "interleaved rounds; write DIR/bench.json.")
+                        description="Time every artifact that passed validation through its own runner, the peer "
+                                    "(Optimum's fp32 and INT8 export of the same checkpoint, validated by our "
+                                    "validator), the eager PyTorch model and the INT8/fp32 GEMM floor, each in its "
+                                    "own process, in interleaved rounds; write DIR/bench.json.")
     bn.add_argument("dir", type=Path, metavar="DIR")
-    bn.add_argument("--targets", metavar="T,...", help="only these artifacts (eager and the floor always run)")
+    bn.add_argument("--targets", metavar="T,...",
+                    help="only these artifacts (eager, the floor and the peer always run)")
     bn.add_argument("--rounds", type=_positive_int, default=None, help="interleaved timing rounds (default: 8)")
     bn.add_argument("--runs", type=_positive_int, default=None,
                     help="batch 1 inferences per candidate per round; p50/p90/p99 are over rounds x runs "
                          "(default: 10)")
     bn.add_argument("--quick", action="store_true", help="a smoke test: 2 rounds x 3 runs")
+    bn.add_argument("--no-peer", action="store_true",
+                    help="skip the peer rows (Optimum's export and INT8 of the same checkpoint, built into DIR/peer, "
+                         "validated and timed like our artifacts)")
     _common(bn)
     bn.set_defaults(func=_cmd_bench)
 
@@ -253,7 +258,8 @@ def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, targets:
         settings = replace(settings, rounds=args.rounds)
     if getattr(args, "runs", None):
         settings = replace(settings, runs=args.runs)
-    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=_say(args))
+    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=_say(args),
+                     peer=not getattr(args, "no_peer", False))
 
 
 def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> None:

@@ -121,7 +121,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
         if skipped:
             say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
-    reference = Reference(_eager_runner(source.ckpt, options.threads))
+    reference = Reference(eager_runner(source.ckpt, options.threads))
     created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
         try:
@@ -188,7 +188,7 @@ def _with_calibration(options: BuildOptions, source: Source, chosen: list[Target
     return replace(options, calibration=calibration)
 
 
-def _eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
+def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
     from distilforge.validate.runners.eager import EagerRunner
 
     return EagerRunner(ckpt.model, ckpt.head, threads)
@@ -403,11 +403,11 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     out = Path(out)
     manifest = read_manifest(out)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
-    source = _source_for(manifest)
-    problems += _checkpoint_drift(manifest["checkpoint"], source)
+    source = source_for(manifest)
+    problems += checkpoint_drift(manifest["checkpoint"], source)
     problems += _eval_drift(manifest["settings"].get("eval"), source)
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
-    reference = Reference(_eager_runner(source.ckpt, options.threads))
+    reference = Reference(eager_runner(source.ckpt, options.threads))
     entries = []
     for record in manifest["artifacts"]:
         if record.get("error") or any(not (out / f["path"]).is_file() for f in record["files"]):
@@ -425,7 +425,8 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     return CheckResult(out=out, problems=problems, entries=entries)
 
 
-def _source_for(manifest: dict[str, Any]) -> Source:
+def source_for(manifest: dict[str, Any]) -> Source:
+    """The checkpoint and validation data a manifest was built from (re-validation and the bench's peer)."""
     record = manifest["checkpoint"]
     eval_file = _recorded_eval_file(manifest["settings"].get("eval"))
     if record.get("default"):
@@ -454,7 +455,8 @@ def _eval_drift(record: dict[str, Any] | None, source: Source) -> list[str]:
     return []
 
 
-def _checkpoint_drift(record: dict[str, Any], source: Source) -> list[str]:
+def checkpoint_drift(record: dict[str, Any], source: Source) -> list[str]:
+    """One line per checkpoint file that changed (or went missing) since the manifest recorded it."""
     now = {f["path"]: f["sha256"] for f in source.ckpt.info.file_hashes()}
     drift = []
     for f in record["files"]:

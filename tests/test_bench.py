@@ -25,7 +25,7 @@ def built(tiny_checkpoints, tmp_path_factory):
 
 
 def test_bench_measures_every_artifact_and_eager(built):
-    result = bench_dir(built, settings=BenchSettings.quick())
+    result = bench_dir(built, settings=BenchSettings.quick(), peer=False)  # the peer: tests/test_peer.py
     report = json.loads((built / BENCH_FILE).read_text())
     assert report == result.report and not result.errors
     assert report["schema_version"] == 1 and report["threads"] == 2
@@ -33,6 +33,7 @@ def test_bench_measures_every_artifact_and_eager(built):
     assert "flags" in report["machine"]
     rows = {r["target"]: r for r in report["results"]}
     assert set(rows) == {*TARGETS, "eager"}
+    assert report["peer"]["note"] == "peer rows skipped: --no-peer" and report["peer"]["note"] in report["notes"]
     assert rows["eager"]["kind"] == "reference" and rows["eager"]["ratio_eager"] == pytest.approx(1.0)
     floor = report["floor"]
     assert floor["int8_ms"] > 0 and floor["fp32_ms"] > 0 and floor["int8_gops_per_s"] > 0
@@ -55,7 +56,7 @@ def test_a_crashing_worker_leaves_the_others_measured(built, tmp_path, capsys):
     shutil.copytree(built, out)
     model = out / "onnx-fp32" / "model.onnx"
     model.write_bytes(b"\x00" * model.stat().st_size)  # same size, not a model: the worker fails to load it
-    code = main(["bench", str(out), "--quick", "--json", "--targets", "onnx:fp32,torchscript:fp32"])
+    code = main(["bench", str(out), "--quick", "--json", "--targets", "onnx:fp32,torchscript:fp32", "--no-peer"])
     assert code == 1
     report = json.loads(capsys.readouterr().out)
     assert (Path(report["logs"]) / "onnx-fp32.log").is_file()  # the failed worker's traceback is kept

@@ -1,11 +1,13 @@
 """`distilforge bench DIR`: every artifact of a build, timed through its own runner, the same way, in one run.
 
-Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, and the two
-floor graphs (INT8 and fp32 GEMMs of the model's own shapes, see floor.py). Each runs in its own persistent
-worker process (worker.py) and is timed in interleaved rounds (timing.py). The result is DIR/bench.json
-(schema_version 1; the keys below `BENCH_SCHEMA_VERSION` are what a report reads).
+Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, the peer's
+models (Optimum's export and INT8 of the same checkpoint, built and validated by peer.py just before the
+workers start), and the two floor graphs (INT8 and fp32 GEMMs of the model's own shapes, see floor.py).
+Each runs in its own persistent worker process (worker.py) and is timed in interleaved rounds (timing.py).
+The result is DIR/bench.json (schema_version 1; the keys below `BENCH_SCHEMA_VERSION` are what a report reads).
 
-Layering: bench imports artifacts, targets and validate; only the CLI imports bench.
+Layering: bench imports artifacts, targets and validate (and, for the peer, pipeline's validation of one
+artifact); only the CLI imports bench.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from distilforge.artifacts.environment import machine_info
 from distilforge.artifacts.layout import write_json_atomic
 from distilforge.artifacts.manifest import read_manifest, verify_files
 from distilforge.bench.floor import PRECISIONS, Floor, GemmShape, make_floor, model_ops, write_gemm_model
+from distilforge.bench.peer import SKIPPED_BY_FLAG, PeerBuild, PeerModel, build_peer, comparisons, peer_target
 from distilforge.bench.timing import Timed, WorkerError, WorkerHandle, quiet_rounds, time_rounds
-from distilforge.errors import UsageError
+from distilforge.errors import DistilforgeError, UsageError, first_line
 from distilforge.validate.tolerances import precision_class
 
 BENCH_FILE = "bench.json"
@@ -60,7 +63,7 @@ class Candidate:
     """One thing to time: its worker spec, the shapes it runs (index 0: the latency shape) and its record."""
 
     target: str
-    kind: str  # "artifact" | "reference" | "floor"
+    kind: str  # "artifact" | "reference" | "peer" | "floor"
     precision_class: str
     bytes: int
     spec: dict[str, Any]
@@ -70,6 +73,7 @@ class Candidate:
     error: str | None = None
     load_ms: float | None = None
     peak_rss_mb: float | None = None
+    row_extra: dict[str, Any] = field(default_factory=dict)  # more keys for its bench.json row (a peer's validation)
 
     def shape_index(self, batch: int, seq: int) -> int:
         if (batch, seq) not in self.shapes:
@@ -84,7 +88,10 @@ class BenchResult:
 
     @property
     def errors(self) -> list[str]:
-        return [f"{r['target']}: {r['error']}" for r in self.report["results"] if r.get("error")]
+        """Our candidates that could not be measured (exit code 1). A peer row's error is in its row only: the
+        peer is a comparison, not something of ours that failed."""
+        return [f"{r['target']}: {r['error']}" for r in self.report["results"]
+                if r.get("error") and r.get("kind") != "peer"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,10 @@ class Model:
 
 
 def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str] | None = None,
-              settings: BenchSettings | None = None, progress: Progress | None = None) -> BenchResult:
-    """Time every passed artifact of `out` (or the `targets` among them), eager and the floor; write bench.json."""
+              settings: BenchSettings | None = None, progress: Progress | None = None,
+              peer: bool = True) -> BenchResult:
+    """Time every passed artifact of `out` (or the `targets` among them), eager, the peer (unless `peer` is
+    False) and the floor; write bench.json."""
     out = Path(out)
     manifest = read_manifest(out)
     settings = settings or BenchSettings()
@@ -124,9 +133,13 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     model = Model.from_manifest(manifest)
     notes: list[str] = []
     records = _chosen_records(manifest, targets, notes)
+    peers = _peer(out, manifest, threads, say) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
+    if peers.note:
+        notes.append(peers.note)
     work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
     candidates = [_eager(model, threads, settings)]
     candidates += [_artifact(out, r, model, threads, settings) for r in records]
+    candidates += [_peer_candidate(out, m, model, threads, settings) for m in peers.models]
     candidates += _floor_candidates(work, model, threads, settings, notes)
     timed: list[Timed] = []
     try:
@@ -139,6 +152,7 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
             t.worker.close()
     keep = quiet_rounds(foreign, settings.max_foreign)
     report = _report(candidates, timed, keep, foreign, model, threads, settings, notes)
+    report["peer"] = {**peers.to_dict(), "comparisons": comparisons(report["results"])}
     if any(c.error for c in candidates):
         report["logs"] = str(work)  # kept: the failed workers' tracebacks are there
     else:
@@ -194,6 +208,35 @@ def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, set
     if target.precision == "int8-weights":
         c.notes.append("weights-only INT8: compute runs in fp32, so the int8 floor is out of reach by design")
     _plan_shapes(c, model, fixed)
+    return c
+
+
+def _peer(out: Path, manifest: dict[str, Any], threads: int, say: Progress) -> PeerBuild:
+    """The peer step; whatever goes wrong in a third-party tool leaves bench running, with a one-line note."""
+    try:
+        return build_peer(out, manifest, threads=threads, say=say)
+    except DistilforgeError as e:
+        return PeerBuild.skipped(f"peer rows skipped: {e}")
+    except Exception as e:
+        return PeerBuild.skipped(f"peer rows skipped: the peer step failed: {type(e).__name__}: {first_line(e)}")
+
+
+def _peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, settings: BenchSettings) -> Candidate:
+    """One of Optimum's models, timed through our ONNX runner like an `onnx:` artifact of ours. It is timed
+    even when it failed our validation (the comparison is the point); its row says so."""
+    target = peer_target(m.target)
+    runner = f"{target.open_runner.__module__}:{target.open_runner.__name__}"
+    spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=m.artifact.to_dict(),
+                        runner=runner)
+    c = Candidate(m.target, "peer", precision_class(target.precision), m.artifact.total_bytes, spec, seq=model.seq)
+    c.row_extra = {"validation": m.validation_summary(), "command": m.command}
+    c.notes.append("peer: Optimum's model, validated and timed by distilforge's ONNX runner")
+    if m.error:
+        c.error = m.error
+    elif not m.passed:
+        failures = (c.row_extra["validation"] or {}).get("failures") or ["no validation result"]
+        c.notes.append(f"did not pass our validation ({failures[0]}); timed anyway, as the peer")
+    _plan_shapes(c, model, None)
     return c
 
 
@@ -300,6 +343,7 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         row["ratio_floor"] = p50 / floor_ms if p50 and floor_ms else None
         row["notes"] = c.notes + ([f"error: {c.error}"] if c.error else [])
         row["error"] = c.error
+        row.update(c.row_extra)
         results.append(row)
     shares = [f for f in foreign if f is not None]
     samples = len(keep) * settings.runs

@@ -17,11 +17,12 @@ def print_bench(report: dict[str, Any], *, title: str, console: Any = None) -> N
     for col in COLUMNS:
         table.add_column(col, justify="left" if col == "target" else "right")
     for r in report["results"]:
+        name = label(r)
         if r.get("error"):
-            table.add_row(r["target"], _f(r["bytes"] / 1e6, ".1f"), "[red]error[/]", *["-"] * (len(COLUMNS) - 3))
+            table.add_row(name, _f(r["bytes"] / 1e6, ".1f"), "[red]error[/]", *["-"] * (len(COLUMNS) - 3))
             continue
         lat, seq, tp = r["latency_ms"], r["by_sequence"], r["throughput"]
-        table.add_row(r["target"], _f(r["bytes"] / 1e6, ".1f"), _f(lat["p50"], ".2f"), _f(lat["p90"], ".2f"),
+        table.add_row(name, _f(r["bytes"] / 1e6, ".1f"), _f(lat["p50"], ".2f"), _f(lat["p90"], ".2f"),
                       _f(lat["p99"], ".2f"), _f(r["ratio_eager"], ".2f"), _f(r["ratio_floor"], ".2f"),
                       _f(seq["32"], ".2f"), _f(seq["128"], ".2f"), _f(seq["384"], ".2f"),
                       _f(tp["1"], ".0f"), _f(tp["4"], ".0f"), _f(tp["16"], ".0f"), _f(r["load_ms"], ".0f"),
@@ -31,8 +32,25 @@ def print_bench(report: dict[str, Any], *, title: str, console: Any = None) -> N
     for r in report["results"]:
         for note in r["notes"]:
             console.print(f"  {r['target']}: {note}", highlight=False, markup=False)
+    for line in comparison_lines(report):
+        console.print(f"  {line}", highlight=False, markup=False)
     for note in report.get("notes", []):
         console.print(f"  note: {note}", highlight=False, markup=False)
+
+
+def label(row: dict[str, Any]) -> str:
+    """A peer row is marked as such wherever rows are listed."""
+    return f"{row['target']} (peer)" if row.get("kind") == "peer" else row["target"]
+
+
+def comparison_lines(report: dict[str, Any]) -> list[str]:
+    """"ours ÷ peer" lines from bench.json's peer section (p50 over p50, same rounds)."""
+    lines = []
+    for c in (report.get("peer") or {}).get("comparisons") or []:
+        failed = "" if c["peer_passed"] else f" ({c['peer']} did not pass our validation)"
+        lines.append(f"ours vs peer: {c['ours']} / {c['peer']} = {c['ratio']:.2f} (p50 {c['ours_p50_ms']:.2f} ms "
+                     f"vs {c['peer_p50_ms']:.2f} ms){failed}")
+    return lines
 
 
 def _caption(report: dict[str, Any]) -> str:
@@ -47,6 +65,12 @@ def _caption(report: dict[str, Any]) -> str:
         lines.append(f"floor ({floor['model_gop_1x128']:.2f} GOP at 1x{floor['seq']}): int8 "
                      f"{_f(floor['int8_gops_per_s'], '.0f')} GOP/s -> {_f(floor['int8_ms'], '.2f')} ms, fp32 "
                      f"{_f(floor['fp32_gflops_per_s'], '.0f')} GFLOP/s -> {_f(floor['fp32_ms'], '.2f')} ms")
+    peer = report.get("peer") or {}
+    if peer.get("models"):
+        versions = peer.get("versions") or {}
+        lines.append(f"peer: optimum {versions.get('optimum', '?')} / optimum-onnx "
+                     f"{versions.get('optimum-onnx', '?')}: optimum-cli export onnx, then onnxruntime quantize "
+                     f"{peer.get('flag')} (from the CPU flags)")
     lines.append(f"cpu: {m.get('cpu')} ({flags})")
     return "\n".join(lines)
 

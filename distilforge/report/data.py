@@ -22,7 +22,7 @@ class Row:
     """One artifact (or the eager reference) with its figures from the manifest and bench.json."""
 
     target: str
-    kind: str  # "artifact" or "reference" (eager, shown in plots only)
+    kind: str  # "artifact", "reference" (eager, shown in plots only) or "peer" (Optimum's, never recommended)
     precision: str | None = None
     bytes: int | None = None
     mb: float | None = None
@@ -51,6 +51,11 @@ class Row:
             return self.task
         return None if self.agreement is None else self.agreement * 100
 
+    @property
+    def label(self) -> str:
+        """The target as tables and plots show it: a peer row is marked."""
+        return f"{self.target} (peer)" if self.kind == "peer" else self.target
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -61,6 +66,12 @@ class ReportData:
     bench: dict[str, Any] | None
     rows: list[Row]  # artifacts in manifest order
     reference: Row | None  # eager, from bench.json's "reference" result (or the manifest's task figure)
+    peers: list[Row] = field(default_factory=list)  # bench.json's peer rows (Optimum), shown, never recommended
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """bench.json's peer section: note, flag, commands, comparisons ({} without bench.json)."""
+        return (self.bench or {}).get("peer") or {}
 
     @property
     def quality_label(self) -> str:
@@ -83,7 +94,8 @@ def load(out_dir: Path) -> ReportData:
             add_bench(reference, eager)
             _reference_task(reference, manifest)
     mark_pareto(rows, by_latency=bench is not None)
-    return ReportData(manifest=manifest, bench=bench, rows=rows, reference=reference)
+    peers = [peer_row(r) for r in (bench or {}).get("results", []) if r.get("kind") == "peer"]
+    return ReportData(manifest=manifest, bench=bench, rows=rows, reference=reference, peers=peers)
 
 
 def read_bench(out_dir: Path) -> dict[str, Any] | None:
@@ -112,6 +124,16 @@ def artifact_row(a: dict[str, Any]) -> Row:
                max_abs=worst.get("max_abs"), min_cosine=worst.get("min_cosine"), agreement=worst.get("agreement"),
                task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
                task_drop=task.get("drop"), passed=passed, failures=failures)
+
+
+def peer_row(result: dict[str, Any]) -> Row:
+    """A peer's bench.json result (it carries its own validation summary) as a row; never on the Pareto front."""
+    record = {"target": result["target"], "bytes": result.get("bytes"), "validation": result.get("validation"),
+              "precision": result.get("precision_class"), "error": None}
+    row = artifact_row(record)
+    row.kind = "peer"
+    add_bench(row, result)
+    return row
 
 
 def add_bench(row: Row, result: dict[str, Any] | None) -> None:

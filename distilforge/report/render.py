@@ -11,11 +11,14 @@ from distilforge.report.recommend import Limits, Recommendation, describe
 
 REPORT_SCHEMA_VERSION = 1
 BENCH_KEYS = ("threads", "machine", "method", "floor", "notes")  # copied into report.json
+PEER_KEYS = ("tool", "versions", "checkpoint", "task", "flag", "commands", "note", "comparisons")
+PEER_LEGEND = ("(peer): Optimum's export and INT8 of the same checkpoint, validated and timed by distilforge the "
+               "same way as its own artifacts, in the same run; shown for comparison, never recommended")
 NO_BENCH = "Latency was not measured: no bench.json in the directory (run 'distilforge bench DIR')."
 
 # (header, function of a row giving the cell text): shared by the Markdown, HTML and terminal tables.
 COLUMNS: list[tuple[str, Any]] = [
-    ("target", lambda r: r.target),
+    ("target", lambda r: r.label),
     ("MB", lambda r: _f(r.mb, ".1f")),
     ("max abs", lambda r: _f(r.max_abs, ".1e")),
     ("min cos", lambda r: _f(r.min_cosine, ".5f")),
@@ -55,6 +58,8 @@ def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[s
                    "max_size_mb": limits.max_size_mb},
         "reference": data.reference.to_dict() if data.reference else None,
         "rows": [r.to_dict() for r in data.rows],
+        "peers": [r.to_dict() for r in data.peers],
+        "peer": {k: data.peer.get(k) for k in PEER_KEYS} if data.peer else None,
         "recommendation": rec.to_dict(),
     }
 
@@ -65,10 +70,12 @@ def markdown(data: ReportData, rec: Recommendation, limits: Limits) -> str:
     if data.bench is None:
         lines += [NO_BENCH.replace("'", "`"), ""]
     lines += ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
-    for row in data.rows:
+    for row in data.rows + data.peers:
         lines.append("| " + " | ".join(_md(str(fn(row))) for _, fn in cols) + " |")
     if _reference_text(data):
         lines += ["", _reference_text(data)]
+    if peer_lines(data):
+        lines += ["", *[f"- {line}" for line in peer_lines(data)]]
     lines += ["", _legend_text(data)]
     lines += [f"- bench.json note: {n}" for n in _bench_notes(data)]
     lines += ["", "## Recommendation", ""]
@@ -90,9 +97,9 @@ def recommendation_lines(rec: Recommendation, limits: Limits, *, bullet: str, co
 def html(data: ReportData, rec: Recommendation, limits: Limits) -> str:
     cols = columns(data)
     head = "".join(f"<th>{escape(h)}</th>" for h, _ in cols)
-    body = "".join(
-        f'<tr class="{"fail" if not r.passed else ""}{" pareto" if r.pareto else ""}">'
-        + "".join(f"<td>{escape(str(fn(r)))}</td>" for _, fn in cols) + "</tr>" for r in data.rows)
+    body = "".join(f'<tr class="{_row_class(r)}">' + "".join(f"<td>{escape(str(fn(r)))}</td>" for _, fn in cols)
+                   + "</tr>" for r in data.rows + data.peers)
+    peer = "".join(f'<p class="peerline">{escape(line)}</p>' for line in peer_lines(data))
     rec_html = _recommendation_html(rec, limits)
     plots = "".join(f'<figure>{p}</figure>' for p in plots_svg(data))
     note = f'<p class="note">{escape(NO_BENCH)}</p>' if data.bench is None else ""
@@ -101,9 +108,14 @@ def html(data: ReportData, rec: Recommendation, limits: Limits) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>distilforge report</title>"
         f"<style>{CSS}</style></head><body><h1>distilforge report</h1><p>{escape(_source_line(data))}</p>{note}"
         f"<h2>Recommendation</h2>{rec_html}<h2>Artifacts</h2><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table><p>{escape(_reference_text(data))}</p>"
+        f"<tbody>{body}</tbody></table><p>{escape(_reference_text(data))}</p>{peer}"
         f"<p class=\"small\">{escape(_legend_text(data))}</p>{notes}"
         f"<h2>Plots</h2>{plots}</body></html>\n")
+
+
+def _row_class(r: Row) -> str:
+    classes = [c for c, on in (("fail", not r.passed), ("pareto", r.pareto), ("peer", r.kind == "peer")) if on]
+    return " ".join(classes)
 
 
 def _recommendation_html(rec: Recommendation, limits: Limits) -> str:
@@ -125,14 +137,14 @@ def plots_svg(data: ReportData) -> list[str]:
 def quality_plot(data: ReportData) -> str:
     """Latency p50 (or, without bench.json, size) against the task metric or agreement; Pareto front ringed."""
     by_latency = data.bench is not None
-    rows = data.rows + ([data.reference] if data.reference is not None and by_latency else [])
+    rows = data.rows + data.peers + ([data.reference] if data.reference is not None and by_latency else [])
     points = []
     for r in rows:
         x = r.latency_p50 if by_latency else r.mb
         if x is None or r.quality is None:
             continue
-        points.append(svg.Point(r.target, x, r.quality, svg.format_color(r.target), pareto=r.pareto,
-                                failed=not r.passed, reference=r.kind == "reference"))
+        points.append(svg.Point(r.label, x, r.quality, svg.format_color(r.target), pareto=r.pareto,
+                                failed=not r.passed, reference=r.kind == "reference", peer=r.kind == "peer"))
     if not points:
         return svg.empty("Latency against quality", "nothing to plot: no artifact has both a "
                          + ("latency" if by_latency else "size") + " and a task metric or agreement")
@@ -144,22 +156,25 @@ def quality_plot(data: ReportData) -> str:
 
 
 def size_plot(data: ReportData) -> str:
-    items = [svg.Bar(r.target, r.mb, svg.FAILED_COLOR if not r.passed else svg.format_color(r.target),
-                     f"{r.mb:.1f}" + ("" if r.passed else " FAIL")) for r in data.rows if r.mb is not None]
+    items = [svg.Bar(r.label, r.mb, svg.FAILED_COLOR if not r.passed else svg.format_color(r.target),
+                     f"{r.mb:.1f}" + ("" if r.passed else " FAIL")) for r in data.rows + data.peers if r.mb is not None]
     return svg.bars(items, title="Size on disk per target", x_label="MB (10^6 bytes, all files of the artifact)")
 
 
 def sequence_plot(data: ReportData) -> str:
     if data.bench is None:
         return svg.empty("Latency against sequence length", "latency was not measured: run distilforge bench DIR")
-    rows = data.rows + ([data.reference] if data.reference is not None else [])
-    series = []
+    rows = data.rows + data.peers + ([data.reference] if data.reference is not None else [])
+    series, peers = [], 0
     for i, r in enumerate(rows):
         pts = [(float(s), v) for s, v in r.by_sequence.items() if s.isdigit() and v is not None]
         if pts:
             dash = "" if r.kind == "reference" else ("", "6 3", "2 3")[(i // len(svg.PALETTE)) % 3]
             color = svg.FORMAT_COLORS["eager"] if r.kind == "reference" else svg.PALETTE[i % len(svg.PALETTE)]
-            label = r.target if r.passed else f"{r.target} (failed validation)"
+            if r.kind == "peer":
+                dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.FORMAT_COLORS["optimum"]
+                peers += 1
+            label = r.label if r.passed else f"{r.label} (failed validation)"
             series.append(svg.Series(label, pts, color, dash))
     return svg.lines(series, title="Latency against sequence length (batch 1)", x_label="sequence length (tokens)",
                      y_label="latency (ms)")
@@ -173,7 +188,7 @@ def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, conso
     table = Table(title="distilforge report")
     for header, _ in columns(data):
         table.add_column(header, justify="left" if header in ("target", "status", "Pareto") else "right")
-    for row in data.rows:
+    for row in data.rows + data.peers:
         cells = [str(fn(row)) for _, fn in columns(data)]
         cells[-2] = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
         table.add_row(*cells)
@@ -181,13 +196,32 @@ def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, conso
     console.print(table)
     if data.bench is None:
         console.print(NO_BENCH, highlight=False, markup=False)
+    for line in peer_lines(data):
+        console.print(line, highlight=False, markup=False)
     for line in recommendation_lines(rec, limits, bullet="  ", code=""):
         console.print(line, highlight=False, markup=False)
 
 
+def peer_lines(data: ReportData) -> list[str]:
+    """Ours vs the peer (bench.json's comparisons, p50 over p50 from the same rounds), or why there is no peer."""
+    peer = data.peer
+    lines = []
+    for c in peer.get("comparisons") or []:
+        failed = "" if c.get("peer_passed") else f"; {c['peer']} did not pass our validation"
+        lines.append(f"Ours vs the peer: {c['ours']} / {c['peer']} = {c['ratio']:.2f}x (p50 {c['ours_p50_ms']:.2f} "
+                     f"ms vs {c['peer_p50_ms']:.2f} ms, same run{failed}).")
+    if peer.get("flag") and data.peers:
+        lines.append(f"Peer: optimum-cli export onnx, then optimum-cli onnxruntime quantize {peer['flag']} "
+                     "(the option that matches this CPU); commands in bench.json.")
+    if peer.get("note"):
+        lines.append(f"{peer['note'][:1].upper()}{peer['note'][1:]}.")
+    return lines
+
+
 def _bench_notes(data: ReportData) -> list[str]:
     notes = (data.bench or {}).get("notes") or []
-    return [str(n) for n in notes] if isinstance(notes, list) else []
+    shown = data.peer.get("note")  # already one of the peer lines
+    return [str(n) for n in notes if n != shown] if isinstance(notes, list) else []
 
 
 def _reference_text(data: ReportData) -> str:
@@ -215,7 +249,8 @@ def _legend_text(data: ReportData) -> str:
         text += ("p50/p90/p99: batch-1 latency from bench.json; x eager, x floor: bench.json's ratio_eager and "
                  "ratio_floor; ")
     axis = "latency p50" if data.bench is not None else "size"
-    return text + f"Pareto: no passed artifact has both lower {axis} and higher quality."
+    text += f"Pareto: no passed artifact has both lower {axis} and higher quality."
+    return text + (f" {PEER_LEGEND}." if data.peers else "")
 
 
 def _bench_gap(r: Row) -> str:
@@ -235,7 +270,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
-tr.fail td{color:#b00}tr.pareto td:first-child{font-weight:600}
+tr.fail td{color:#b00}tr.pareto td:first-child{font-weight:600}tr.peer td{font-style:italic;background:#fbf7ec}
 .note{background:#fff6d6;border:1px solid #e8d48a;padding:8px}.ship{font-size:15px}.none{color:#b00}
 .small{font-size:12px;color:#555}figure{margin:16px 0}
 svg text{font-size:11px;fill:#222;font-family:system-ui,sans-serif}svg .title{font-size:14px;font-weight:600}

@@ -15,7 +15,8 @@ MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 190, 40, 55
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 FORMAT_COLORS = {"onnx": "#1f77b4", "openvino": "#9467bd", "tflite": "#ff7f0e", "torchscript": "#2ca02c",
-                 "eager": "#444444"}
+                 "eager": "#444444", "optimum": "#b8860b"}
+PEER_DASHES = ("1 4", "6 2 1 2")  # peer rows (Optimum's) in the line plot, one per peer model
 FAILED_COLOR = "#d62728"
 LOG_SPREAD = 20  # a scatter whose x values span more than this factor gets a log x axis
 
@@ -29,6 +30,7 @@ class Point:
     pareto: bool = False
     failed: bool = False
     reference: bool = False
+    peer: bool = False  # not ours: drawn as a hollow diamond, never on the front
 
 
 @dataclass
@@ -153,6 +155,7 @@ def scatter(points: list[Point], *, title: str, x_label: str, y_label: str) -> s
     legend = [("Pareto front", "#000000", "ring")] if front else []
     legend += [("failed validation", FAILED_COLOR, "cross")] if any(p.failed for p in points) else []
     legend += [("eager reference", FORMAT_COLORS["eager"], "square")] if any(p.reference for p in points) else []
+    legend += [("peer (Optimum)", FORMAT_COLORS["optimum"], "diamond")] if any(p.peer for p in points) else []
     out.append(_legend(legend, frame.right + 12, frame.top))
     return _svg(out, frame.width, frame.height, title)
 
@@ -163,6 +166,8 @@ def _marker(p: Point, x: float, y: float) -> str:
     if p.failed:
         return (f'<g class="point failed" {data}>{tip}<path d="M{x - 5:.1f},{y - 5:.1f}L{x + 5:.1f},{y + 5:.1f}'
                 f'M{x - 5:.1f},{y + 5:.1f}L{x + 5:.1f},{y - 5:.1f}" stroke="{FAILED_COLOR}" stroke-width="2.5"/></g>')
+    if p.peer:
+        return f'<g class="point peer" {data}>{tip}{_diamond(x, y, 7, p.color)}</g>'
     if p.reference:
         return (f'<g class="point reference" {data}>{tip}<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" '
                 f'height="10" fill="{p.color}"/></g>')
@@ -170,6 +175,11 @@ def _marker(p: Point, x: float, y: float) -> str:
         else ""
     return (f'<g class="point" {data}>{tip}{ring}<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{p.color}" '
             f'fill-opacity="0.85"/></g>')
+
+
+def _diamond(x: float, y: float, r: float, color: str) -> str:
+    return (f'<path d="M{x:.1f},{y - r:.1f}L{x + r:.1f},{y:.1f}L{x:.1f},{y + r:.1f}L{x - r:.1f},{y:.1f}Z" '
+            f'fill="#fff" stroke="{color}" stroke-width="2.5"/>')
 
 
 def _point_label(text: str, x: float, y: float, placed: list[tuple[float, float, float, float]],
@@ -259,6 +269,8 @@ def _legend(entries: list[tuple[str, str, str]], x: float, y: float) -> str:
                    f'stroke="{color}" stroke-width="2"/>')
         elif kind == "square":
             sym = f'<rect x="{x + 4}" y="{cy - 4}" width="8" height="8" fill="{color}"/>'
+        elif kind == "diamond":
+            sym = _diamond(x + 8, cy, 5, color)
         else:
             dash = kind.partition(":")[2]
             style = f' stroke-dasharray="{dash}"' if dash else ""

@@ -1,0 +1,305 @@
+"""The peer: Optimum's exporter and ONNX Runtime quantizer on the same checkpoint, as bench rows.
+
+`build_peer` runs, on the checkpoint the manifest was built from (refused if any of its files changed since):
+
+    optimum-cli export onnx --model CHECKPOINT --task TASK DIR/peer/optimum-fp32
+    optimum-cli onnxruntime quantize --onnx_model DIR/peer/optimum-fp32 FLAG -o DIR/peer/optimum-int8
+
+with FLAG the quantization config that matches this CPU (`optimum_flag`). Both commands write into a staging
+folder that is renamed to DIR/peer once they are done. The two models are not artifacts of ours: the manifest
+does not list them. They are validated by our validator (the same Reference, cases and pass rules as our ONNX
+targets: the tolerances the manifest records) and timed by bench's workers through our ONNX runner, in the same
+interleaved rounds as our artifacts. Without the `peer` extra, or when a step fails, `PeerBuild.note` says why
+in one line and bench goes on without peer rows.
+
+benchmarks/onnx_int8_speed.py uses the same CLI discovery, flag choice and commands.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distilforge.artifacts.environment import machine_info, tool_versions
+from distilforge.artifacts.layout import exclusive, move_into_place, staging_dir
+from distilforge.artifacts.manifest import ArtifactEntry
+from distilforge.artifacts.records import ExportedArtifact, FileRecord, TensorSpec, Tolerance
+from distilforge.errors import BuildFailure, DistilforgeError, ExportError, first_line
+from distilforge.options import BuildOptions
+
+if TYPE_CHECKING:
+    from distilforge.pipeline import Source
+    from distilforge.targets import Target
+
+PEER_DIR = "peer"
+PEER_FP32, PEER_INT8 = "optimum:fp32", "optimum:int8"
+PEER_RUNTIME = "ONNX Runtime (CPU), through distilforge's ONNX runner"
+# what `pip install 'distilforge[peer]'` provides: the exporter, ORT's quantizer wrapper and the CLI
+PEER_MODULES = ("optimum", "optimum.exporters.onnx", "optimum.onnxruntime")
+PEER_TOOLS = ("optimum", "optimum-onnx", "onnxruntime", "transformers", "torch")
+NOT_INSTALLED = "peer rows skipped: the `peer` extra is not installed (pip install 'distilforge[peer]')"
+SKIPPED_BY_FLAG = "peer rows skipped: --no-peer"
+# Optimum's quantize flags, best first: (CPU flag that enables it, optimum-cli option)
+X86_FLAGS = (("avx512_vnni", "--avx512_vnni"), ("avx512f", "--avx512"))
+STEPS = ("optimum-cli export onnx", "optimum-cli onnxruntime quantize")  # what optimum_commands runs, in order
+
+Progress = Callable[[str], None]
+
+
+class PeerError(BuildFailure):
+    """A peer step (Optimum's CLI, or describing what it wrote) failed; the message is one line."""
+
+
+@dataclass
+class PeerModel:
+    """One of Optimum's models: where it is, the command that made it, and how our validator judged it."""
+
+    target: str  # PEER_FP32 or PEER_INT8
+    command: str
+    seconds: float
+    artifact: ExportedArtifact  # file paths relative to DIR, as our artifacts' are
+    entry: ArtifactEntry | None = None  # after validation
+    error: str | None = None  # validation could not run it
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.entry is not None and self.entry.passed
+
+    def validation_summary(self) -> dict[str, Any] | None:
+        """The manifest's validation record without the per-case list."""
+        if self.entry is None or self.entry.validation is None:
+            return None
+        return {k: v for k, v in self.entry.validation.to_dict().items() if k != "cases"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "runtime": PEER_RUNTIME,
+                "command": self.command, "seconds": round(self.seconds, 1), "bytes": self.artifact.total_bytes,
+                "files": [asdict(f) for f in self.artifact.files], "validation": self.validation_summary(),
+                "error": self.error}
+
+
+@dataclass
+class PeerBuild:
+    """What the peer step made (possibly nothing), with a one-line note when rows are missing."""
+
+    models: list[PeerModel] = field(default_factory=list)
+    note: str | None = None
+    flag: str | None = None
+    checkpoint: str | None = None
+    task: str | None = None
+
+    @classmethod
+    def skipped(cls, note: str) -> PeerBuild:
+        return cls(note=note)
+
+    def to_dict(self) -> dict[str, Any]:
+        versions = tool_versions()
+        return {"tool": "optimum", "versions": {k: versions[k] for k in PEER_TOOLS if k in versions},
+                "dir": PEER_DIR if self.models else None, "checkpoint": self.checkpoint, "task": self.task,
+                "flag": self.flag, "commands": [m.command for m in self.models],
+                "commands_ran_in": "a staging folder inside DIR, renamed to DIR/peer once both succeeded",
+                "models": [m.to_dict() for m in self.models], "note": self.note}
+
+
+# ------------------------------------------------------------------------------------ Optimum's CLI
+
+def peer_installed() -> bool:
+    """The `peer` extra's modules import here and its CLI is on hand."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in PEER_MODULES) and optimum_cli() is not None
+    except (ImportError, ValueError):  # find_spec of a submodule imports its parent, which may be broken
+        return False
+
+
+def optimum_cli() -> str | None:
+    """optimum-cli beside this Python (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "optimum-cli"
+    return str(beside) if beside.is_file() else shutil.which("optimum-cli")
+
+
+def optimum_flag(flags: dict[str, bool], arch: str) -> str:
+    """The `optimum-cli onnxruntime quantize` option for this CPU: its dynamic INT8 config for the best
+    instruction set the CPU has (ARM64, AVX-512 VNNI, AVX-512, else AVX2)."""
+    if arch.lower() in ("aarch64", "arm64"):
+        return "--arm64"
+    return next((option for cpu_flag, option in X86_FLAGS if flags.get(cpu_flag)), "--avx2")
+
+
+def optimum_commands(cli: str, checkpoint: Path, task: str, fp32: Path, int8: Path, flag: str) -> list[list[str]]:
+    """Export without `--optimize` (export --optimize O2 then quantize failed with ORT 1.32, see DESIGN.md),
+    then dynamic INT8 with the CPU's config."""
+    return [[cli, "export", "onnx", "--model", str(checkpoint), "--task", task, str(fp32)],
+            [cli, "onnxruntime", "quantize", "--onnx_model", str(fp32), flag, "-o", str(int8)]]
+
+
+def run_command(command: list[str], step: str) -> float:
+    """Run one CLI command offline; seconds taken. A failure is a PeerError naming the step and the last line
+    of its error output (the full output would drown it)."""
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    except OSError as e:
+        raise PeerError(f"{step} could not start: {e}") from None
+    if proc.returncode != 0:
+        lines = [x.strip() for x in (proc.stderr.strip() or proc.stdout).splitlines() if x.strip()]
+        raise PeerError(f"{step} failed (exit {proc.returncode})"
+                        + (f": {lines[-1][:300]}" if lines else ""))
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------ the peer step
+
+def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progress) -> PeerBuild:
+    """Export and quantize the manifest's checkpoint with Optimum into DIR/peer, then validate both models
+    with our validator. Never raises for a missing extra or a failed step: the result's note says why."""
+    if not peer_installed():
+        return PeerBuild.skipped(NOT_INSTALLED)
+    from distilforge.pipeline import checkpoint_drift, source_for
+
+    try:
+        source = source_for(manifest)
+    except DistilforgeError as e:
+        return PeerBuild.skipped(f"peer rows skipped: {e}")
+    drift = checkpoint_drift(manifest["checkpoint"], source)
+    if drift:
+        return PeerBuild.skipped(f"peer rows skipped: Optimum must run on the checkpoint our artifacts came from, "
+                                 f"and {drift[0].removeprefix('checkpoint: ')}")
+    machine = machine_info(threads)
+    peer = PeerBuild(flag=optimum_flag(machine["flags"], machine["arch"]), checkpoint=str(source.ckpt.info.path),
+                     task=source.ckpt.head.task)
+    try:
+        with exclusive(out):
+            peer.models = export_peer(out, source.ckpt.info.path, peer.task, peer.flag, say)
+    except PeerError as e:
+        return PeerBuild(note=f"peer rows skipped: {e}", flag=peer.flag, checkpoint=peer.checkpoint, task=peer.task)
+    validate_peer(out, peer.models, source, peer_options(manifest, threads), say)
+    return peer
+
+
+def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress) -> list[PeerModel]:
+    """Both CLI commands into a staging folder, renamed to DIR/peer when both succeeded."""
+    cli = optimum_cli()
+    if cli is None:
+        raise PeerError("optimum-cli not found")
+    staging = staging_dir(out, PEER_DIR).absolute()  # the recorded commands name absolute paths
+    try:
+        fp32, int8 = staging / "optimum-fp32", staging / "optimum-int8"
+        commands = optimum_commands(cli, checkpoint, task, fp32, int8, flag)
+        seconds = []
+        for command, step in zip(commands, STEPS, strict=True):
+            say(f"peer: {step}" + (f" {flag}" if step == STEPS[1] else ""))
+            seconds.append(run_command(command, step))
+        models = [describe_model(staging, fp32, PEER_FP32, commands[0], seconds[0]),
+                  describe_model(staging, int8, PEER_INT8, commands[1], seconds[1])]
+        move_into_place(staging, out / PEER_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return models
+
+
+def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
+    """The model Optimum wrote in `folder` (inside `root`, which is or becomes DIR/peer): its ONNX file
+    (+ external data) and its graph's inputs/outputs."""
+    models = sorted(folder.glob("*.onnx"))
+    if len(models) != 1:
+        raise PeerError(f"{target}: expected one .onnx file in {folder.name}, found {len(models)}")
+    data = [p for p in sorted(folder.iterdir()) if p.name.endswith(("onnx_data", ".onnx.data"))]
+    inputs, outputs = graph_specs(models[0])
+    files = [FileRecord.of(root, p) for p in (models[0], *data)]
+    files = [FileRecord(f"{PEER_DIR}/{f.path}", f.bytes, f.sha256) for f in files]  # relative to DIR
+    artifact = ExportedArtifact(target=target, files=files, inputs=inputs, outputs=outputs,
+                                details={"tool": "optimum-cli", "command": shlex.join(command)})
+    return PeerModel(target=target, command=shlex.join(command), seconds=seconds, artifact=artifact)
+
+
+def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Names, dtypes and shapes (named dims for dynamic axes) of an ONNX graph's inputs and outputs."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(value: Any) -> TensorSpec:
+        t = value.type.tensor_type
+        dims = tuple(d.dim_param or d.dim_value for d in t.shape.dim)
+        return TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, dims)
+
+    return [spec(v) for v in graph.input], [spec(v) for v in graph.output]
+
+
+# ------------------------------------------------------------------------------------ our validator
+
+def validate_peer(out: Path, models: list[PeerModel], source: Source, options: BuildOptions,
+                  say: Progress) -> None:
+    """Each model through `pipeline.validate_entry`: our ONNX runner, the Reference, the cases and the pass rule
+    of its precision, exactly as an `onnx:` target of ours is validated."""
+    from distilforge.pipeline import Reference, eager_runner, validate_entry
+
+    reference = Reference(eager_runner(source.ckpt, options.threads))
+    for m in models:
+        say(f"{m.target}: validating (peer)")
+        try:
+            m.entry = validate_entry(peer_target(m.target), m.artifact, source, out, options, reference)
+        except DistilforgeError:
+            raise
+        except Exception as e:  # ORT could not load or run Optimum's model: that row fails, bench goes on
+            m.error = f"{m.target}: running it failed: {type(e).__name__}: {first_line(e)}"
+
+
+def peer_target(name: str) -> Target:
+    """A registry-shaped Target for a peer model, so validation and timing use our ONNX runner. It is not in
+    the registry: `distilforge build` cannot build it."""
+    from distilforge.targets import Target
+    from distilforge.validate.runners import onnx as onnx_runner
+
+    return Target(name, _built_by_optimum, onnx_runner.open_runner, "peer", PEER_MODULES, PEER_RUNTIME)
+
+
+def _built_by_optimum(*_args: Any) -> ExportedArtifact:
+    raise ExportError("peer models are built by optimum-cli (distilforge.bench.peer.export_peer)")
+
+
+def peer_options(manifest: dict[str, Any], threads: int) -> BuildOptions:
+    """The validation settings the manifest's artifacts were judged with: its tolerances and seed."""
+    settings = manifest.get("settings") or {}
+    options = BuildOptions(threads=threads, seed=int(settings.get("seed", 0)))
+    recorded = settings.get("tolerances") or {}
+    tolerances = {**options.tolerances, **{k: Tolerance(**v) for k, v in recorded.items()}}
+    return BuildOptions(threads=threads, seed=options.seed, tolerances=tolerances)
+
+
+# ------------------------------------------------------------------------------------ ours vs the peer
+
+# (precision class of ours, the peer row it is compared with): our fastest ONNX artifact of that class
+OURS_VS_PEER = (("int8", PEER_INT8), ("fp32", PEER_FP32))
+
+
+def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our fastest timed `onnx:` artifact of each precision class against the peer's model of that class:
+    p50 ÷ p50, both from the same rounds (bench only times artifacts that passed validation)."""
+    out = []
+    for klass, peer_name in OURS_VS_PEER:
+        peer = next((r for r in results if r["target"] == peer_name and _p50(r)), None)
+        ours = [r for r in results if r.get("kind") == "artifact" and r["target"].startswith("onnx:")
+                and r.get("precision_class") == klass and _p50(r)]
+        if peer is None or not ours:
+            continue
+        best = min(ours, key=_p50)
+        out.append({"ours": best["target"], "peer": peer_name, "ours_p50_ms": _p50(best), "peer_p50_ms": _p50(peer),
+                    "ratio": _p50(best) / _p50(peer),
+                    "peer_passed": bool((peer.get("validation") or {}).get("passed"))})
+    return out
+
+
+def _p50(row: dict[str, Any]) -> float | None:
+    return (row.get("latency_ms") or {}).get("p50")

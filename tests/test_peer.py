@@ -1,0 +1,176 @@
+"""The Optimum peer in `distilforge bench`: built from the same checkpoint, judged by our validator, timed in the
+same rounds, shown (never recommended) by `report`; a missing extra or a failed step is a one-line note."""
+
+import copy
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from distilforge.artifacts.hashing import sha256_file
+from distilforge.artifacts.records import Tolerance
+from distilforge.bench import BENCH_FILE, BenchSettings, bench_dir
+from distilforge.bench import peer as peer_mod
+from distilforge.cli import main
+from distilforge.pipeline import build, source_for
+from distilforge.report.writer import write_report
+
+OURS = ["onnx:fp32", "onnx:int8-dynamic"]
+needs_peer = pytest.mark.skipif(not peer_mod.peer_installed(), reason="the `peer` extra is not installed")
+
+
+def test_the_quantize_option_matches_the_cpu():
+    flag = peer_mod.optimum_flag
+    assert flag({"avx2": True, "avx512f": True, "avx512_vnni": True}, "x86_64") == "--avx512_vnni"
+    assert flag({"avx2": True, "avx512f": True, "avx512_vnni": False}, "x86_64") == "--avx512"
+    assert flag({"avx2": True}, "x86_64") == "--avx2"
+    assert flag({}, "aarch64") == "--arm64"
+
+
+@pytest.fixture(scope="module")
+def built(tiny_checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("peer") / "out"
+    result = build(tiny_checkpoints["seq-single"], out, targets=OURS)
+    assert result.passed, result.failures
+    return out
+
+
+@pytest.fixture(scope="module")
+def benched(built):
+    """One quick bench with the peer; its bench.json as it was written."""
+    result = bench_dir(built, settings=BenchSettings.quick())
+    assert not result.errors
+    return result.report
+
+
+@needs_peer
+def test_peer_rows_are_validated_by_us_and_timed_in_the_same_rounds(built, benched):
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert [a["target"] for a in manifest["artifacts"]] == OURS  # not listed as our artifacts
+    rows = {r["target"]: r for r in benched["results"]}
+    assert set(rows) == {*OURS, "eager", peer_mod.PEER_FP32, peer_mod.PEER_INT8}
+    peer = benched["peer"]
+    assert peer["note"] is None and peer["checkpoint"] == manifest["checkpoint"]["path"]
+    machine = benched["machine"]
+    assert peer["flag"] == peer_mod.optimum_flag(machine["flags"], machine["arch"])
+    assert "export onnx --model" in peer["commands"][0] and "--task text-classification" in peer["commands"][0]
+    assert f"{built.absolute()}/.staging-peer-" in peer["commands"][0]  # exact and absolute: as they ran
+    assert "onnxruntime quantize --onnx_model" in peer["commands"][1] and peer["flag"] in peer["commands"][1]
+    floor, eager_p50 = benched["floor"], rows["eager"]["latency_ms"]["p50"]
+    tolerances = manifest["settings"]["tolerances"]
+    for name, klass in ((peer_mod.PEER_FP32, "fp32"), (peer_mod.PEER_INT8, "int8")):
+        r = rows[name]
+        assert r["kind"] == "peer" and r["precision_class"] == klass and r["error"] is None
+        p50 = r["latency_ms"]["p50"]
+        assert p50 > 0 and r["ratio_eager"] == pytest.approx(p50 / eager_p50)
+        assert r["ratio_floor"] == pytest.approx(p50 / floor[f"{klass}_ms"])
+        assert r["load_ms"] > 0 and r["peak_rss_mb"] > 0 and r["throughput"]["16"] > 0
+        v = r["validation"]
+        assert v["passed"] and v["precision_class"] == klass and v["tolerance"] == tolerances[klass]
+        assert v["worst"]["agreement"] == 1.0 and v["worst"]["min_cosine"] > 0.99
+        model = next(m for m in peer["models"] if m["target"] == name)
+        for f in model["files"]:  # the files that were timed are the ones recorded, under DIR/peer
+            assert f["path"].startswith("peer/") and sha256_file(built / f["path"]) == f["sha256"]
+        assert r["bytes"] == sum(f["bytes"] for f in model["files"])
+    assert rows[peer_mod.PEER_FP32]["validation"]["worst"]["max_abs"] <= 1e-4
+    int8 = next(c for c in peer["comparisons"] if c["peer"] == peer_mod.PEER_INT8)
+    assert int8["ours"] == "onnx:int8-dynamic" and int8["peer_passed"]
+    assert int8["ratio"] == pytest.approx(rows["onnx:int8-dynamic"]["latency_ms"]["p50"]
+                                          / rows[peer_mod.PEER_INT8]["latency_ms"]["p50"])
+    assert not list(built.glob(".staging-*"))
+
+
+@needs_peer
+def test_the_report_shows_peer_rows_but_never_ships_one(built, benched, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    bench = copy.deepcopy(benched)
+    fastest = min(r["latency_ms"]["p50"] for r in bench["results"] if r["kind"] == "artifact")
+    for r in bench["results"]:  # make the peers the fastest: they must still not be recommended
+        if r["kind"] == "peer":
+            r["latency_ms"] = {k: fastest / 10 for k in r["latency_ms"]}
+    (out / BENCH_FILE).write_text(json.dumps(bench))
+    result = write_report(out)
+    report = result.report
+    assert {r["target"] for r in report["peers"]} == {peer_mod.PEER_FP32, peer_mod.PEER_INT8}
+    assert all(r["kind"] == "peer" and r["passed"] and not r["pareto"] for r in report["peers"])
+    assert result.recommendation.target in OURS
+    assert not any(r.target.startswith("optimum") for r in result.recommendation.rejected)
+    assert report["peer"]["comparisons"] == bench["peer"]["comparisons"]
+    markdown = (out / "report.md").read_text()
+    assert "| optimum:int8 (peer) |" in markdown and "Ours vs the peer: onnx:int8-dynamic / optimum:int8 = " in markdown
+    html = (out / "report.html").read_text()
+    for plot_mark in ('class="point peer" data-target="optimum:int8 (peer)"', 'data-target="optimum:fp32 (peer)"'):
+        assert plot_mark in html
+
+
+@needs_peer
+def test_the_peer_is_held_to_our_pass_rules(built, benched):
+    """validate_peer applies the manifest's rules through our validator: a rule the INT8 peer cannot meet fails it,
+    with a line naming it, the output, the case and the figure."""
+    manifest = json.loads((built / "manifest.json").read_text())
+    model = peer_mod.describe_model(built / "peer", built / "peer" / "optimum-int8", peer_mod.PEER_INT8, ["x"], 0.0)
+    options = peer_mod.peer_options(manifest, threads=2)
+    strict = replace(options, tolerances={**options.tolerances, "int8": Tolerance(min_cosine=0.99999999)})
+    peer_mod.validate_peer(built, [model], source_for(manifest), strict, say=lambda _m: None)
+    assert not model.passed
+    assert any(f.startswith("optimum:int8: logits on") and "cosine" in f for f in model.entry.validation.failures)
+
+
+def test_without_the_extra_bench_runs_and_says_so(built, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns("peer"))
+    monkeypatch.setattr(peer_mod, "peer_installed", lambda: False)
+    code = main(["bench", str(out), "--quick", "--targets", "onnx:fp32"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"note: {peer_mod.NOT_INSTALLED}" in " ".join(printed.split())
+    assert "pip install 'distilforge[peer]'" in peer_mod.NOT_INSTALLED
+    report = json.loads((out / BENCH_FILE).read_text())
+    assert report["peer"]["note"] == peer_mod.NOT_INSTALLED and peer_mod.NOT_INSTALLED in report["notes"]
+    assert {r["target"] for r in report["results"]} == {"onnx:fp32", "eager"}
+    assert not (out / "peer").exists()
+    write_report(out)
+    assert "Peer rows skipped: the `peer` extra is not installed" in (out / "report.md").read_text()
+
+
+@needs_peer
+def test_a_failed_peer_step_is_a_note_and_leaves_no_half_built_peer(built, benched, monkeypatch):
+    before = sorted(p.name for p in (built / "peer").rglob("*"))
+    fail = [sys.executable, "-c", "import sys; print('noise'); sys.exit('Unable to find data type for weight')"]
+    monkeypatch.setattr(peer_mod, "optimum_commands", lambda *_a: [fail, fail])
+    manifest = json.loads((built / "manifest.json").read_text())
+    result = peer_mod.build_peer(built, manifest, threads=2, say=lambda _m: None)
+    assert not result.models
+    assert result.note.startswith("peer rows skipped: optimum-cli export onnx failed (exit 1): ")
+    assert result.note.endswith("Unable to find data type for weight") and "\n" not in result.note
+    assert sorted(p.name for p in (built / "peer").rglob("*")) == before
+    assert not list(built.glob(".staging-*"))
+
+
+def test_a_changed_checkpoint_is_not_given_to_optimum(tmp_path):
+    from tiny import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path, "seq-single")
+    out = tmp_path / "out"
+    assert build(ckpt, out, targets=["onnx:fp32"]).passed
+    manifest = json.loads((out / "manifest.json").read_text())
+    (Path(ckpt) / "config.json").write_text((Path(ckpt) / "config.json").read_text().replace("\n", "\n "))
+    result = peer_mod.build_peer(out, manifest, threads=2, say=lambda _m: None)
+    if not peer_mod.peer_installed():
+        assert result.note == peer_mod.NOT_INSTALLED
+        return
+    assert not result.models and "config.json changed" in result.note and not (out / "peer").exists()
+
+
+def test_a_peer_that_cannot_run_does_not_fail_bench(tmp_path):
+    from distilforge.bench import BenchResult
+
+    rows = [{"target": "onnx:fp32", "kind": "artifact", "error": None},
+            {"target": peer_mod.PEER_INT8, "kind": "peer", "error": "optimum:int8: running it failed: Fail: x"}]
+    assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == []
+    rows[0]["error"] = "the worker failed to load it"
+    assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == ["onnx:fp32: the worker failed to load it"]
