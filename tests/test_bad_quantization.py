@@ -14,8 +14,10 @@ pytestmark = [pytest.mark.slow,
 def _every_op_int8(ckpt, folder, options):
     from distilforge.quantize.tflite import _quantized
 
-    def recipe(q, m):
-        q.load_quantization_recipe(m.recipe.static_wi8_ai8())  # every supported op, nothing kept float
+    def recipe(q, fp32):
+        from ai_edge_quantizer import recipe as recipes
+
+        q.load_quantization_recipe(recipes.static_wi8_ai8())  # every supported op, nothing kept float
 
     return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, {}, calibration=options.calibration)
 

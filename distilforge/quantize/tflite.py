@@ -43,9 +43,12 @@ STATIC_FLOAT = ("attention (BATCH_MATMUL, SOFTMAX, mask SELECT_V2/ADD)", "LayerN
 
 
 def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    def recipe(q: Any, m: Any) -> None:
-        q.add_weight_only_config(regex=".*", operation_name=m.qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=m.quantizer.AlgorithmName.FLOAT_CASTING)
+    def recipe(q: Any, fp32: bytes) -> None:
+        from ai_edge_quantizer.qtyping import TFLOperationName
+        from ai_edge_quantizer.quantizer import AlgorithmName
+
+        q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
 
     return _quantized(ckpt, folder, options, "tflite:fp16", recipe,
                       {"weights": "fp16 (fully connected and embedding weights; compute in fp32)",
@@ -53,8 +56,10 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
 
 
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    def recipe(q: Any, m: Any) -> None:
-        q.load_quantization_recipe(m.recipe.dynamic_wi8_afp32())
+    def recipe(q: Any, fp32: bytes) -> None:
+        from ai_edge_quantizer import recipe as recipes
+
+        q.load_quantization_recipe(recipes.dynamic_wi8_afp32())
 
     return _quantized(ckpt, folder, options, "tflite:int8-dynamic", recipe,
                       {"weights": "int8 per channel", "activations": "float, quantized at run time",
@@ -64,10 +69,11 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
 def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
     details: dict[str, Any] = {}
 
-    def recipe(q: Any, m: Any) -> None:
-        ops = m.qtyping.TFLOperationName
+    def recipe(q: Any, fp32: bytes) -> None:
+        from ai_edge_quantizer.qtyping import TFLOperationName as ops
+
         q.add_static_config(regex=".*", operation_name=ops.FULLY_CONNECTED, activation_num_bits=8, weight_num_bits=8)
-        total, dynamic = _dynamic_fc_scopes(m.fp32)
+        total, dynamic = _dynamic_fc_scopes(fp32)
         for scope in dynamic:
             q.add_dynamic_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED, num_bits=8)
         q.add_weight_only_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
@@ -118,19 +124,15 @@ def _static_details(total: int, dynamic: int) -> dict[str, Any]:
 
 def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, target: str, recipe: Any,
                details: dict[str, Any], calibration: CalibrationSet | None = None) -> ExportedArtifact:
-    """Convert to fp32, apply `recipe(quantizer, modules)`, calibrate when the recipe needs it, write.
-
-    `modules` holds ai-edge-quantizer's qtyping, quantizer and recipe modules, and `fp32`, the float model."""
+    """Convert to fp32, apply `recipe(quantizer, fp32 flatbuffer)`, calibrate when the recipe needs it, write."""
     import ai_edge_quantizer
-    from ai_edge_quantizer import qtyping, quantizer
-    from ai_edge_quantizer import recipe as recipes
+    from ai_edge_quantizer import quantizer
 
     shapes = declared_shapes(ckpt.info, options)
     with quiet() as captured:
         fp32 = convert_fp32(ckpt, shapes, target)
-        modules = type("Modules", (), {"qtyping": qtyping, "quantizer": quantizer, "recipe": recipes, "fp32": fp32})
         q = quantizer.Quantizer(bytearray(fp32))
-        recipe(q, modules)
+        recipe(q, fp32)
         try:
             statistics = None
             if q.need_calibration:
