@@ -74,7 +74,7 @@ _LITERT = "LiteRT Interpreter (XNNPACK)"
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
-    Target("onnx:fp16", onnx_export.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:fp16", onnx_quantize.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:int8-static", onnx_quantize.export_int8_static, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
            calibrated=True),

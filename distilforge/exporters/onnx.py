@@ -1,7 +1,7 @@
 """ONNX export through torch.onnx (the dynamo exporter in torch 2.13), dynamic batch and sequence axes.
 
 `onnx:fp32` is the exporter's graph as is. `onnx:fp32-optimized` rewrites it for ORT's CPU provider
-(onnx_graph.py); `onnx:fp16` stores it in half precision. Both keep the dynamic axes.
+(onnx_graph.py), keeping the dynamic axes. Lower precisions of these graphs are in quantize/onnx.py.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ SESSION_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 # A rewrite must not move any output by more than this, relative to the output's largest magnitude.
 # Sound rewrites measured <= 7e-7; dropping the attention mask moved a tiny random model by 1e-3.
 REWRITE_TOLERANCE = 2e-5
-# fp16: LayerNormalization stays fp32. Rounding its weights alone moves the default model's logits by
-# 0.0125 (over the fp16 rule); on this CPU provider it is also the only op with an fp16 kernel.
-FP16_KEEP_FP32 = ("LayerNormalization",)
 
 Rewrite = Callable[[Any], tuple[Any, dict[str, int]]]
 
@@ -66,7 +63,7 @@ def optimized_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) 
 
     Shared by `onnx:fp32-optimized` and the INT8 targets (quantize/onnx.py), which quantize this graph.
     The caller captures library noise."""
-    model = _exported_model(ckpt, options, target)
+    model = exported_model(ckpt, options, target)
     heads, hidden = int(ckpt.info.config["n_heads"]), int(ckpt.info.config["dim"])
     steps: list[tuple[str, Rewrite]] = [
         ("onnxscript attention fusion", onnx_graph.fuse_attention),
@@ -80,27 +77,7 @@ def optimized_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) 
     return model, {"steps": applied, "fused_operators": fused,
                    "fusion_options": {"skip_layer_norm": False, "bias_skip_layer_norm": False, "bias_gelu": False},
                    "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS),
-                   "rewrite_tolerance": REWRITE_TOLERANCE, "tools": _tool_versions()}
-
-
-def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    """fp16 weights and compute (LayerNormalization kept fp32), fp32 inputs and outputs, as `model.onnx`.
-
-    Where ORT's CPU provider has no fp16 kernel (on x86: nearly every op), it inserts casts at load and
-    computes in fp32: the file halves, the speed does not improve."""
-    target = "onnx:fp16"
-    with quiet() as captured:
-        model = _to_fp16(_exported_model(ckpt, options, target), target)
-        external = save_model(model, folder / MODEL_FILE, target)
-    return ExportedArtifact(
-        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
-        details={"exporter": "torch.onnx.export (dynamo)", "opset": onnx_graph.opset(model),
-                 "external_data": external, "converter": "onnxruntime.transformers.float16",
-                 "weights": "fp16 (LayerNormalization fp32)", "keep_io_types": True,
-                 "op_block_list_extra": list(FP16_KEEP_FP32),
-                 "session_disabled_optimizers": list(SESSION_DISABLED_OPTIMIZERS), "tools": _tool_versions()},
-        warnings=captured.warnings,
-    )
+                   "rewrite_tolerance": REWRITE_TOLERANCE, "tools": tool_versions()}
 
 
 def _torch_export(ckpt: LoadedCheckpoint, path: Path, options: BuildOptions, target: str) -> None:
@@ -118,7 +95,7 @@ def _torch_export(ckpt: LoadedCheckpoint, path: Path, options: BuildOptions, tar
         raise ExportError(f"{target}: torch.onnx.export failed: {type(e).__name__}: {first_line(e)}") from e
 
 
-def _exported_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> Any:
+def exported_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> Any:
     """The onnx:fp32 graph, in memory with its weights (the fp16 converter fails on external data)."""
     import onnx
 
@@ -190,16 +167,6 @@ def _fused_counts(model: Any, heads: int, hidden: int, target: str) -> dict[str,
         raise ExportError(f"{target}: counting fused operators failed: {type(e).__name__}: {first_line(e)}") from e
 
 
-def _to_fp16(model: Any, target: str) -> Any:
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    try:
-        return convert_float_to_float16(model, keep_io_types=True,
-                                        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32])
-    except Exception as e:
-        raise ExportError(f"{target}: fp16 conversion failed: {type(e).__name__}: {first_line(e)}") from e
-
-
 def save_model(model: Any, path: Path, target: str) -> bool:
     """One file (protobuf's 2 GB limit is far off for DistilBERT), external data past the limit.
     Returns whether external data was used."""
@@ -214,7 +181,7 @@ def save_model(model: Any, path: Path, target: str) -> bool:
     return external
 
 
-def _tool_versions() -> dict[str, str]:
+def tool_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {name: version(name) for name in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir")}

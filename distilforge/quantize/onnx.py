@@ -1,4 +1,5 @@
-"""INT8 ONNX with ONNX Runtime's own quantizer, applied to the fp32-optimized graph (exporters/onnx.py).
+"""Lower-precision ONNX: INT8 with ONNX Runtime's own quantizer, applied to the fp32-optimized graph
+(exporters/onnx.py), and fp16 with onnxruntime.transformers' float16 converter, applied to the exported graph.
 
 - int8-dynamic: `quantize_dynamic` (QOperator): int8 weights per channel, uint8 activations quantized per
   tensor at run time; ORT runs DynamicQuantizeMatMul and QAttention. Weight type and reduce_range follow
@@ -275,3 +276,41 @@ def _opset(model: Any) -> int:
     from distilforge.exporters import onnx_graph
 
     return onnx_graph.opset(model)
+
+
+# ---------------------------------------------------------------------------------------------- fp16
+
+# LayerNormalization stays fp32. Rounding its weights alone moves the default model's logits by
+# 0.0125 (over the fp16 rule); on this CPU provider it is also the only op with an fp16 kernel.
+FP16_KEEP_FP32 = ("LayerNormalization",)
+
+
+def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    """fp16 weights and compute (LayerNormalization kept fp32), fp32 inputs and outputs, as `model.onnx`.
+
+    Where ORT's CPU provider has no fp16 kernel (on x86: nearly every op), it inserts casts at load and
+    computes in fp32: the file halves, the speed does not improve."""
+    target = "onnx:fp16"
+    with quiet() as captured:
+        model = _to_fp16(onnx_export.exported_model(ckpt, options, target), target)
+        external = onnx_export.save_model(model, folder / onnx_export.MODEL_FILE, target)
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": _opset(model),
+                 "external_data": external, "converter": "onnxruntime.transformers.float16",
+                 "weights": "fp16 (LayerNormalization fp32)", "keep_io_types": True,
+                 "op_block_list_extra": list(FP16_KEEP_FP32),
+                 "session_disabled_optimizers": list(onnx_export.SESSION_DISABLED_OPTIMIZERS),
+                 "tools": onnx_export.tool_versions()},
+        warnings=captured.warnings,
+    )
+
+
+def _to_fp16(model: Any, target: str) -> Any:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True,
+                                        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32])
+    except Exception as e:
+        raise ExportError(f"{target}: fp16 conversion failed: {type(e).__name__}: {first_line(e)}") from e
