@@ -304,7 +304,8 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
-                         runtime=target.runtime, not_reproducible=target.not_reproducible)
+                         runtime=target.runtime, not_reproducible=target.not_reproducible,
+                         reproducible_caveat=target.reproducible_caveat)
 
 
 def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
@@ -323,7 +324,8 @@ def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
 def _failed_entry(target: Target, message: str) -> ArtifactEntry:
     empty = ExportedArtifact(target=target.name, files=[], inputs=[], outputs=[])
     return ArtifactEntry(artifact=empty, validation=None, format=target.format, precision=target.precision,
-                         runtime=target.runtime, error=message, not_reproducible=target.not_reproducible)
+                         runtime=target.runtime, error=message, not_reproducible=target.not_reproducible,
+                         reproducible_caveat=target.reproducible_caveat)
 
 
 

@@ -46,6 +46,8 @@ class Target:
     calibrated: bool = False  # needs calibration text (static INT8)
     # why two builds from the same inputs cannot give the same bytes; "" = they do (tests/test_determinism.py)
     not_reproducible: str = ""
+    # a condition on "the same bytes" that a build system should know about ("" = none)
+    reproducible_caveat: str = ""
 
     @property
     def format(self) -> str:
@@ -70,18 +72,24 @@ _OPENVINO = ("openvino",)
 _OV = "OpenVINO (CPU plugin, f32 hint)"
 _TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
 _LITERT = "LiteRT Interpreter (XNNPACK)"
+_ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
+               "Python code (torch, transformers in the venv) into node metadata")
+_TS_PATHS = ("same bytes only from the same install path: torch.jit.save keeps debug info with the file paths "
+             "of the traced Python code")
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
+           reproducible_caveat=_ONNX_PATHS),
     Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
-    Target("onnx:fp16", onnx_quantize.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:fp16", onnx_quantize.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
+           reproducible_caveat=_ONNX_PATHS),
     Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:int8-static", onnx_quantize.export_int8_static, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
            calibrated=True),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
-           "torch.jit.load (libtorch)"),
+           "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS),
     Target("torchscript:int8-dynamic", torchscript_quantize.export_int8_dynamic, torchscript_runner.open_runner,
-           "core", ("torch",), "torch.jit.load (libtorch)"),
+           "core", ("torch",), "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:int8-weights", openvino_quantize.export_int8_weights, openvino_runner.open_runner, "openvino",

@@ -21,6 +21,7 @@ def tokenizer(tiny_checkpoints):
 def test_shipped_default_is_varied_real_text(tokenizer):
     calib = load_calibration(None, tokenizer, SEQ, samples=64)
     assert len(calib.samples) == 64 and len(calib.sha256) == 64
+    assert calib.source == "distilforge/data/calibration.txt (shipped)"  # not an install path: same manifest anywhere
     lengths = {s["input_ids"].shape[-1] for s in calib.samples}
     assert len(lengths) > 10  # varied, not one repeated shape
     padded = calib.padded(32)

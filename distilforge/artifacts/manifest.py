@@ -34,6 +34,7 @@ class ArtifactEntry:
     error: str | None = None  # set when the target failed before it could be validated
     cache: dict[str, str] | None = None  # content keys of what it was built and validated from
     not_reproducible: str = ""  # why the same inputs would not give the same bytes ("" = they do)
+    reproducible_caveat: str = ""  # a condition on that, e.g. the same install path
     reused: str = ""  # this run only, not in the manifest: "" (built), "export" (re-validated) or "all"
 
     @property
@@ -47,7 +48,8 @@ class ArtifactEntry:
             "runtime": self.runtime, "bytes": self.artifact.total_bytes, **d,
             "validation": self.validation.to_dict() if self.validation else None,
             "error": self.error,
-            "reproducible": {"bytes": not self.not_reproducible, "why_not": self.not_reproducible or None},
+            "reproducible": {"bytes": not self.not_reproducible, "why_not": self.not_reproducible or None,
+                             "caveat": self.reproducible_caveat or None},
             "cache": self.cache,
         }
 
@@ -56,6 +58,7 @@ class ArtifactEntry:
         return cls(artifact=ExportedArtifact.from_dict(d), format=d["format"], precision=d["precision"],
                    runtime=d["runtime"], error=d.get("error"), cache=d.get("cache"),
                    not_reproducible=(d.get("reproducible") or {}).get("why_not") or "",
+                   reproducible_caveat=(d.get("reproducible") or {}).get("caveat") or "",
                    validation=ValidationResult.from_dict(d["validation"]) if d.get("validation") else None)
 
 

@@ -70,6 +70,7 @@ def load_calibration(path: str | Path | None, tokenizer: Any, head: HeadSpec, *,
     """Read, check and tokenize `samples` calibration examples (the shipped set when path is None)."""
     from distilforge.default_model import data_path
 
+    shipped = path is None
     path = Path(path) if path is not None else data_path("calibration.txt")
     if tokenizer is None:
         raise DataFileError(f"{path}: calibration text needs the checkpoint's tokenizer, and it has none")
@@ -79,7 +80,9 @@ def load_calibration(path: str | Path | None, tokenizer: Any, head: HeadSpec, *,
                             "(give more text or ask for fewer with --calibration-samples)")
     texts = texts[:samples]
     encoded = tuple(_encode(tokenizer, head, t, max_length) for t in texts)
-    return CalibrationSet(samples=encoded, source=str(path), sha256=sha256_text("\n".join("\t".join(t) for t in texts)))
+    # the shipped file is named by its place in the package: the manifest must not depend on the install path
+    source = "distilforge/data/calibration.txt (shipped)" if shipped else str(path)
+    return CalibrationSet(samples=encoded, source=source, sha256=sha256_text("\n".join("\t".join(t) for t in texts)))
 
 
 def _encode(tokenizer: Any, head: HeadSpec, texts: tuple[str, ...], max_length: int) -> dict[str, np.ndarray]:
