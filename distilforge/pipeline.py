@@ -52,7 +52,7 @@ from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
 from distilforge.validate.recorded import figure_mismatches
-from distilforge.validate.runners.isolated import IsolatedRunner, RuntimeCrash
+from distilforge.validate.runners.isolated import IsolatedRunner, RunnerError, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head
 from distilforge.validate.tolerances import precision_class
 
@@ -278,7 +278,7 @@ def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source
     except DistilforgeError:
         raise
     except Exception as e:  # the runtime could not load or run the artifact (or crashed): only that target fails
-        detail = first_line(e) if isinstance(e, RuntimeCrash) else f"{type(e).__name__}: {first_line(e)}"
+        detail = first_line(e) if isinstance(e, (RuntimeCrash, RunnerError)) else f"{type(e).__name__}: {first_line(e)}"
         entry = _failed_entry(target, f"{target.name}: running it failed: {detail}")
         entry.artifact = artifact
         return entry

@@ -28,6 +28,7 @@ from distilforge.bench.floor import PRECISIONS, Floor, GemmShape, make_floor, mo
 from distilforge.bench.peer import SKIPPED_BY_FLAG, PeerBuild, PeerModel, build_peer, comparisons, peer_target
 from distilforge.bench.timing import Timed, WorkerError, WorkerHandle, quiet_rounds, time_rounds
 from distilforge.errors import DistilforgeError, UsageError, first_line
+from distilforge.validate.runners import runner_ref
 from distilforge.validate.tolerances import precision_class
 
 BENCH_FILE = "bench.json"
@@ -197,8 +198,8 @@ def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, set
     from distilforge.targets import get_target
 
     target = get_target(record["target"])
-    runner = f"{target.open_runner.__module__}:{target.open_runner.__name__}"
-    spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=record, runner=runner)
+    spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=record,
+                        runner=runner_ref(target.open_runner))
     fixed = [tuple(s) for s in record["fixed_shapes"]] if record.get("fixed_shapes") else None
     seq = model.seq if not fixed or max(s[-1] for s in fixed) >= model.seq else max(s[-1] for s in fixed)
     c = Candidate(record["target"], "artifact", precision_class(target.precision), int(record["bytes"]), spec, seq)
@@ -225,9 +226,8 @@ def _peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, setting
     """One of Optimum's models, timed through our ONNX runner like an `onnx:` artifact of ours. It is timed
     even when it failed our validation (the comparison is the point); its row says so."""
     target = peer_target(m.target)
-    runner = f"{target.open_runner.__module__}:{target.open_runner.__name__}"
     spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=m.artifact.to_dict(),
-                        runner=runner)
+                        runner=runner_ref(target.open_runner))
     c = Candidate(m.target, "peer", precision_class(target.precision), m.artifact.total_bytes, spec, seq=model.seq)
     c.row_extra = {"validation": m.validation_summary(), "command": m.command}
     c.notes.append("peer: Optimum's model, validated and timed by distilforge's ONNX runner")

@@ -14,7 +14,6 @@ file descriptor 1 is pointed at stderr (a log the coordinator keeps).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -37,11 +36,9 @@ def open_candidate(spec: dict[str, Any]) -> Any:
     a floor graph."""
     threads = int(spec["threads"])
     if spec["kind"] == "artifact":
-        from distilforge.artifacts.records import ExportedArtifact
+        from distilforge.validate.runners import open_by_ref
 
-        module, _, name = spec["runner"].partition(":")
-        open_runner = getattr(importlib.import_module(module), name)
-        return open_runner(Path(spec["out"]), ExportedArtifact.from_dict(spec["record"]), threads)
+        return open_by_ref(spec["runner"], spec["out"], spec["record"], threads)
     if spec["kind"] == "eager":
         from distilforge.checkpoint import load_checkpoint
         from distilforge.validate.runners.eager import EagerRunner

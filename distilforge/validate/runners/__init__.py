@@ -7,7 +7,10 @@ all formats are measured the same way. Each format has one module here exposing
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,3 +28,15 @@ class Runner(Protocol):
 def cast_inputs(artifact: ExportedArtifact, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Feed each input in the dtype the artifact declares (e.g. int32 token ids for TFLite)."""
     return {spec.name: np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype) for spec in artifact.inputs}
+
+
+def runner_ref(open_runner: Callable[..., Any]) -> str:
+    """'module:function' naming a target's `open_runner`, for a child process (validation, bench) to import."""
+    return f"{open_runner.__module__}:{open_runner.__qualname__}"
+
+
+def open_by_ref(ref: str, out_dir: str | Path, record: dict[str, Any], threads: int) -> Runner:
+    """Open the artifact `record` (a manifest entry) with the `open_runner` that `ref` names."""
+    module, _, name = ref.partition(":")
+    open_runner = getattr(importlib.import_module(module), name)
+    return open_runner(Path(out_dir), ExportedArtifact.from_dict(record), threads)

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from distilforge.artifacts.records import ExportedArtifact
+from distilforge.validate.runners import open_by_ref, runner_ref
 
 _HEADER = struct.Struct("<cQ")  # kind (b"A" arrays, b"E" error, b"R" ready), payload length
 
@@ -30,9 +31,13 @@ class RuntimeCrash(RuntimeError):
     """The runtime's process died while loading or running the artifact."""
 
 
+class RunnerError(RuntimeError):
+    """The runtime raised in the child; the message is already `Type: first line`."""
+
+
 class IsolatedRunner:
     def __init__(self, open_runner: Any, out_dir: Path, artifact: ExportedArtifact, threads: int) -> None:
-        spec = {"runner": f"{open_runner.__module__}:{open_runner.__qualname__}", "out": str(out_dir),
+        spec = {"runner": runner_ref(open_runner), "out": str(out_dir),
                 "record": artifact.to_dict(), "threads": threads}
         self.output_names = tuple(o.name for o in artifact.outputs)
         self._log = tempfile.TemporaryFile()
@@ -76,7 +81,7 @@ class IsolatedRunner:
         if kind is None:
             raise self._crash()
         if kind == b"E":
-            raise RuntimeError(payload.decode("utf-8", "replace"))
+            raise RunnerError(payload.decode("utf-8", "replace"))
         return payload
 
     def _crash(self) -> RuntimeCrash:
@@ -105,18 +110,14 @@ def _arrays(payload: bytes) -> dict[str, np.ndarray]:
 
 
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    import importlib
-
     def reply(kind: bytes, payload: bytes) -> None:
         replies.write(_HEADER.pack(kind, len(payload)) + payload)
         replies.flush()
 
     kind, payload = _read_message(requests)
     spec = json.loads(payload)
-    module, _, name = spec["runner"].partition(":")
     try:
-        open_runner = getattr(importlib.import_module(module), name)
-        runner = open_runner(Path(spec["out"]), ExportedArtifact.from_dict(spec["record"]), int(spec["threads"]))
+        runner = open_by_ref(spec["runner"], spec["out"], spec["record"], int(spec["threads"]))
     except Exception as e:
         reply(b"E", _one_line(e))
         return
