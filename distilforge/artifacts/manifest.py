@@ -113,10 +113,6 @@ def read_manifest(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
     manifest = read_versioned_json(path, SCHEMA_VERSION)
-    for key, kind in REQUIRED_KEYS.items():
-        if not isinstance(manifest.get(key), kind):
-            raise OutputDirError(f"{path}: {key!r} is missing or not a JSON {kind.__name__.replace('dict', 'object')}; "
-                                 "was it written by 'distilforge build'?")
     _check_keys(path, manifest)
     return manifest
 
@@ -125,7 +121,12 @@ _ARTIFACT_KEYS = ("target", "files", "inputs", "outputs", "validation", "error")
 
 
 def _check_keys(path: Path, manifest: dict[str, Any]) -> None:
-    """The keys `validate` reads in each artifact, so a damaged entry is one clear line, not a traceback."""
+    """The keys readers need, at the top and in each artifact: a damaged manifest is one clear line, not a
+    traceback."""
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise OutputDirError(f"{path}: {key!r} is missing or not a JSON {kind.__name__.replace('dict', 'object')}; "
+                                 "was it written by 'distilforge build'?")
     missing: list[str] = []
     for i, a in enumerate(manifest["artifacts"]):
         if not isinstance(a, dict):
