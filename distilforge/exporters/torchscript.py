@@ -27,7 +27,6 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
     with quiet() as captured, torch.inference_mode():
         try:
             traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
-            traced = torch.jit.freeze(traced.eval()) if details.get("freeze") else traced
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
         except Exception as e:
