@@ -38,6 +38,10 @@ class CheckpointInfo:
     def vocab_size(self) -> int:
         return int(self.config["vocab_size"])
 
+    @property
+    def num_labels(self) -> int:
+        return _num_labels(self.config)
+
     def summary(self) -> dict[str, Any]:
         c = self.config
         keys = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings",

@@ -73,7 +73,7 @@ def load_topics() -> TopicData:
     return TopicData(labels=labels, train=split("train"), test=split("test"), sha256=sha256_file(path))
 
 
-def sample_texts(limit: int = 64) -> list[str]:
+def sample_texts(limit: int = 128) -> list[str]:
     """Validation's real-text rows: the last lines of the shipped text, so they are not the first
     lines that static INT8 calibrates on by default."""
     lines = data_path("calibration.txt").read_text(encoding="utf-8").splitlines()

@@ -30,7 +30,7 @@ def test_topic_data_is_shipped_and_split():
     assert len(data.labels) == 5
     assert len(data.train) == 375 and len(data.test) == 125
     assert not {r.text for r in data.train} & {r.text for r in data.test}
-    assert len(sample_texts()) == 64
+    assert len(sample_texts()) == 128
 
 
 @pytest.mark.slow

@@ -105,6 +105,11 @@ class OutputMetrics:
     compared: int  # number of values compared (padded positions excluded)
 
 
+def agreement_decisions(metrics: list[OutputMetrics]) -> int:
+    """How many discrete decisions an agreement figure counts (validate/inputs.py: MIN_DECISIONS)."""
+    return sum(m.decisions for m in metrics if m.agreement is not None)
+
+
 def overall_agreement(metrics: list[OutputMetrics]) -> float | None:
     """Agreeing decisions over all cases, weighted by how many decisions each case has."""
     counted = [m for m in metrics if m.agreement is not None and m.decisions]
@@ -149,6 +154,7 @@ class ValidationResult:
             "mean_abs": max((c.mean_abs for c in self.cases), default=0.0),
             "min_cosine": min((c.cosine for c in self.cases if c.cosine is not None), default=None),
             "agreement": agreement,
+            "decisions": agreement_decisions(self.cases),
         }
 
     @classmethod

@@ -9,13 +9,21 @@ from typing import Any
 import numpy as np
 
 from distilforge.checkpoint import CheckpointInfo
+from distilforge.heads import OutputSpec
 
 # The example the exporters trace with: (batch, sequence), and choices for multiple choice.
 EXPORT_BATCH, EXPORT_SEQUENCE, EXPORT_CHOICES = 2, 16, 2
-# Dynamic-shape grid: (batch, sequence). 61 is never seen at export; None is the model's maximum.
+# Dynamic-shape grid: (batch, sequence). 61 is never seen at export; None is the model's maximum. A fixed-shape
+# artifact gets the same grid with sequences cut to its longest declared one (its runner pads and chunks).
 DYNAMIC_GRID: tuple[tuple[int, int | None], ...] = ((1, 8), (3, 16), (2, 61), (3, None))
 CHOICES_GRID = (2, 3, 2, 3)  # choices per grid row for multiple choice (3 is never seen at export)
-TEXT_BATCH = 4
+TEXT_BATCH = 4  # rows of the real-text case
+# A verdict on agreement needs at least this many decisions (rows, kept tokens, labels...): under the 98 % rule
+# two flips then fail, and one flipped near-tie cannot. When the grid, the text case and the labelled data give
+# fewer, batches of further validation texts (random ids without a tokenizer) are added until they do.
+MIN_DECISIONS = 100
+TOP_UP_BATCH = 16  # rows of each added batch; random ones are TOP_UP_BATCH x TOP_UP_SEQUENCE
+TOP_UP_SEQUENCE = 32
 
 
 @dataclass(frozen=True)
@@ -35,20 +43,53 @@ class Case:
 
 
 def validation_cases(info: CheckpointInfo, tokenizer: Any, texts: Sequence[str], *,
-                     fixed_shapes: Sequence[tuple[int, ...]] | None = None, seed: int = 0) -> list[Case]:
-    """The shape grid for a dynamic artifact, or its declared shapes for a fixed one."""
+                     fixed_shapes: Sequence[tuple[int, ...]] | None = None, seed: int = 0,
+                     counted: int = 0) -> list[Case]:
+    """The shape grid (cut to a fixed-shape artifact's longest sequence, plus its declared shapes) and a real-text
+    batch, the same rows for every format; then more batches until the head's decisions, with the `counted` ones
+    the labelled data adds, reach MIN_DECISIONS."""
     rng = np.random.default_rng(seed)
-    multiple_choice = info.head.multiple_choice
+    longest = min(info.max_length, max(s[-1] for s in fixed_shapes)) if fixed_shapes else info.max_length
+    shapes = [_grid_shape(b, s, c, longest, info.head.multiple_choice)
+              for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID, strict=False)]
     if fixed_shapes:
-        shapes = [tuple(s) for s in fixed_shapes] + [_smaller_than(tuple(fixed_shapes[0]))]
-    else:
-        shapes = [_grid_shape(b, s, c, info.max_length, multiple_choice)
-                  for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID, strict=False)]
+        shapes += [tuple(s) for s in fixed_shapes] + [_smaller_than(tuple(fixed_shapes[0]))]
     cases = [_random_case(shape, info, rng) for shape in dict.fromkeys(shapes)]
     if tokenizer is not None and texts:
-        text_shapes = [tuple(s) for s in fixed_shapes] if fixed_shapes else [None]
-        cases += [_text_case(tokenizer, texts, info, shape) for shape in dict.fromkeys(text_shapes)]
-    return cases
+        cases.append(_text_case(tokenizer, texts, info, 0, TEXT_BATCH, longest))
+    return cases + _top_up(cases, info, tokenizer, texts, rng, longest, counted)
+
+
+def decisions(info: CheckpointInfo, case: Case) -> int:
+    """How many discrete decisions a case gives the head's least decided output (0: a values-only head)."""
+    counts = [_output_decisions(spec, case, info) for spec in info.head.outputs if spec.agreement]
+    return min(counts, default=0)
+
+
+def _output_decisions(spec: OutputSpec, case: Case, info: CheckpointInfo) -> int:
+    if spec.agreement == "class" and spec.per_token:
+        return int(case.mask.sum())
+    if spec.agreement == "labels":
+        return case.shape[0] * info.num_labels
+    return case.shape[0]  # one class per row (or per question for multiple choice), one position per row
+
+
+def _top_up(cases: list[Case], info: CheckpointInfo, tokenizer: Any, texts: Sequence[str],
+            rng: np.random.Generator, longest: int, counted: int) -> list[Case]:
+    have = counted + sum(decisions(info, c) for c in cases)
+    extra: list[Case] = []
+    start = TEXT_BATCH
+    while have and have < MIN_DECISIONS:
+        if tokenizer is not None and texts:
+            case = _text_case(tokenizer, texts, info, start, TOP_UP_BATCH, longest)
+            start += TOP_UP_BATCH
+        else:
+            seq = min(TOP_UP_SEQUENCE, longest)
+            shape = (TOP_UP_BATCH, CHOICES_GRID[0], seq) if info.head.multiple_choice else (TOP_UP_BATCH, seq)
+            case = _random_case(shape, info, rng, name=f"random {len(extra) + 1} {'x'.join(map(str, shape))}")
+        extra.append(case)
+        have += decisions(info, case)
+    return extra
 
 
 def _smaller_than(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -63,12 +104,12 @@ def _grid_shape(batch: int, seq: int | None, choices: int, max_length: int,
     return (batch, choices, seq) if multiple_choice else (batch, seq)
 
 
-def _random_case(shape: tuple[int, ...], info: CheckpointInfo, rng: np.random.Generator) -> Case:
+def _random_case(shape: tuple[int, ...], info: CheckpointInfo, rng: np.random.Generator, name: str = "") -> Case:
     low = min(1, info.vocab_size - 1)
     ids = rng.integers(low, info.vocab_size, size=shape, dtype=np.int64)
     mask = padded_mask(shape)
     ids = np.where(mask == 1, ids, _pad_id(info)).astype(np.int64)
-    return Case(f"random {'x'.join(map(str, shape))}", {"input_ids": ids, "attention_mask": mask})
+    return Case(name or f"random {'x'.join(map(str, shape))}", {"input_ids": ids, "attention_mask": mask})
 
 
 def padded_mask(shape: tuple[int, ...]) -> np.ndarray:
@@ -90,20 +131,18 @@ def _pad_id(info: CheckpointInfo) -> int:
     return int(pad) if isinstance(pad, int) and 0 <= pad < info.vocab_size else 0
 
 
-def _text_case(tokenizer: Any, texts: Sequence[str], info: CheckpointInfo,
-               shape: tuple[int, ...] | None) -> Case:
-    head = info.head
-    if shape is None:  # dynamic: natural padding to the longest row
-        batch, choices, seq = TEXT_BATCH, 3, None
-    else:
-        batch, seq = shape[0], shape[-1]
-        choices = shape[1] if head.multiple_choice else 1
-    encoded = tokenize(tokenizer, head.task, texts, rows=batch * (choices if head.multiple_choice else 1),
-                       max_length=seq or info.max_length, pad_to_max=seq is not None)
-    if head.multiple_choice:
-        encoded = {k: v.reshape(batch, choices, -1) for k, v in encoded.items()}
+def _text_case(tokenizer: Any, texts: Sequence[str], info: CheckpointInfo, start: int, rows: int,
+               longest: int) -> Case:
+    """`rows` texts from `start` (cycling through `texts`), padded to the longest row and cut to `longest` tokens;
+    multiple choice: 3 choices a row, neighbouring texts."""
+    choices = 3 if info.head.multiple_choice else 1
+    picked = [texts[(start * choices + i) % len(texts)] for i in range(rows * choices)]
+    encoded = tokenize(tokenizer, info.head.task, picked, rows=rows * choices, max_length=longest, pad_to_max=False)
+    if info.head.multiple_choice:
+        encoded = {k: v.reshape(rows, choices, -1) for k, v in encoded.items()}
+    first = start * choices % len(texts) + 1
     dims = "x".join(map(str, encoded["input_ids"].shape))
-    return Case(f"text {dims}", encoded)
+    return Case(f"text {first}-{first + rows * choices - 1} {dims}", encoded)
 
 
 def tokenize(tokenizer: Any, task: str, texts: Sequence[str], *, rows: int, max_length: int,
