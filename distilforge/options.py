@@ -29,6 +29,11 @@ class BuildOptions:
     # (distilforge/quantize/onnx.py: DYNAMIC_KEEP_FLOAT, STATIC_KEEP_FLOAT)
     onnx_int8_keep_float: tuple[str, ...] | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    # INT8 recipes right on every CPU class ("portable") or on the build machine's only ("native");
+    # see quantize/ladder.py
+    int8_cpu: str = "portable"
+    # the rung of the target's INT8 ladder to export (None: its first); set by the pipeline as it climbs
+    rung: str | None = None
 
 
 def parse_shapes(text: str, flag: str = "--tflite-shapes") -> tuple[tuple[int, ...], ...]:

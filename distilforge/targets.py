@@ -23,6 +23,7 @@ from distilforge.quantize import onnx as onnx_quantize
 from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.quantize import torchscript as torchscript_quantize
+from distilforge.quantize.ladder import Rung
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import onnx as onnx_runner
 from distilforge.validate.runners import openvino as openvino_runner
@@ -30,6 +31,7 @@ from distilforge.validate.runners import tflite as tflite_runner
 from distilforge.validate.runners import torchscript as torchscript_runner
 
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
+Ladder = Callable[[BuildOptions], tuple[Rung, ...]]
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
 OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
@@ -48,6 +50,8 @@ class Target:
     not_reproducible: str = ""
     # a condition on "the same bytes" that a build system should know about ("" = none)
     reproducible_caveat: str = ""
+    # INT8: the recipes to try, fastest first (quantize/ladder.py); None: one recipe, nothing to climb
+    ladder: Ladder | None = None
 
     @property
     def format(self) -> str:
@@ -72,6 +76,12 @@ _OPENVINO = ("openvino",)
 _OV = "OpenVINO (CPU plugin, f32 hint)"
 _TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
 _LITERT = "LiteRT Interpreter (XNNPACK)"
+
+
+def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
+    return lambda _options: rungs
+
+
 _ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
                "Python code (torch, transformers in the venv) into node metadata")
 _TS_PATHS = ("same bytes only from the same install path: torch.jit.save keeps debug info with the file paths "
@@ -83,27 +93,29 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
     Target("onnx:fp16", onnx_quantize.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
            reproducible_caveat=_ONNX_PATHS),
-    Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
+    Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
+           ladder=onnx_quantize.dynamic_ladder),
     Target("onnx:int8-static", onnx_quantize.export_int8_static, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
-           calibrated=True),
+           calibrated=True, ladder=onnx_quantize.static_ladder),
     Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
            "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS),
     Target("torchscript:int8-dynamic", torchscript_quantize.export_int8_dynamic, torchscript_runner.open_runner,
-           "core", ("torch",), "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS),
+           "core", ("torch",), "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS,
+           ladder=_rungs(torchscript_quantize.RUNGS)),
     Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
     Target("openvino:int8-weights", openvino_quantize.export_int8_weights, openvino_runner.open_runner, "openvino",
-           _OPENVINO, _OV),
+           _OPENVINO, _OV, ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS)),
     Target("openvino:int8-static", openvino_quantize.export_int8_static, openvino_runner.open_runner, "openvino",
-           _OPENVINO, _OV, calibrated=True),
+           _OPENVINO, _OV, calibrated=True, ladder=_rungs(openvino_quantize.STATIC_RUNGS)),
     Target("tflite:fp32", tflite_export.export_fp32, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
            tflite_export.check_options),
     Target("tflite:fp16", tflite_quantize.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
            tflite_export.check_options),
     Target("tflite:int8-dynamic", tflite_quantize.export_int8_dynamic, tflite_runner.open_runner, "tflite", _TFLITE,
-           _LITERT, tflite_export.check_options),
+           _LITERT, tflite_export.check_options, ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS)),
     Target("tflite:int8-static", tflite_quantize.export_int8_static, tflite_runner.open_runner, "tflite", _TFLITE,
-           _LITERT, tflite_export.check_options, calibrated=True),
+           _LITERT, tflite_export.check_options, calibrated=True, ladder=_rungs(tflite_quantize.STATIC_RUNGS)),
 )}
 
 

@@ -65,3 +65,20 @@ def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int = 0, tokenizer: b
     if tokenizer:
         transformers.DistilBertTokenizerFast(vocab_file=str(vocab)).save_pretrained(str(out))
     return out
+
+
+def add_outlier_feature(checkpoint: Path, *, value: float = 300.0) -> Path:
+    """Give every layer's feed-forward output Linear (lin2) one input feature of `value` on every token, as
+    trained DistilBERTs have (outlier features after GELU), without changing what the model computes: lin2's
+    weights for that feature are zero. One per-tensor or per-token int8 scale over lin2's input then has to cover
+    the outlier, and rounds the other features away."""
+    from safetensors.torch import load_file, save_file
+
+    path = checkpoint / "model.safetensors"
+    weights = load_file(str(path))
+    for name in [n for n in weights if n.endswith("ffn.lin1.bias")]:
+        weights[name][0] = value  # GELU(value) = value
+        weights[name.replace("lin1.bias", "lin1.weight")][0] = 0.0
+        weights[name.replace("lin1.bias", "lin2.weight")][:, 0] = 0.0
+    save_file(weights, str(path), metadata={"format": "pt"})
+    return checkpoint

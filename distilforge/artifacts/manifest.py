@@ -35,6 +35,8 @@ class ArtifactEntry:
     cache: dict[str, str] | None = None  # content keys of what it was built and validated from
     not_reproducible: str = ""  # why the same inputs would not give the same bytes ("" = they do)
     reproducible_caveat: str = ""  # a condition on that, e.g. the same install path
+    ladder: dict[str, Any] | None = None  # INT8: the recipes tried, their figures and which one was kept
+    validated_on: dict[str, Any] | None = None  # the CPU the figures were measured on (cpu, cpu_class, flags)
     reused: str = ""  # this run only, not in the manifest: "" (built), "export" (re-validated) or "all"
 
     @property
@@ -51,6 +53,8 @@ class ArtifactEntry:
             "reproducible": {"bytes": not self.not_reproducible, "why_not": self.not_reproducible or None,
                              "caveat": self.reproducible_caveat or None},
             "cache": self.cache,
+            "ladder": self.ladder,
+            "validated_on": self.validated_on,
         }
 
     @classmethod
@@ -59,6 +63,7 @@ class ArtifactEntry:
                    runtime=d["runtime"], error=d.get("error"), cache=d.get("cache"),
                    not_reproducible=(d.get("reproducible") or {}).get("why_not") or "",
                    reproducible_caveat=(d.get("reproducible") or {}).get("caveat") or "",
+                   ladder=d.get("ladder"), validated_on=d.get("validated_on"),
                    validation=ValidationResult.from_dict(d["validation"]) if d.get("validation") else None)
 
 

@@ -2,9 +2,10 @@
 (exporters/onnx.py), and fp16 with onnxruntime.transformers' float16 converter, applied to the exported graph.
 
 - int8-dynamic: `quantize_dynamic` (QOperator): int8 weights per channel, uint8 activations quantized per
-  tensor at run time; ORT runs DynamicQuantizeMatMul and QAttention. Weight type and reduce_range follow
-  ORT's advice for the CPU (`cpu_rule`). The embeddings stay float: QEmbedLayerNormalization quantizes the
-  tables and the LayerNorm's gamma/beta with one uint8 scale each, which alone took the default model's
+  tensor at run time; ORT runs DynamicQuantizeMatMul and QAttention. Weights are 7-bit (reduce_range) when
+  the artifact must be right on an x86 CPU without VNNI, as ORT's documentation advises (`weight_recipe`).
+  The embeddings stay float: QEmbedLayerNormalization quantizes the tables and the LayerNorm's gamma/beta
+  with one uint8 scale each, which alone took the default model's
   min cosine from 0.9973 to 0.985 with everything else int8.
   The task head's small GEMMs (classifier, pre_classifier, qa_outputs: `head_nodes`) stay float too: they
   run on one row per sequence (or a few outputs per token), cost nothing, and dynamic quantization gives that
@@ -12,10 +13,12 @@
   0.99369; the benchmark model's relRMSE against eager 0.372 -> 0.258).
 - int8-static: `quantize_static` (QDQ), calibrated on real text, int8 weights per channel, uint8
   activations per tensor. Fused Attention stays float (the QDQ quantizer has no Attention), and so do
-  LayerNorm, Softmax, GELU, every Add (the residual stream) and the embeddings; by default also the FFN's
+  LayerNorm, Softmax, GELU, every Add (the residual stream) and the embeddings; in every rung also the FFN's
   second MatMul, whose GELU input has outlier features that a calibrated range clips on unseen inputs.
+- Both climb a ladder (DYNAMIC_RUNGS, STATIC_RUNGS): the pipeline tries each rung, fastest first, and keeps
+  the first that passes the INT8 rule with a margin.
 
-Figures in the docstrings: the default model, ORT 1.32, a 2-core AVX-512 VNNI Xeon.
+Figures in the docstrings: the default model, ORT 1.32, a 2-core AVX-512 VNNI Xeon unless they say otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +36,21 @@ import numpy as np
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.cpu import SATURATING
 from distilforge.errors import ExportError, first_line
 from distilforge.exporters import onnx as onnx_export
 from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
+from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
 
-# What each target keeps in float: op types, MatMul roles (ROLES) or exact node names.
-# BuildOptions.onnx_int8_keep_float replaces these lists.
+# What each target keeps in float: op types, MatMul roles (ROLES) or exact node names; each rung of a
+# target's ladder adds to its list. BuildOptions.onnx_int8_keep_float replaces list and ladder.
 # "head": the task head's small GEMMs after the last encoder layer (head_nodes): little work (one row per sequence
 # for classification), and their quantization error goes straight into the outputs.
 DYNAMIC_KEEP_FLOAT = ("EmbedLayerNormalization", "Gather", "head")
 STATIC_KEEP_FLOAT = ("EmbedLayerNormalization", "Gather", "LayerNormalization", "SkipLayerNormalization", "Softmax",
-                     "Gelu", "FastGelu", "BiasGelu", "Add", "ffn_out")
+                     "Gelu", "FastGelu", "BiasGelu", "Add")
 # A MatMul's role, from the op that produces its activation input.
 ROLES = {"ffn_out": ("Gelu", "FastGelu", "BiasGelu"), "attention_out": ("Attention", "MultiHeadAttention"),
          "ffn_in": ("LayerNormalization", "SkipLayerNormalization")}
@@ -54,7 +60,29 @@ STATIC_OP_TYPES = ("MatMul", "Gemm")  # what the static recipe quantizes (QDQ ha
 CALIBRATION_METHOD = "MinMax"
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "QAttention", "QEmbedLayerNormalization", "QGemm",
                  "QuantizeLinear", "DequantizeLinear")
-X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+# The ladders, fastest first. Per-role error on the default model (AVX2, 7-bit weights; only that role int8):
+# 1 - cosine 0.0026 QAttention, 0.0005 attention output, 0.0033 FFN in, 0.0051 FFN out (all four: 0.0089).
+DYNAMIC_RUNGS = (
+    Rung("all-int8", "every encoder MatMul int8 (QAttention, attention output, both feed-forward layers)"),
+    Rung("ffn-out-float", "the feed-forward output MatMul float too (its post-GELU input has outlier features)"),
+    Rung("attention-only", "only attention int8 (QAttention and its output MatMul); both feed-forward layers float"),
+)
+STATIC_RUNGS = (
+    Rung("ffn-out-float", "every encoder MatMul int8 but the feed-forward output (its calibrated range clips)"),
+    Rung("ffn-float", "only the attention projections and attention output int8; both feed-forward layers float"),
+)
+RUNG_KEEP_FLOAT = {"all-int8": (), "ffn-out-float": ("ffn_out",), "attention-only": ("ffn_in", "ffn_out"),
+                   "ffn-float": ("ffn_in", "ffn_out")}
+USER_RUNG = Rung("keep-float", "the MatMuls, op types and node names kept float by onnx_int8_keep_float")
+
+
+def dynamic_ladder(options: BuildOptions) -> tuple[Rung, ...]:
+    return (USER_RUNG,) if options.onnx_int8_keep_float is not None else DYNAMIC_RUNGS
+
+
+def static_ladder(options: BuildOptions) -> tuple[Rung, ...]:
+    return (USER_RUNG,) if options.onnx_int8_keep_float is not None else STATIC_RUNGS
 
 
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
@@ -62,9 +90,9 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = "onnx:int8-dynamic"
-    rule = cpu_rule()
-    keep = options.onnx_int8_keep_float
-    keep = DYNAMIC_KEEP_FLOAT if keep is None else tuple(keep)
+    rung = pick(dynamic_ladder(options), options.rung)
+    weights = weight_recipe(int8_cpu(options.int8_cpu))
+    keep = _keep_float(options, DYNAMIC_KEEP_FLOAT, rung)
     with quiet() as captured:
         model, graph_details = onnx_export.optimized_model(ckpt, options, target)
         excluded = kept_float_nodes(model, keep)
@@ -72,14 +100,13 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
             src, dst = _stage(model, Path(tmp), target)
             with _root_log(captured):
                 _call(target, "quantize_dynamic", quantize_dynamic, src, dst, per_channel=True,
-                      reduce_range=rule["reduce_range"], weight_type=getattr(QuantType, rule["weight_type"]),
+                      reduce_range=weights.reduce_range, weight_type=QuantType.QInt8,
                       nodes_to_exclude=excluded, extra_options=_extra_options())
             quantized = _load(dst)
         external = onnx_export.save_model(quantized, folder / onnx_export.MODEL_FILE, target)
     details = {"quantizer": "onnxruntime.quantization.quantize_dynamic (QOperator)",
-               "weights": f"{rule['weight_type']} per channel" + (", 7-bit (reduce_range)" if rule["reduce_range"]
-                                                                   else ""),
-               "activations": "uint8 per tensor, quantized at run time", "cpu_rule": rule,
+               "weights": weights.describe(), "activations": "uint8 per tensor, quantized at run time",
+               "int8_cpu": weights.cpu.record(weights.why), "rung": rung.name, "recipe": rung.summary,
                "keep_float": list(keep), "excluded_nodes": len(excluded)}
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
@@ -91,8 +118,9 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
     target = "onnx:int8-static"
     if options.calibration is None:
         raise ExportError(f"{target}: needs calibration data and none was given")
-    keep = options.onnx_int8_keep_float
-    keep = STATIC_KEEP_FLOAT if keep is None else tuple(keep)
+    rung = pick(static_ladder(options), options.rung)
+    weights = weight_recipe(int8_cpu(options.int8_cpu))
+    keep = _keep_float(options, STATIC_KEEP_FLOAT, rung)
     method = getattr(CalibrationMethod, CALIBRATION_METHOD)
     with quiet() as captured:
         model, graph_details = onnx_export.optimized_model(ckpt, options, target)
@@ -103,7 +131,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
             with _root_log(captured):
                 _call(target, "quantize_static", quantize_static, src, dst,
                       _reader(options.calibration, method, ckpt.info.max_length),
-                      quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+                      quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=weights.reduce_range,
                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
                       nodes_to_exclude=excluded, calibrate_method=method,
                       extra_options=_extra_options(MatMulConstBOnly=True,
@@ -112,35 +140,43 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         rewired = float_consumers_off_qdq(quantized, op_types)
         external = onnx_export.save_model(quantized, folder / onnx_export.MODEL_FILE, target)
     details = {"quantizer": "onnxruntime.quantization.quantize_static (QDQ)", "format": "QDQ",
-               "weights": "QInt8 per channel", "activations": "QUInt8 per tensor, calibrated",
+               "weights": weights.describe(), "activations": "QUInt8 per tensor, calibrated",
+               "int8_cpu": weights.cpu.record(weights.why), "rung": rung.name, "recipe": rung.summary,
                "quantized_op_types": op_types, "calibration_method": CALIBRATION_METHOD,
                "keep_float": list(keep), "excluded_nodes": len(excluded),
                "float_inputs_restored": rewired, "calibration": options.calibration.record()}
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
 
-def cpu_rule(arch: str | None = None, flags: dict[str, bool] | None = None) -> dict[str, Any]:
-    """Weight type and reduce_range, as ONNX Runtime's quantization docs advise for this CPU.
+def _keep_float(options: BuildOptions, base: tuple[str, ...], rung: Rung) -> tuple[str, ...]:
+    if options.onnx_int8_keep_float is not None:
+        return tuple(options.onnx_int8_keep_float)
+    return base + RUNG_KEEP_FLOAT[rung.name]
 
-    x86 without VNNI: the u8 x s8 kernel (VPMADDUBSW) adds pairs of products into int16 and can
-    saturate, so weights get 7 bits (reduce_range). With VNNI (and on ARM) the products accumulate in
-    int32 without saturation: full 8 bits. On this VNNI machine reduce_range=True lowered the default
-    model's min cosine from 0.9926 to 0.9888 (under the INT8 rule). Weights are QInt8 everywhere:
-    QUInt8 weights take ORT's u8u8 path, measured 2.2x slower."""
-    from distilforge.artifacts.environment import SPEED_FLAGS, has_vnni, machine_info
 
-    if arch is None or flags is None:
-        info = machine_info(1)
-        arch, flags = arch or info["arch"], flags if flags is not None else info["flags"]
-    x86 = arch.lower() in X86
-    vnni = has_vnni({"flags": flags})
-    reduce_range = x86 and not vnni
-    why = ("x86 without VNNI: u8s8 products can saturate in int16 (VPMADDUBSW), so 7-bit weights"
-           if reduce_range else
-           "VNNI: u8s8 products accumulate in int32 without saturation, so full 8-bit weights" if x86 else
-           "not x86: no u8s8 saturation, so full 8-bit weights")
-    return {"arch": arch, "vnni": vnni, "flags": {f: bool(flags.get(f)) for f in SPEED_FLAGS if flags.get(f)},
-            "weight_type": "QInt8", "reduce_range": reduce_range, "why": why}
+@dataclass(frozen=True)
+class WeightRecipe:
+    cpu: Int8Cpu
+    reduce_range: bool
+    why: str
+
+    def describe(self) -> str:
+        return "QInt8 per channel" + (", 7-bit (reduce_range)" if self.reduce_range else "")
+
+
+def weight_recipe(cpu: Int8Cpu) -> WeightRecipe:
+    """7-bit weights (reduce_range) when the artifact must be right on an x86 CPU without VNNI, as ONNX Runtime's
+    quantization docs advise: its u8 x s8 kernel there (VPMADDUBSW) adds pairs of products into int16, which
+    saturates with full-range weights (255 x 127 x 2 > 32767; 255 x 64 x 2 fits). With VNNI (and on ARM) the
+    products accumulate in int32: full 8 bits. On a VNNI Xeon 8-bit weights gave the default model min cosine
+    0.99369 where 7-bit gave 0.9888, so a native build there keeps 8 bits. Weights are QInt8 everywhere: QUInt8
+    takes ORT's u8u8 path, measured 2.2x slower on that Xeon, and no more accurate on an AVX2 EPYC."""
+    if cpu.saturating:
+        classes = ", ".join(c for c in cpu.classes if c in SATURATING)
+        return WeightRecipe(cpu, True, f"must be right on {classes}: u8 x s8 products add into int16 there "
+                                       "(VPMADDUBSW) and can saturate with 8-bit weights, so 7-bit weights")
+    return WeightRecipe(cpu, False, f"only for {', '.join(cpu.classes)}: products accumulate in int32 without "
+                                    "saturation, so full 8-bit weights")
 
 
 def matmul_role(node: Any, producers: dict[str, Any]) -> str | None:

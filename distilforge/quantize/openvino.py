@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
+from distilforge.cpu import SATURATING
 from distilforge.errors import ExportError, first_line
 from distilforge.exporters.common import quiet
 from distilforge.exporters.openvino import convert, no_telemetry, record, save
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
+from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
 
 # MatMuls that keep float activations in the static recipe (regexes over OpenVINO op names, e.g.
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
@@ -45,6 +47,19 @@ WEIGHT_ONLY = (r".*\.ffn\.lin2/.*", r".*\.(pre_)?classifier/.*")
 
 DYNAMIC_ACTIVATIONS = ("float in the IR; the CPU plugin quantizes int8-weight MatMul inputs on the fly per group "
                        "of 32 (DYNAMIC_QUANTIZATION_GROUP_SIZE default)")
+
+
+# The ladders, fastest first (quantize/ladder.py). Static: each rung adds MatMuls to the weight-only scope.
+WEIGHTS_RUNGS = (Rung("int8-sym", "INT8_SYM weights per output channel"),
+                 Rung("int8-asym", "INT8_ASYM weights per output channel (a zero point per channel)"))
+STATIC_RUNGS = (
+    Rung("ffn-out-weight-only", "int8 activations everywhere but the feed-forward output and the task head"),
+    Rung("attention-out-weight-only", "the attention output projection keeps float activations too"),
+    Rung("qkv-only", "only the query, key and value projections take int8 activations; the other MatMuls "
+                     "int8 weights only"),
+)
+RUNG_WEIGHT_ONLY = {"ffn-out-weight-only": (), "attention-out-weight-only": (r".*\.attention\.out_lin/.*",),
+                    "qkv-only": (r".*\.attention\.out_lin/.*", r".*\.ffn\.lin1/.*")}
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class StaticRecipe:
     weight_only: tuple[str, ...] = WEIGHT_ONLY  # int8 weights, float activations
     smooth_quant_alpha: float | None = None  # None: NNCF's transformer default (0.95); -1 turns it off
     fast_bias_correction: bool = True
+    overflow_fix: str | None = None  # an nncf OverflowFix name; None: chosen for the CPUs (`overflow_fix`)
     why: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,15 +100,19 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
                         recipe: WeightsRecipe = WEIGHTS) -> ExportedArtifact:
     """int8 weights (per output channel), float activations: NNCF's data-free weight compression."""
     target = "openvino:int8-weights"
+    rung = pick(WEIGHTS_RUNGS, options.rung)
+    mode = "INT8_ASYM" if rung.name == "int8-asym" else recipe.mode
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
         model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
-                      mode=getattr(nncf.CompressWeightsMode, recipe.mode))
+                      mode=getattr(nncf.CompressWeightsMode, mode))
         save(normalize_names(model), folder, compress_to_fp16=False)
+    cpu = int8_cpu(options.int8_cpu)
     details = {"weights": "int8 per output channel, embedding tables included", "activations": DYNAMIC_ACTIVATIONS,
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
-               "mode": recipe.mode, "why": recipe.why}
+               "mode": mode, "why": recipe.why, "rung": rung.name, "recipe": rung.summary,
+               "int8_cpu": Int8Cpu(cpu.mode, cpu.build_class).record(WEIGHTS_CPU_WHY)}
     return record(ckpt, folder, target, details, captured.warnings)
 
 
@@ -103,6 +123,10 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
     target = "openvino:int8-static"
     if options.calibration is None:
         raise ExportError(f"{target}: needs calibration data and none was given")
+    rung = pick(STATIC_RUNGS, options.rung)
+    cpu = int8_cpu(options.int8_cpu)
+    fix, fix_why = overflow_fix(cpu) if recipe.overflow_fix is None else (recipe.overflow_fix, "given")
+    recipe = replace(recipe, weight_only=recipe.weight_only + RUNG_WEIGHT_ONLY[rung.name], overflow_fix=fix)
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
@@ -120,7 +144,8 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "mode": "nncf.quantize, model_type TRANSFORMER", "preset": recipe.preset,
                "smooth_quant_alpha": "nncf default (0.95)" if recipe.smooth_quant_alpha is None
                else recipe.smooth_quant_alpha,
-               "fast_bias_correction": recipe.fast_bias_correction,
+               "fast_bias_correction": recipe.fast_bias_correction, "overflow_fix": recipe.overflow_fix,
+               "rung": rung.name, "recipe": rung.summary, "int8_cpu": cpu.record(fix_why),
                "ignored_scope": {"patterns": list(recipe.weight_only), "matched": len(kept),
                                  "treatment": "int8 weights (INT8_SYM per channel), float activations"},
                "why": recipe.why, "calibration": options.calibration.record()}
@@ -159,17 +184,41 @@ def _dataset(nncf: Any, calibration: CalibrationSet, max_length: int) -> Any:
 
 
 def _quantize_options(nncf: Any, recipe: StaticRecipe, ignored: list[str], samples: int) -> dict[str, Any]:
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
 
     options: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": samples,
                                "preset": getattr(nncf.QuantizationPreset, recipe.preset),
                                "fast_bias_correction": recipe.fast_bias_correction}
     if ignored:
         options["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+    advanced: dict[str, Any] = {"overflow_fix": getattr(OverflowFix, recipe.overflow_fix or "FIRST_LAYER")}
     if recipe.smooth_quant_alpha is not None:
-        options["advanced_parameters"] = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha))
+        advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha)
+    options["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     return options
+
+
+def overflow_fix(cpu: Int8Cpu) -> tuple[str, str]:
+    """NNCF's OverflowFix for the CPUs the artifact must be right on, and why.
+
+    Without VNNI, OpenVINO's u8 x s8 kernels add pairs of products into int16 (VPMADDUBSW), which can
+    saturate; OverflowFix.ENABLE quantizes the weights of every layer to 7 bits (stored as 8) so they cannot.
+    NNCF's default, FIRST_LAYER, fixes the first layer only: on an AVX2 EPYC the default model's int8-static
+    then failed (min cosine 0.98504, accuracy 96.0 vs 97.6), where ENABLE passed (0.99534, 97.6)."""
+    if cpu.saturating:
+        classes = ", ".join(c for c in cpu.classes if c in SATURATING)
+        return "ENABLE", (f"must be right on {classes}: u8 x s8 products add into int16 there (VPMADDUBSW) and "
+                          "can saturate, so every layer's weights are 7-bit (OverflowFix.ENABLE)")
+    return "FIRST_LAYER", (f"only for {', '.join(cpu.classes)}: int32 accumulation without saturation, so "
+                           "NNCF's default (OverflowFix.FIRST_LAYER)")
+
+
+WEIGHTS_CPU_WHY = ("weights only: the CPU plugin runs the MatMuls in float, or quantizes their inputs on the fly "
+                   "with the kernels of the CPU it runs on, so no recipe choice depends on the build machine")
 
 
 def weight_ops(model: Any, exclude: list[str]) -> list[str]:

@@ -36,6 +36,22 @@ from distilforge.exporters.common import quiet
 from distilforge.exporters.tflite import MODEL_FILE, convert_fp32, declared_shapes, record, signature_name
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
+from distilforge.quantize.ladder import Rung, int8_cpu, pick
+
+# The ladders, fastest first (quantize/ladder.py).
+DYNAMIC_RUNGS = (
+    Rung("all-int8", "every fully connected layer int8 weights with activations quantized at run time"),
+    Rung("narrowing-weight-only", "the layers that narrow the width (feed-forward output, classifier) int8 "
+                                  "weights only, computed in float"),
+)
+STATIC_RUNGS = (
+    Rung("static-widening", "calibrated int8 activations into the layers that widen or keep the width; the "
+                            "narrowing ones and those writing an output dynamic"),
+    Rung("static-same-width", "calibrated int8 activations only into the layers that keep the width (attention "
+                              "projections, pre-classifier); the feed-forward layers dynamic"),
+)
+CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding them on every x86 class "
+           "(docs/cpu-classes.md), so no recipe choice depends on the build machine")
 
 # What int8-static leaves in float (see the module docstring).
 STATIC_FLOAT = ("attention (BATCH_MATMUL, SOFTMAX, mask SELECT_V2/ADD)", "LayerNorm", "GELU", "residual ADDs",
@@ -56,38 +72,53 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
 
 
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    rung = pick(DYNAMIC_RUNGS, options.rung)
+
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer import recipe as recipes
+        from ai_edge_quantizer.qtyping import TFLOperationName as ops
 
         q.load_quantization_recipe(recipes.dynamic_wi8_afp32())
+        if rung.name == "narrowing-weight-only":
+            for scope in _fc_scopes(fp32, narrowing_only=True)[1]:
+                q.add_weight_only_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED,
+                                         num_bits=8)
 
     return _quantized(ckpt, folder, options, "tflite:int8-dynamic", recipe,
                       {"weights": "int8 per channel", "activations": "float, quantized at run time",
-                       "recipe": "ai_edge_quantizer.recipe.dynamic_wi8_afp32"})
+                       "recipe": "ai_edge_quantizer.recipe.dynamic_wi8_afp32" + (
+                           " + add_weight_only_config(narrowing FULLY_CONNECTED, 8)"
+                           if rung.name == "narrowing-weight-only" else ""), **_rung_details(rung, options)})
 
 
 def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    details: dict[str, Any] = {}
+    rung = pick(STATIC_RUNGS, options.rung)
+    details: dict[str, Any] = _rung_details(rung, options)
 
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer.qtyping import TFLOperationName as ops
 
         q.add_static_config(regex=".*", operation_name=ops.FULLY_CONNECTED, activation_num_bits=8, weight_num_bits=8)
-        total, dynamic = _dynamic_fc_scopes(fp32)
+        total, dynamic = _fc_scopes(fp32, narrowing_only=False, widening=rung.name == "static-same-width")
         for scope in dynamic:
             q.add_dynamic_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED, num_bits=8)
         q.add_weight_only_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
-        details.update(_static_details(total, len(dynamic)))
+        details.update(_static_details(total, len(dynamic), widening=rung.name == "static-same-width"))
 
     return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, details, calibration=options.calibration)
 
 
-def _dynamic_fc_scopes(fp32: bytes) -> tuple[int, list[str]]:
-    """(number of FULLY_CONNECTED ops, the op scopes of those to run dynamic int8).
+def _rung_details(rung: Rung, options: BuildOptions) -> dict[str, Any]:
+    return {"rung": rung.name, "rung_summary": rung.summary, "int8_cpu": int8_cpu(options.int8_cpu).record(CPU_WHY)}
+
+
+def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False) -> tuple[int, list[str]]:
+    """(number of FULLY_CONNECTED ops, the op scopes of those picked): those narrowing the width (FFN output
+    projection, classifier), unless `narrowing_only` also those writing a model output, and with `widening`
+    those widening it (the FFN's first layer) too.
 
     Chosen from the graph, not from tensor names (those change with the attention implementation
-    and the head): an FC narrowing the width (FFN output projection, classifier) or writing a model
-    output. The scope is what ai-edge-quantizer matches a recipe's regex against: the op's output
+    and the head). The scope is what ai-edge-quantizer matches a recipe's regex against: the op's output
     tensor names joined by ';', plus a trailing ';'."""
     from ai_edge_quantizer.qtyping import TFLOperationName
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
@@ -101,16 +132,18 @@ def _dynamic_fc_scopes(fp32: bytes) -> tuple[int, list[str]]:
                 continue
             total += 1
             out_features, in_features = graph.tensors[op.inputs[1]].shape[:2]
-            if out_features < in_features or set(op.outputs) & set(graph.outputs):
+            writes_output = bool(set(op.outputs) & set(graph.outputs)) and not narrowing_only
+            if out_features < in_features or writes_output or (widening and out_features > in_features):
                 scopes.append(tfl.get_op_scope(op, graph.tensors))
     return total, list(dict.fromkeys(scopes))
 
 
-def _static_details(total: int, dynamic: int) -> dict[str, Any]:
+def _static_details(total: int, dynamic: int, *, widening: bool) -> dict[str, Any]:
+    which = "narrowing or widening the width (FFN lin1 and lin2" if widening else "narrowing the width (FFN lin2"
     return {
         "weights": "int8 per channel (embedding table weight-only int8)",
         "activations": f"int8, calibrated, into and out of {total - dynamic} of {total} FULLY_CONNECTED ops",
-        "dynamic_int8": f"{dynamic} FULLY_CONNECTED ops narrowing the width (FFN lin2, whose post-GELU input has "
+        "dynamic_int8": f"{dynamic} FULLY_CONNECTED ops {which}, whose post-GELU input has "
                         "outliers; the classifier) or writing a model output: int8 weights, activations "
                         "quantized at run time, as static int8 ranges lose too much there",
         "kept_float": list(STATIC_FLOAT),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
-from distilforge.artifacts.records import Tolerance
+from distilforge.artifacts.records import Tolerance, ValidationResult
 from distilforge.errors import UsageError
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
@@ -49,3 +49,38 @@ def _parse_value(spec: str, raw: str) -> float | None:
     if value < 0 or value != value:
         raise UsageError(f"--tolerance {spec!r}: {raw!r} must be a non-negative number")
     return value
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How far inside its pass rule a laddered INT8 recipe must land to be kept without climbing further
+    (quantize/ladder.py). Float noise on another CPU moves a figure by a few 1e-4 to 1e-3 of cosine: a recipe
+    that scrapes past the rule here is the one that fails there. The rule itself never changes."""
+
+    cosine: float = 0.003  # min cosine >= rule + this (the default rule: 0.993)
+    agreement: float = 0.01  # agreement >= rule + this, at most 100 %
+    task_drop: float = 0.5  # task drop <= allowed drop - this, at least 0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+MARGIN = Margin()
+
+
+def margin_shortfalls(result: ValidationResult, margin: Margin = MARGIN) -> list[str]:
+    """Each figure of a validation result that passes its rule by less than `margin` (empty: clear of it)."""
+    rule, worst, shortfalls = result.tolerance, result.worst(), []
+    if rule.min_cosine is not None and worst["min_cosine"] is not None:
+        want = rule.min_cosine + margin.cosine
+        if worst["min_cosine"] < want:
+            shortfalls.append(f"min cosine {worst['min_cosine']:.5f} < {want:.5g}")
+    if rule.min_agreement is not None and worst["agreement"] is not None:
+        want = min(1.0, rule.min_agreement + margin.agreement)
+        if worst["agreement"] < want:
+            shortfalls.append(f"agreement {worst['agreement']:.2%} < {want:.2%}")
+    if rule.max_task_drop is not None and result.task is not None:
+        allowed = max(0.0, rule.max_task_drop - margin.task_drop)
+        if result.task.drop > allowed:
+            shortfalls.append(f"{result.task.metric} drop {result.task.drop:.2f} > {allowed:g} points")
+    return shortfalls

@@ -1,0 +1,102 @@
+"""The INT8 ladder: a recipe that fails its rule (or passes it within the margin) makes the build try the next,
+the manifest lists every rung tried with its figures, and the rule itself never changes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import add_outlier_feature, make_checkpoint
+
+from distilforge.artifacts.manifest import ArtifactEntry
+from distilforge.artifacts.records import ExportedArtifact, FileRecord, OutputMetrics, TaskScore, ValidationResult
+from distilforge.options import BuildOptions
+from distilforge.pipeline import Attempt, _kept
+from distilforge.quantize import onnx as onnx_quantize
+from distilforge.quantize.ladder import Rung
+from distilforge.targets import TARGETS
+from distilforge.validate.tolerances import DEFAULT_TOLERANCES, MARGIN, margin_shortfalls
+
+INT8 = DEFAULT_TOLERANCES["int8"]
+
+
+def _result(cosine: float, agreement: float = 1.0, drop: float | None = None) -> ValidationResult:
+    case = OutputMetrics(case="c", shape=(2, 8), output="logits", max_abs=0.1, mean_abs=0.01, cosine=cosine,
+                         agreement=agreement, decisions=200, compared=10)
+    passed = cosine >= INT8.min_cosine and agreement >= INT8.min_agreement and (drop or 0) <= INT8.max_task_drop
+    task = None if drop is None else TaskScore(metric="accuracy", reference=90.0, artifact=90.0 - drop, examples=100)
+    return ValidationResult(passed=passed, tolerance=INT8, precision_class="int8", cases=[case],
+                            failures=[] if passed else ["fails"], task=task)
+
+
+@pytest.mark.parametrize(("cosine", "agreement", "drop", "short"), [
+    (0.9950, 1.0, 0.0, []),
+    (0.9920, 1.0, None, ["min cosine"]),  # passes the rule (0.99), not the margin (0.993)
+    (0.9950, 0.985, None, ["agreement"]),  # passes 98 %, not 99 %
+    (0.9950, 1.0, 0.8, ["accuracy drop"]),  # within 1 point, not within 0.5
+])
+def test_the_margin_is_the_rule_plus_a_fixed_step(cosine, agreement, drop, short):
+    shortfalls = margin_shortfalls(_result(cosine, agreement, drop))
+    assert len(shortfalls) == len(short) and all(s.startswith(p) for s, p in zip(shortfalls, short, strict=True))
+    assert MARGIN.cosine == 0.003 and INT8.min_cosine == 0.99  # the rule stays as DESIGN.md states it
+
+
+def _attempt(name: str, result: ValidationResult | None, error: str | None = None) -> Attempt:
+    files = [] if error else [FileRecord("f", 1, "0")]
+    entry = ArtifactEntry(artifact=ExportedArtifact(target="t:int8", files=files, inputs=[], outputs=[]),
+                          validation=result, format="t", precision="int8", runtime="r", error=error)
+    shortfalls = margin_shortfalls(result) if result and result.passed else []
+    return Attempt(Rung(name, name), Path("/nonexistent"), entry, shortfalls)
+
+
+def test_the_first_clear_recipe_is_kept_then_the_best_passing_then_the_last_exported():
+    failing, close, clear = _attempt("a", _result(0.98)), _attempt("b", _result(0.991)), _attempt("c", _result(0.996))
+    assert _kept([failing, close, clear]).rung.name == "c"
+    assert _kept([close, _attempt("d", _result(0.992))]).rung.name == "d"  # none clear: best min cosine
+    assert _kept([failing, _attempt("e", None, error="export failed")]).rung.name == "a"  # all fail: last with files
+
+
+def test_a_user_list_of_float_nodes_is_a_ladder_of_one():
+    assert onnx_quantize.dynamic_ladder(BuildOptions(onnx_int8_keep_float=("Gather",))) == (onnx_quantize.USER_RUNG,)
+    assert len(onnx_quantize.dynamic_ladder(BuildOptions())) > 1
+
+
+def test_every_int8_target_has_a_ladder_and_every_other_target_none():
+    for target in TARGETS.values():
+        assert (target.ladder is not None) == target.precision.startswith("int8"), target.name
+        if target.ladder:
+            names = [r.name for r in target.ladder(BuildOptions())]
+            assert names and len(names) == len(set(names)), target.name
+
+
+def test_the_ladder_recovers_when_a_recipe_fails(tmp_path):
+    """A model whose feed-forward output Linear reads one huge feature (trained DistilBERTs have such outliers):
+    per-token int8 there rounds the other features away, so `all-int8` fails its rule; the build climbs to
+    `ffn-out-float`, which passes, and the manifest shows both."""
+    checkpoint = add_outlier_feature(make_checkpoint(tmp_path, "seq-single"))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "distilforge", "build", str(checkpoint), "--out", str(out),
+                           "--targets", "torchscript:int8-dynamic"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "recipe all-int8 failed" in done.stderr and "trying ffn-out-float" in done.stderr
+    entry = json.loads((out / "manifest.json").read_text())["artifacts"][0]
+    ladder = entry["ladder"]
+    assert ladder["rungs"] == ["all-int8", "ffn-out-float", "ffn-float"] and ladder["kept"] == "ffn-out-float"
+    first, second = ladder["tried"]
+    assert not first["passed"] and first["failures"] and first["worst"]["min_cosine"] < INT8.min_cosine
+    assert second["passed"] and second["clear_of_margin"] and second["worst"] == entry["validation"]["worst"]
+    assert entry["details"]["rung"] == "ffn-out-float" and entry["validation"]["tolerance"]["min_cosine"] == 0.99
+    assert not list(out.glob(".staging-*"))  # the failed recipe's files are gone
+
+
+def test_a_recipe_that_passes_first_is_kept_without_climbing(tmp_path):
+    checkpoint = make_checkpoint(tmp_path, "seq-single")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "distilforge", "build", str(checkpoint), "--out", str(out),
+                           "--targets", "torchscript:int8-dynamic"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    ladder = json.loads((out / "manifest.json").read_text())["artifacts"][0]["ladder"]
+    assert ladder["kept"] == "all-int8" and len(ladder["tried"]) == 1 and ladder["tried"][0]["clear_of_margin"]
