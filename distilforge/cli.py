@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--calibration", type=Path, metavar="FILE",
                    help="calibration text for static INT8: .txt (a text a line), .jsonl or .csv with a 'text' "
                         "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
+    b.add_argument("--int8-cpu", choices=("portable", "native"), default="portable",
+                   help="INT8 recipes right on every CPU class, x86 with and without VNNI and ARM (portable, the "
+                        "default), or only on this machine's class (native: e.g. full 8-bit weights on a VNNI CPU)")
     b.add_argument("--calibration-samples", type=_positive_int, default=128, metavar="N",
                    help="how many calibration samples to use (default: 128)")
     b.add_argument("--eval", type=Path, metavar="FILE", dest="eval_file",
@@ -237,7 +240,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     targets = _split_targets(args.targets)
     options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
-                           calibration_file=args.calibration, calibration_samples=args.calibration_samples)
+                           calibration_file=args.calibration, calibration_samples=args.calibration_samples,
+                           int8_cpu=args.int8_cpu)
     result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                    progress=_say(args), eval_file=args.eval_file, keep_going=args.keep_going, rebuild=args.rebuild)
     extra = {"manifest": str(args.out / "manifest.json")}
@@ -292,7 +296,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from distilforge.pipeline import validate_dir
 
     result = validate_dir(args.dir, threads=args.threads)
-    _report(args, result.entries, result.failures, title=f"distilforge validate {args.dir}")
+    if not args.quiet and not args.json:
+        for line in result.notes:
+            _err(f"distilforge: note: {line}")
+    _report(args, result.entries, result.failures, title=f"distilforge validate {args.dir}",
+            extra={"notes": result.notes})
     return EXIT_OK if result.passed else EXIT_FAILED
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distilforge.artifacts.cache import CacheKeys, cache_keys, load_previous, reusable, save_progress
-from distilforge.artifacts.environment import machine_info, tool_versions
+from distilforge.artifacts.environment import cpu_record, machine_info, tool_versions
 from distilforge.artifacts.layout import (
     begin_build,
     check_out_dir,
@@ -48,13 +48,15 @@ from distilforge.errors import (
     first_line,
 )
 from distilforge.options import BuildOptions
+from distilforge.quantize.ladder import Rung
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
-from distilforge.validate.inputs import DYNAMIC_GRID, validation_cases
+from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, decisions, validation_cases
+from distilforge.validate.machine import cpu_differences, outside_recipe
 from distilforge.validate.recorded import figure_mismatches
-from distilforge.validate.runners.isolated import IsolatedRunner, RunnerError, RuntimeCrash
-from distilforge.validate.task import EvalSet, check_eval_head
-from distilforge.validate.tolerances import precision_class
+from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, RunnerError, RuntimeCrash
+from distilforge.validate.task import EvalSet, check_eval_head, eval_batches
+from distilforge.validate.tolerances import MARGIN, margin_shortfalls, precision_class
 
 Progress = Callable[[str], None]
 
@@ -226,10 +228,14 @@ def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], opt
         exporter_options["tflite_shapes"] = [list(s) for s in options.tflite_shapes]
     if target.calibrated and options.calibration:
         exporter_options["calibration"] = options.calibration.record()
-        exporter_options["onnx_int8_keep_float"] = options.onnx_int8_keep_float
-    export = {"target": target.name, "checkpoint": files, "options": exporter_options, "tools": tool_versions()}
     tolerance = options.tolerances[precision_class(target.precision)]
-    validation = {"tolerance": asdict(tolerance), "eval": source.eval_set.record() if source.eval_set else None}
+    cpu = {**cpu_record(), "wrapper": os.environ.get(WRAPPER)}  # what the runtime runs on decides the figures
+    if target.ladder:  # which recipe is kept depends on the figures: the rule, the margin and the CPU measured on
+        exporter_options.update(onnx_int8_keep_float=options.onnx_int8_keep_float, int8_cpu=options.int8_cpu,
+                                tolerance=asdict(tolerance), margin=MARGIN.to_dict(), cpu=cpu)
+    export = {"target": target.name, "checkpoint": files, "options": exporter_options, "tools": tool_versions()}
+    validation = {"tolerance": asdict(tolerance), "eval": source.eval_set.record() if source.eval_set else None,
+                  "cpu": cpu}
     return cache_keys(export, validation)
 
 
@@ -249,26 +255,124 @@ def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, sou
     return entry
 
 
+@dataclass
+class Attempt:
+    """One recipe of a target (a rung of its ladder, or its only recipe): its staging folder and its result."""
+
+    rung: Rung | None
+    root: Path  # staging root: the artifact's files are in root/<target folder>
+    entry: ArtifactEntry
+    shortfalls: list[str] = field(default_factory=list)  # where a passing result is within the margin of its rule
+
+    @property
+    def clear(self) -> bool:
+        return self.entry.passed and not self.shortfalls
+
+
 def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
                  say: Progress) -> ArtifactEntry:
-    """Export into a staging folder, move it into place, then validate it through its runner."""
-    say(f"{target.name}: exporting")
-    staging = staging_dir(out, target.folder)
+    """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
+    recipes until one passes its rule with the margin (validate/tolerances.py). The kept one moves into place."""
+    rungs: tuple[Rung | None, ...] = target.ladder(options) if target.ladder else (None,)
+    attempts: list[Attempt] = []
     try:
-        artifact = _rebase(target.export(source.ckpt, staging, options), target.folder)
-        move_into_place(staging, out / target.folder)
+        for index, rung in enumerate(rungs):
+            attempts.append(_attempt(target, source, out, options, reference, say, rung, f"{index + 1}/{len(rungs)}"))
+            if attempts[-1].clear or index + 1 == len(rungs):
+                break
+            say(f"{target.name}: recipe {rung.name} {_verdict(attempts[-1])}; trying {rungs[index + 1].name}")
+        kept = _kept(attempts)
+        if kept.entry.artifact.files:
+            move_into_place(kept.root / target.folder, out / target.folder)
+    finally:
+        for attempt in attempts:
+            shutil.rmtree(attempt.root, ignore_errors=True)
+    if target.ladder:
+        kept.entry.ladder = ladder_record(rungs, attempts, kept)
+    return kept.entry
+
+
+def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
+             say: Progress, rung: Rung | None, place: str) -> Attempt:
+    label = f" (recipe {place}: {rung.name})" if rung is not None else ""
+    say(f"{target.name}: exporting{label}")
+    root = staging_dir(out, target.folder)
+    try:
+        entry = _export_and_validate(target, source, root, replace(options, rung=rung.name if rung else None),
+                                     reference, lambda: say(f"{target.name}: validating{label}"))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    shortfalls = margin_shortfalls(entry.validation) if rung is not None and entry.passed else []
+    return Attempt(rung, root, entry, shortfalls)
+
+
+def _export_and_validate(target: Target, source: Source, root: Path, options: BuildOptions, reference: Reference,
+                         validating: Callable[[], None]) -> ArtifactEntry:
+    """Export into root/<folder>, then validate from there: the artifact's paths are relative to `root`."""
+    folder = root / target.folder
+    folder.mkdir()
+    try:
+        artifact = _rebase(target.export(source.ckpt, folder, options), target.folder)
     except ExportError as e:
-        _stop_if_out_of_space(out, e, target)
+        _stop_if_out_of_space(root.parent, e, target)
         return _failed_entry(target, str(e))
     except DistilforgeError:
         raise
     except Exception as e:  # a converter's own exception: name the target, keep the message to one line
-        _stop_if_out_of_space(out, e, target)
+        _stop_if_out_of_space(root.parent, e, target)
         return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    say(f"{target.name}: validating")
-    return _validate_or_fail(target, artifact, source, out, options, reference)
+    validating()
+    return _validate_or_fail(target, artifact, source, root, options, reference)
+
+
+def _verdict(attempt: Attempt) -> str:
+    if attempt.entry.error:
+        return f"failed ({attempt.entry.error.removeprefix(attempt.entry.artifact.target + ': ')})"
+    if not attempt.entry.passed:
+        return f"failed ({attempt.entry.validation.failures[0].split(': ', 1)[-1]})"
+    return f"passed, but within the margin ({'; '.join(attempt.shortfalls)})"
+
+
+def _kept(attempts: list[Attempt]) -> Attempt:
+    """The first recipe clear of the margin; else the passing one with the best min cosine; else (all failed)
+    the last one that produced files, so the failure can be inspected."""
+    for attempt in attempts:
+        if attempt.clear:
+            return attempt
+    passing = [a for a in attempts if a.entry.passed]
+    if passing:
+        return max(passing, key=lambda a: _min_cosine(a.entry))
+    exported = [a for a in attempts if a.entry.artifact.files]
+    return exported[-1] if exported else attempts[-1]
+
+
+def _min_cosine(entry: ArtifactEntry) -> float:
+    worst = entry.validation.worst()["min_cosine"] if entry.validation else None
+    return 1.0 if worst is None else worst
+
+
+def ladder_record(rungs: tuple[Rung | None, ...], attempts: list[Attempt], kept: Attempt) -> dict[str, Any]:
+    """What the manifest says of a target's ladder: the margin, every recipe tried with its figures, the kept one."""
+    if kept.clear:
+        why = "the first recipe that passed its rule with the margin"
+    elif kept.entry.passed:
+        why = "no recipe cleared the margin: the passing one with the best min cosine"
+    else:
+        why = "every recipe tried failed: the last one that was exported, for inspection"
+    return {"margin": MARGIN.to_dict(), "rungs": [r.name for r in rungs if r], "kept": kept.rung.name if kept.rung
+            else None, "why": why, "tried": [_rung_record(a) for a in attempts]}
+
+
+def _rung_record(attempt: Attempt) -> dict[str, Any]:
+    entry, validation = attempt.entry, attempt.entry.validation
+    return {"name": attempt.rung.name if attempt.rung else None,
+            "summary": attempt.rung.summary if attempt.rung else None,
+            "passed": entry.passed, "clear_of_margin": attempt.clear, "shortfalls": attempt.shortfalls,
+            "worst": validation.worst() if validation else None,
+            "task_drop": validation.task.drop if validation and validation.task else None,
+            "bytes": entry.artifact.total_bytes if entry.artifact.files else None,
+            "failures": (validation.failures[:3] if validation else []) + ([entry.error] if entry.error else [])}
 
 
 def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
@@ -295,17 +399,18 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
                    reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
     klass = precision_class(target.precision)
     tolerance = tolerance or options.tolerances[klass]
-    cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
-                             fixed_shapes=artifact.fixed_shapes, seed=options.seed)
-    task = None
+    task, labelled = None, 0
     if source.eval_set is not None and source.ckpt.tokenizer is not None:
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
+        labelled = sum(decisions(source.ckpt.info, b.case) for b in eval_batches(*task[:2], max_length=task[2]))
+    cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
+                             fixed_shapes=artifact.fixed_shapes, seed=options.seed, counted=labelled)
     with IsolatedRunner(target.open_runner, out, artifact, options.threads) as runner:
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime, not_reproducible=target.not_reproducible,
-                         reproducible_caveat=target.reproducible_caveat)
+                         reproducible_caveat=target.reproducible_caveat, validated_on=runner.cpu)
 
 
 def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
@@ -346,7 +451,10 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "calibration": options.calibration.record() if options.calibration else None,
             "eval": source.eval_set.record() if source.eval_set else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
+            "int8_cpu": options.int8_cpu,
+            "int8_margin": MARGIN.to_dict(),
             "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
+                                "min_decisions": MIN_DECISIONS,
                                 "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},
         },
     )
@@ -386,6 +494,7 @@ class CheckResult:
     out: Path
     problems: list[str]
     entries: list[ArtifactEntry]
+    notes: list[str] = field(default_factory=list)  # how this CPU differs from the build's, what moved with it
 
     @property
     def passed(self) -> bool:
@@ -401,7 +510,9 @@ class CheckResult:
 
 
 def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
-    """Verify every file's hash and the checkpoint's, then re-run each artifact's checks."""
+    """Verify every file's hash and the checkpoint's, then re-run each artifact's checks. Where an artifact runs on
+    another CPU than its figures were recorded on, say how the CPU differs (`notes`) and judge the figures measured
+    here by the pass rules alone."""
     out = Path(out)
     manifest = read_manifest(out)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
@@ -410,7 +521,7 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     problems += _eval_drift(manifest["settings"].get("eval"), source)
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
     reference = Reference(eager_runner(source.ckpt, options.threads))
-    entries = []
+    entries, notes = [], []
     for record in manifest["artifacts"]:
         if record.get("error") or any(not (out / f["path"]).is_file() for f in record["files"]):
             continue  # changed files are still run: the figures say how wrong they are
@@ -421,10 +532,18 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
         if entry.error:
             problems.append(entry.error)
             continue
-        problems += figure_mismatches(target.name, record["validation"], entry.validation,
-                                      same_threads=options.threads == manifest["settings"]["threads"])
+        entry.ladder = record.get("ladder")
+        differences = cpu_differences(record.get("validated_on") or manifest.get("machine"), entry.validated_on)
+        same_threads = options.threads == manifest["settings"]["threads"]
+        moved = figure_mismatches(target.name, record["validation"], entry.validation,
+                                  same_threads=same_threads and not differences)
+        if differences:  # another CPU: its kernels move the figures, and the pass rules decide
+            notes += differences + list(filter(None, [outside_recipe(record, entry.validated_on["cpu_class"])]))
+            notes += [f"{line} (measured on another CPU)" for line in moved if "passed=" not in line]
+        else:
+            problems += moved
         entries.append(entry)
-    return CheckResult(out=out, problems=problems, entries=entries)
+    return CheckResult(out=out, problems=problems, entries=entries, notes=list(dict.fromkeys(notes)))
 
 
 def source_for(manifest: dict[str, Any]) -> Source:

@@ -2,8 +2,13 @@
 native code) fails only its own target instead of killing the build.
 
 The child (`python -m distilforge.validate.runners.isolated`) opens the artifact with its target's own
-`open_runner`, then answers requests on stdin/stdout: a length-prefixed .npz of named inputs in, a
-length-prefixed .npz of named outputs (or a one-line JSON error) out. Validation sees an ordinary Runner.
+`open_runner`, says which CPU it runs on, then answers requests on stdin/stdout: a length-prefixed .npz of
+named inputs in, a length-prefixed .npz of named outputs (or a one-line JSON error) out. Validation sees an
+ordinary Runner.
+
+`DISTILFORGE_RUNTIME_WRAPPER` (e.g. "qemu-x86_64 -cpu Haswell") is put in front of the child's command: the
+artifact then runs on an emulated CPU, which is how the test suite validates on another CPU class than its
+machine's (docs/cpu-classes.md). The CPU the child reports is the one the figures are recorded against.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -21,10 +27,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from distilforge.artifacts.environment import cpu_record
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.validate.runners import open_by_ref, runner_ref
 
 _HEADER = struct.Struct("<cQ")  # kind (b"A" arrays, b"E" error, b"R" ready), payload length
+WRAPPER = "DISTILFORGE_RUNTIME_WRAPPER"
 
 
 class RuntimeCrash(RuntimeError):
@@ -42,10 +50,12 @@ class IsolatedRunner:
         self.output_names = tuple(o.name for o in artifact.outputs)
         self._log = tempfile.TemporaryFile()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        self._process = subprocess.Popen([sys.executable, "-m", "distilforge.validate.runners.isolated"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env)
+        command = [*shlex.split(os.environ.get(WRAPPER, "")), sys.executable, "-m",
+                   "distilforge.validate.runners.isolated"]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                         env=env)
         self._send(b"S", json.dumps(spec).encode())
-        self._receive()  # b"R" once the artifact is open
+        self.cpu: dict[str, Any] = json.loads(self._receive())  # b"R" once the artifact is open: the child's CPU
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         buffer = io.BytesIO()
@@ -121,7 +131,7 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
     except Exception as e:
         reply(b"E", _one_line(e))
         return
-    reply(b"R", b"")
+    reply(b"R", json.dumps(cpu_record()).encode())
     while True:
         kind, payload = _read_message(requests)
         if kind is None:
