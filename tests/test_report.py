@@ -281,3 +281,23 @@ def test_axis_ticks() -> None:
     assert log_ticks(13.2, 890) == [10, 20, 50, 100, 200, 500, 1000]
     assert nice_ticks(0, 91.7) == [0, 20, 40, 60, 80, 100]
     assert nice_ticks(97.6, 97.6)[0] <= 97.6 <= nice_ticks(97.6, 97.6)[-1]
+
+
+def test_an_int8_artifact_slower_than_its_fp32_sibling_is_flagged_and_never_recommended(tmp_path: Path) -> None:
+    """bench.json marks it (bench.mark_slower_than_fp32); the report shows it and never picks it, even when it is
+    the fastest artifact left under the limits."""
+    from distilforge.bench import mark_slower_than_fp32
+
+    results = [bench_result("onnx:fp32", 14.0, size=91_696_962), bench_result("onnx:int8-dynamic", 15.0),
+               bench_result("openvino:int8-weights", 8.0), bench_result("eager", 20.0, kind="reference")]
+    results[1]["precision_class"] = results[2]["precision_class"] = "int8"
+    mark_slower_than_fp32(results)
+    assert results[1]["slower_than_fp32"] == {"target": "onnx:fp32", "ratio": 15.0 / 14.0}
+    assert "slower than onnx:fp32 on this CPU (1.07x its p50)" in results[1]["notes"][0]
+    assert "slower_than_fp32" not in results[2]  # no openvino fp32 artifact to compare with: no claim
+    specs = {t: ARTIFACTS[t] for t in ("onnx:fp32", "onnx:int8-dynamic", "openvino:int8-weights")}
+    result = write_report(make_dir(tmp_path, specs=specs, bench_results=results), max_size_mb=60)
+    assert result.recommendation.target == "openvino:int8-weights"
+    assert rejected(result)["onnx:int8-dynamic"] == "INT8 slower than onnx:fp32 (1.07x its p50) on the CPU measured"
+    assert "pass, slower than fp32" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["rows"][1]["slower_than_fp32"].startswith("onnx:fp32")

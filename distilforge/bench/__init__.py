@@ -345,6 +345,7 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         row["error"] = c.error
         row.update(c.row_extra)
         results.append(row)
+    mark_slower_than_fp32(results)
     shares = [f for f in foreign if f is not None]
     samples = len(keep) * settings.runs
     notes = list(notes)
@@ -371,6 +372,26 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         "results": results,
         "notes": notes,
     }
+
+
+def mark_slower_than_fp32(results: list[dict[str, Any]]) -> None:
+    """An INT8 artifact whose p50 is above the fastest fp32 artifact of its format, on the CPU measured, says so
+    (`slower_than_fp32` and a note): it is then only smaller, and `report` never recommends it."""
+    def p50(row: dict[str, Any]) -> float | None:
+        return (row.get("latency_ms") or {}).get("p50")
+
+    artifacts = [r for r in results if r["kind"] == "artifact" and p50(r) is not None]
+    for row in (r for r in artifacts if r["precision_class"] == "int8"):
+        fmt = row["target"].split(":")[0]
+        siblings = [r for r in artifacts if r["precision_class"] == "fp32" and r["target"].split(":")[0] == fmt]
+        if not siblings:
+            continue
+        fastest = min(siblings, key=p50)
+        if p50(row) > p50(fastest):
+            ratio = p50(row) / p50(fastest)
+            row["slower_than_fp32"] = {"target": fastest["target"], "ratio": ratio}
+            row["notes"].append(f"slower than {fastest['target']} on this CPU ({ratio:.2f}x its p50): it only "
+                                "saves size here, and report never recommends it")
 
 
 def _measure(c: Candidate, t: Timed | None, keep: list[int]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from distilforge.artifacts.manifest import read_manifest, read_versioned_json
 from distilforge.errors import OutputDirError
+from distilforge.report.summary import kept_recipe
 
 BENCH = "bench.json"
 BENCH_SCHEMA_VERSION = 1
@@ -40,6 +41,8 @@ class Row:
     ratio_eager: float | None = None
     ratio_floor: float | None = None
     bench_error: str | None = None
+    slower_than_fp32: str | None = None  # INT8 slower than its format's fastest fp32 artifact on the CPU measured
+    recipe: str | None = None  # INT8: the kept rung of its ladder, e.g. "2/3 ffn-out-float"
     passed: bool = False
     failures: list[str] = field(default_factory=list)
     pareto: bool = False
@@ -123,7 +126,7 @@ def artifact_row(a: dict[str, Any]) -> Row:
                bytes=size, mb=None if size is None else size / 1e6,
                max_abs=worst.get("max_abs"), min_cosine=worst.get("min_cosine"), agreement=worst.get("agreement"),
                task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
-               task_drop=task.get("drop"), passed=passed, failures=failures)
+               task_drop=task.get("drop"), passed=passed, failures=failures, recipe=kept_recipe(a.get("ladder")))
 
 
 def peer_row(result: dict[str, Any]) -> Row:
@@ -149,6 +152,9 @@ def add_bench(row: Row, result: dict[str, Any] | None) -> None:
     seqs = result.get("by_sequence") or {}
     row.by_sequence = {s: seqs[s] for s in sorted(seqs, key=_seq_key)}
     row.ratio_eager, row.ratio_floor = result.get("ratio_eager"), result.get("ratio_floor")
+    slower = result.get("slower_than_fp32")
+    if slower:
+        row.slower_than_fp32 = f"{slower['target']} ({slower['ratio']:.2f}x its p50)"
     if row.latency_p50 is None:
         row.bench_error = "bench.json has no p50 latency"
 

@@ -68,6 +68,8 @@ def rejection_reasons(row: Row, limits: Limits, *, have_bench: bool) -> list[str
             reasons.append(f"latency not measured ({row.bench_error or 'no p50'})")
     elif limits.max_latency_ms is not None and row.latency_p50 > limits.max_latency_ms:
         reasons.append(f"too slow: p50 {row.latency_p50:.2f} ms > {limits.max_latency_ms:g} ms")
+    if row.slower_than_fp32:
+        reasons.append(f"INT8 slower than {row.slower_than_fp32} on the CPU measured")
     if limits.max_size_mb is not None and (row.mb is None or row.mb > limits.max_size_mb):
         size = "size unknown" if row.mb is None else f"{row.mb:.1f} MB"
         reasons.append(f"too big: {size} > {limits.max_size_mb:g} MB")

@@ -34,7 +34,8 @@ LATENCY_COLUMNS: list[tuple[str, Any]] = [
     ("x floor", lambda r: _f(r.ratio_floor, ".2f")),
 ]
 TAIL_COLUMNS: list[tuple[str, Any]] = [
-    ("status", lambda r: "pass" if r.passed else "FAIL"),
+    ("recipe", lambda r: r.recipe or ""),
+    ("status", lambda r: ("pass" if r.passed else "FAIL") + (", slower than fp32" if r.slower_than_fp32 else "")),
     ("Pareto", lambda r: "yes" if r.pareto else ""),
 ]
 
@@ -187,10 +188,11 @@ def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, conso
     console = console or Console(width=max(Console().width, 140))
     table = Table(title="distilforge report")
     for header, _ in columns(data):
-        table.add_column(header, justify="left" if header in ("target", "status", "Pareto") else "right")
+        table.add_column(header, justify="left" if header in ("target", "recipe", "status", "Pareto") else "right")
     for row in data.rows + data.peers:
         cells = [str(fn(row)) for _, fn in columns(data)]
-        cells[-2] = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
+        cells[-2] = ("[green]pass[/]" if row.passed else "[red]FAIL[/]") + (
+            " [yellow]slower than fp32[/]" if row.slower_than_fp32 else "")
         table.add_row(*cells)
     table.caption = _legend_text(data)
     console.print(table)

@@ -13,11 +13,13 @@ def summary_rows(entries: list[ArtifactEntry]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"target": e.artifact.target, "passed": e.passed, "mb": e.artifact.total_bytes / 1e6}
         if e.validation:
             worst = e.validation.worst()
-            row.update(max_abs=worst["max_abs"], cosine=worst["min_cosine"], agreement=worst["agreement"])
+            row.update(max_abs=worst["max_abs"], cosine=worst["min_cosine"], agreement=worst["agreement"],
+                       decisions=worst["decisions"])
             if e.validation.task:
                 row["task_metric"] = e.validation.task.metric
                 row["task"] = e.validation.task.artifact
                 row["task_reference"] = e.validation.task.reference
+        row["recipe"] = kept_recipe(e.ladder)
         row["error"] = e.error
         row["reused"] = e.reused
         rows.append(row)
@@ -28,21 +30,37 @@ def print_summary(entries: list[ArtifactEntry], *, title: str, console: Any = No
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 110))  # keep target names whole in CI logs
+    console = console or Console(width=max(Console().width, 140))  # keep target names whole in CI logs
     table = Table(title=title)
-    for col in ("target", "MB", "max abs diff", "min cosine", "agree", "task", "ref", "status"):
-        table.add_column(col, justify="left" if col in ("target", "status") else "right")
+    for col in ("target", "MB", "max abs diff", "min cosine", "agree (n)", "task", "ref", "recipe", "status"):
+        table.add_column(col, justify="left" if col in ("target", "recipe", "status") else "right")
     rows = summary_rows(entries)
     for row in rows:
         status = "[green]pass[/]" if row["passed"] else "[red]FAIL[/]"
         status += {"all": " (cached)", "export": " (re-validated)"}.get(row["reused"], "")
         table.add_row(row["target"], f"{row['mb']:.1f}", _fmt(row.get("max_abs"), ".1e"),
-                      _fmt(row.get("cosine"), ".5f"), _fmt(row.get("agreement"), ".1%"),
-                      _fmt(row.get("task"), ".1f"), _fmt(row.get("task_reference"), ".1f"), status)
+                      _fmt(row.get("cosine"), ".5f"), _agreement(row),
+                      _fmt(row.get("task"), ".1f"), _fmt(row.get("task_reference"), ".1f"), row["recipe"] or "-",
+                      status)
     metrics = sorted({r["task_metric"] for r in rows if r.get("task_metric")})
     if metrics:  # task and ref: the gated metric, which depends on the head
         table.caption = f"task, ref: {', '.join(metrics)} (points) on the labelled data"
     console.print(table)
+
+
+def kept_recipe(ladder: dict[str, Any] | None) -> str | None:
+    """An INT8 target's kept recipe and how far up its ladder it is, e.g. '2/3 ffn-out-float'."""
+    if not ladder or not ladder.get("kept"):
+        return None
+    rungs = ladder.get("rungs") or [r["name"] for r in ladder["tried"]]
+    return f"{rungs.index(ladder['kept']) + 1}/{len(rungs)} {ladder['kept']}"
+
+
+def _agreement(row: dict[str, Any]) -> str:
+    """Agreement with the number of decisions it counts, e.g. '100.0% (262)'."""
+    if row.get("agreement") is None:
+        return "-"
+    return f"{row['agreement']:.1%} ({row['decisions']})"
 
 
 def _fmt(value: float | None, spec: str) -> str:
