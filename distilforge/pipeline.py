@@ -48,7 +48,7 @@ from distilforge.errors import (
     first_line,
 )
 from distilforge.options import BuildOptions
-from distilforge.quantize.ladder import Rung
+from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, decisions, validation_cases
@@ -255,20 +255,6 @@ def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, sou
     return entry
 
 
-@dataclass
-class Attempt:
-    """One recipe of a target (a rung of its ladder, or its only recipe): its staging folder and its result."""
-
-    rung: Rung | None
-    root: Path  # staging root: the artifact's files are in root/<target folder>
-    entry: ArtifactEntry
-    shortfalls: list[str] = field(default_factory=list)  # where a passing result is within the margin of its rule
-
-    @property
-    def clear(self) -> bool:
-        return self.entry.passed and not self.shortfalls
-
-
 def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
                  say: Progress) -> ArtifactEntry:
     """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
@@ -280,8 +266,8 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
             attempts.append(_attempt(target, source, out, options, reference, say, rung, f"{index + 1}/{len(rungs)}"))
             if attempts[-1].clear or index + 1 == len(rungs):
                 break
-            say(f"{target.name}: recipe {rung.name} {_verdict(attempts[-1])}; trying {rungs[index + 1].name}")
-        kept = _kept(attempts)
+            say(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
+        kept = kept_attempt(attempts)
         if kept.entry.artifact.files:
             move_into_place(kept.root / target.folder, out / target.folder)
     finally:
@@ -324,55 +310,6 @@ def _export_and_validate(target: Target, source: Source, root: Path, options: Bu
         return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
     validating()
     return _validate_or_fail(target, artifact, source, root, options, reference)
-
-
-def _verdict(attempt: Attempt) -> str:
-    if attempt.entry.error:
-        return f"failed ({attempt.entry.error.removeprefix(attempt.entry.artifact.target + ': ')})"
-    if not attempt.entry.passed:
-        return f"failed ({attempt.entry.validation.failures[0].split(': ', 1)[-1]})"
-    return f"passed, but within the margin ({'; '.join(attempt.shortfalls)})"
-
-
-def _kept(attempts: list[Attempt]) -> Attempt:
-    """The first recipe clear of the margin; else the passing one with the best min cosine; else (all failed)
-    the last one that produced files, so the failure can be inspected."""
-    for attempt in attempts:
-        if attempt.clear:
-            return attempt
-    passing = [a for a in attempts if a.entry.passed]
-    if passing:
-        return max(passing, key=lambda a: _min_cosine(a.entry))
-    exported = [a for a in attempts if a.entry.artifact.files]
-    return exported[-1] if exported else attempts[-1]
-
-
-def _min_cosine(entry: ArtifactEntry) -> float:
-    worst = entry.validation.worst()["min_cosine"] if entry.validation else None
-    return 1.0 if worst is None else worst
-
-
-def ladder_record(rungs: tuple[Rung | None, ...], attempts: list[Attempt], kept: Attempt) -> dict[str, Any]:
-    """What the manifest says of a target's ladder: the margin, every recipe tried with its figures, the kept one."""
-    if kept.clear:
-        why = "the first recipe that passed its rule with the margin"
-    elif kept.entry.passed:
-        why = "no recipe cleared the margin: the passing one with the best min cosine"
-    else:
-        why = "every recipe tried failed: the last one that was exported, for inspection"
-    return {"margin": MARGIN.to_dict(), "rungs": [r.name for r in rungs if r], "kept": kept.rung.name if kept.rung
-            else None, "why": why, "tried": [_rung_record(a) for a in attempts]}
-
-
-def _rung_record(attempt: Attempt) -> dict[str, Any]:
-    entry, validation = attempt.entry, attempt.entry.validation
-    return {"name": attempt.rung.name if attempt.rung else None,
-            "summary": attempt.rung.summary if attempt.rung else None,
-            "passed": entry.passed, "clear_of_margin": attempt.clear, "shortfalls": attempt.shortfalls,
-            "worst": validation.worst() if validation else None,
-            "task_drop": validation.task.drop if validation and validation.task else None,
-            "bytes": entry.artifact.total_bytes if entry.artifact.files else None,
-            "failures": (validation.failures[:3] if validation else []) + ([entry.error] if entry.error else [])}
 
 
 def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,

@@ -14,9 +14,8 @@ from tiny import add_outlier_feature, make_checkpoint
 from distilforge.artifacts.manifest import ArtifactEntry
 from distilforge.artifacts.records import ExportedArtifact, FileRecord, OutputMetrics, TaskScore, ValidationResult
 from distilforge.options import BuildOptions
-from distilforge.pipeline import Attempt, _kept
 from distilforge.quantize import onnx as onnx_quantize
-from distilforge.quantize.ladder import Rung
+from distilforge.quantize.ladder import Attempt, Rung, kept_attempt
 from distilforge.targets import TARGETS
 from distilforge.validate.tolerances import DEFAULT_TOLERANCES, MARGIN, margin_shortfalls
 
@@ -54,9 +53,10 @@ def _attempt(name: str, result: ValidationResult | None, error: str | None = Non
 
 def test_the_first_clear_recipe_is_kept_then_the_best_passing_then_the_last_exported():
     failing, close, clear = _attempt("a", _result(0.98)), _attempt("b", _result(0.991)), _attempt("c", _result(0.996))
-    assert _kept([failing, close, clear]).rung.name == "c"
-    assert _kept([close, _attempt("d", _result(0.992))]).rung.name == "d"  # none clear: best min cosine
-    assert _kept([failing, _attempt("e", None, error="export failed")]).rung.name == "a"  # all fail: last with files
+    assert kept_attempt([failing, close, clear]).rung.name == "c"
+    assert kept_attempt([close, _attempt("d", _result(0.992))]).rung.name == "d"  # none clear: best min cosine
+    unexported = _attempt("e", None, error="export failed")
+    assert kept_attempt([failing, unexported]).rung.name == "a"  # all fail: the last that has files
 
 
 def test_a_user_list_of_float_nodes_is_a_ladder_of_one():

@@ -58,3 +58,11 @@ def test_decisions_follow_the_head(tmp_path, head, topped_up):
     assert any(c.shape[0] == TOP_UP_BATCH for c in cases) == topped_up
     total = sum(decisions(ckpt.info, c) for c in cases)
     assert total == 0 if head == "base" else total >= MIN_DECISIONS
+
+
+def test_a_fixed_multiple_choice_signature_gets_its_own_number_of_choices(tmp_path):
+    """A TFLite signature fixes the choices: every case, grid, text and top-up alike, has that many."""
+    ckpt = load_checkpoint(make_checkpoint(tmp_path, "multiple-choice"))
+    cases = validation_cases(ckpt.info, ckpt.tokenizer, sample_texts(), fixed_shapes=[(1, 2, 64)])
+    assert {c.shape[1] for c in cases} == {2} and all(c.shape[-1] <= 64 for c in cases)
+    assert sum(decisions(ckpt.info, c) for c in cases) >= MIN_DECISIONS

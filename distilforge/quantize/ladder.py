@@ -7,16 +7,22 @@ gets right (full 8-bit weights on a VNNI CPU, `torch._int_mm`), and the manifest
 
 Ladder (`Rung`): each INT8 target lists a few recipes from fastest to safest. The build tries them in order
 and keeps the first whose figures pass the unchanged pass rule with a margin (validate/tolerances.py:
-`MARGIN`); a recipe that scrapes past the rule on the build CPU is the one that fails on the next CPU.
+`MARGIN`); a recipe that scrapes past the rule on the build CPU is the one that fails on the next CPU. The
+pipeline exports and validates each rung (an `Attempt`); `kept_attempt` says which one ships, `ladder_record`
+what the manifest says of them all.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from distilforge.artifacts.manifest import ArtifactEntry
 from distilforge.cpu import PORTABLE, SATURATING, cpu_class, cpu_flags
 from distilforge.errors import UsageError
+from distilforge.validate.tolerances import MARGIN
 
 INT8_CPU_MODES = ("portable", "native")
 
@@ -61,3 +67,67 @@ def pick(rungs: tuple[Rung, ...], name: str | None) -> Rung:
     if name is None:
         return rungs[0]
     return next(r for r in rungs if r.name == name)
+
+
+@dataclass
+class Attempt:
+    """One recipe of a target (a rung of its ladder, or its only recipe): its staging folder and its result."""
+
+    rung: Rung | None
+    root: Path  # staging root: the artifact's files are in root/<target folder>
+    entry: ArtifactEntry
+    shortfalls: list[str] = field(default_factory=list)  # where a passing result is within the margin of its rule
+
+    @property
+    def clear(self) -> bool:
+        return self.entry.passed and not self.shortfalls
+
+
+def verdict(attempt: Attempt) -> str:
+    """Why the build climbs past a recipe, for its progress line."""
+    if attempt.entry.error:
+        return f"failed ({attempt.entry.error.removeprefix(attempt.entry.artifact.target + ': ')})"
+    if not attempt.entry.passed:
+        return f"failed ({attempt.entry.validation.failures[0].split(': ', 1)[-1]})"
+    return f"passed, but within the margin ({'; '.join(attempt.shortfalls)})"
+
+
+def kept_attempt(attempts: list[Attempt]) -> Attempt:
+    """The first recipe clear of the margin; else the passing one with the best min cosine; else (all failed)
+    the last one that produced files, so the failure can be inspected."""
+    for attempt in attempts:
+        if attempt.clear:
+            return attempt
+    passing = [a for a in attempts if a.entry.passed]
+    if passing:
+        return max(passing, key=lambda a: _min_cosine(a.entry))
+    exported = [a for a in attempts if a.entry.artifact.files]
+    return exported[-1] if exported else attempts[-1]
+
+
+def _min_cosine(entry: ArtifactEntry) -> float:
+    worst = entry.validation.worst()["min_cosine"] if entry.validation else None
+    return 1.0 if worst is None else worst
+
+
+def ladder_record(rungs: tuple[Rung | None, ...], attempts: list[Attempt], kept: Attempt) -> dict[str, Any]:
+    """What the manifest says of a target's ladder: the margin, every recipe tried with its figures, the kept one."""
+    if kept.clear:
+        why = "the first recipe that passed its rule with the margin"
+    elif kept.entry.passed:
+        why = "no recipe cleared the margin: the passing one with the best min cosine"
+    else:
+        why = "every recipe tried failed: the last one that was exported, for inspection"
+    return {"margin": MARGIN.to_dict(), "rungs": [r.name for r in rungs if r], "kept": kept.rung.name if kept.rung
+            else None, "why": why, "tried": [_rung_record(a) for a in attempts]}
+
+
+def _rung_record(attempt: Attempt) -> dict[str, Any]:
+    entry, validation = attempt.entry, attempt.entry.validation
+    return {"name": attempt.rung.name if attempt.rung else None,
+            "summary": attempt.rung.summary if attempt.rung else None,
+            "passed": entry.passed, "clear_of_margin": attempt.clear, "shortfalls": attempt.shortfalls,
+            "worst": validation.worst() if validation else None,
+            "task_drop": validation.task.drop if validation and validation.task else None,
+            "bytes": entry.artifact.total_bytes if entry.artifact.files else None,
+            "failures": (validation.failures[:3] if validation else []) + ([entry.error] if entry.error else [])}

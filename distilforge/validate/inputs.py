@@ -49,15 +49,26 @@ def validation_cases(info: CheckpointInfo, tokenizer: Any, texts: Sequence[str],
     batch, the same rows for every format; then more batches until the head's decisions, with the `counted` ones
     the labelled data adds, reach MIN_DECISIONS."""
     rng = np.random.default_rng(seed)
-    longest = min(info.max_length, max(s[-1] for s in fixed_shapes)) if fixed_shapes else info.max_length
-    shapes = [_grid_shape(b, s, c, longest, info.head.multiple_choice)
+    fits = Fits(info.max_length, None)
+    if fixed_shapes:  # the runner pads sequences and chunks batches; a multiple-choice signature fixes the choices
+        fits = Fits(min(info.max_length, max(s[-1] for s in fixed_shapes)),
+                    fixed_shapes[0][1] if info.head.multiple_choice else None)
+    shapes = [_grid_shape(b, s, fits.choices or c, fits.longest, info.head.multiple_choice)
               for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID, strict=False)]
     if fixed_shapes:
         shapes += [tuple(s) for s in fixed_shapes] + [_smaller_than(tuple(fixed_shapes[0]))]
     cases = [_random_case(shape, info, rng) for shape in dict.fromkeys(shapes)]
     if tokenizer is not None and texts:
-        cases.append(_text_case(tokenizer, texts, info, 0, TEXT_BATCH, longest))
-    return cases + _top_up(cases, info, tokenizer, texts, rng, longest, counted)
+        cases.append(_text_case(tokenizer, texts, info, 0, TEXT_BATCH, fits))
+    return cases + _top_up(cases, info, tokenizer, texts, rng, fits, counted)
+
+
+@dataclass(frozen=True)
+class Fits:
+    """What an artifact takes: its longest sequence, and (fixed multiple-choice signatures) its number of choices."""
+
+    longest: int
+    choices: int | None
 
 
 def decisions(info: CheckpointInfo, case: Case) -> int:
@@ -75,17 +86,18 @@ def _output_decisions(spec: OutputSpec, case: Case, info: CheckpointInfo) -> int
 
 
 def _top_up(cases: list[Case], info: CheckpointInfo, tokenizer: Any, texts: Sequence[str],
-            rng: np.random.Generator, longest: int, counted: int) -> list[Case]:
+            rng: np.random.Generator, fits: Fits, counted: int) -> list[Case]:
     have = counted + sum(decisions(info, c) for c in cases)
     extra: list[Case] = []
     start = TEXT_BATCH
     while have and have < MIN_DECISIONS:
         if tokenizer is not None and texts:
-            case = _text_case(tokenizer, texts, info, start, TOP_UP_BATCH, longest)
+            case = _text_case(tokenizer, texts, info, start, TOP_UP_BATCH, fits)
             start += TOP_UP_BATCH
         else:
-            seq = min(TOP_UP_SEQUENCE, longest)
-            shape = (TOP_UP_BATCH, CHOICES_GRID[0], seq) if info.head.multiple_choice else (TOP_UP_BATCH, seq)
+            seq = min(TOP_UP_SEQUENCE, fits.longest)
+            choices = fits.choices or CHOICES_GRID[0]
+            shape = (TOP_UP_BATCH, choices, seq) if info.head.multiple_choice else (TOP_UP_BATCH, seq)
             case = _random_case(shape, info, rng, name=f"random {len(extra) + 1} {'x'.join(map(str, shape))}")
         extra.append(case)
         have += decisions(info, case)
@@ -132,12 +144,13 @@ def _pad_id(info: CheckpointInfo) -> int:
 
 
 def _text_case(tokenizer: Any, texts: Sequence[str], info: CheckpointInfo, start: int, rows: int,
-               longest: int) -> Case:
-    """`rows` texts from `start` (cycling through `texts`), padded to the longest row and cut to `longest` tokens;
-    multiple choice: 3 choices a row, neighbouring texts."""
-    choices = 3 if info.head.multiple_choice else 1
+               fits: Fits) -> Case:
+    """`rows` texts from `start` (cycling through `texts`), padded to the longest row and cut to what the artifact
+    takes; multiple choice: neighbouring texts are a row's choices (3, or what a fixed signature takes)."""
+    choices = (fits.choices or 3) if info.head.multiple_choice else 1
     picked = [texts[(start * choices + i) % len(texts)] for i in range(rows * choices)]
-    encoded = tokenize(tokenizer, info.head.task, picked, rows=rows * choices, max_length=longest, pad_to_max=False)
+    encoded = tokenize(tokenizer, info.head.task, picked, rows=rows * choices, max_length=fits.longest,
+                       pad_to_max=False)
     if info.head.multiple_choice:
         encoded = {k: v.reshape(rows, choices, -1) for k, v in encoded.items()}
     first = start * choices % len(texts) + 1
