@@ -185,7 +185,7 @@ def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, conso
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 140))
+    console = console or Console(width=max(Console().width, 190))  # keep target names whole in CI logs
     table = Table(title="distilforge report")
     for header, _ in columns(data):
         table.add_column(header, justify="left" if header in ("target", "recipe", "status", "Pareto") else "right")
