@@ -4,7 +4,9 @@
   activations are float in the IR (f32 hint), but the CPU plugin quantizes the inputs of int8-weight
   MatMuls on the fly, per group of 32 values (DYNAMIC_QUANTIZATION_GROUP_SIZE, default 32 on CPUs
   with VNNI). That is where the speed comes from: with it off (rt_info runtime_options) the default
-  model ran 1.15x *slower* than fp32, for cosine 0.9989 instead of 0.9983 on random 3x512.
+  model ran 1.15x *slower* than fp32 on a VNNI Xeon, for cosine 0.9989 instead of 0.9983 on random 3x512.
+  Without VNNI the plugin does not apply it and computes in fp32: on an AVX2 EPYC 0.97-1.15x openvino:fp32's
+  p50 (bench flags it when slower).
 - int8-static: `nncf.quantize` (ModelType.TRANSFORMER: SmoothQuant 0.95, the transformer ignore
   patterns; PERFORMANCE preset) calibrated on real text, except for two groups of MatMuls that keep
   float activations and get int8 weights only (`WEIGHT_ONLY`).
@@ -21,6 +23,9 @@ rescale lin2's input channels, which ruined per-channel int8 weights compressed 
 cosine 0.979); compressed first, lin2 is left alone. Measured and rejected: SmoothQuant alpha 0.5
 or off, fast_bias_correction off (also task -1.6), ffn.lin1 float instead of lin2. MIXED passes
 too with the same scope (min cosine 0.9945 vs 0.9963). `STATIC.why` (in the manifest) has the numbers.
+
+Portable builds (quantize/ladder.py) use OverflowFix.ENABLE (`overflow_fix`): 7-bit weights in every layer, as
+OpenVINO's u8 x s8 kernel saturates without VNNI. Both targets climb a ladder (WEIGHTS_RUNGS, STATIC_RUNGS).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
 WEIGHT_ONLY = (r".*\.ffn\.lin2/.*", r".*\.(pre_)?classifier/.*")
 
-DYNAMIC_ACTIVATIONS = ("float in the IR; the CPU plugin quantizes int8-weight MatMul inputs on the fly per group "
-                       "of 32 (DYNAMIC_QUANTIZATION_GROUP_SIZE default)")
+DYNAMIC_ACTIVATIONS = ("float in the IR; on a VNNI CPU the CPU plugin quantizes int8-weight MatMul inputs on the fly "
+                       "per group of 32 (DYNAMIC_QUANTIZATION_GROUP_SIZE default); on AVX2 without VNNI it computes "
+                       "them in fp32")
 
 
 # The ladders, fastest first (quantize/ladder.py). Static: each rung adds MatMuls to the weight-only scope.
@@ -112,7 +118,7 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     details = {"weights": "int8 per output channel, embedding tables included", "activations": DYNAMIC_ACTIVATIONS,
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
                "mode": mode, "why": recipe.why, "rung": rung.name, "recipe": rung.summary,
-               "int8_cpu": Int8Cpu(cpu.mode, cpu.build_class).record(WEIGHTS_CPU_WHY)}
+               "int8_cpu": cpu.record(WEIGHTS_CPU_WHY)}
     return record(ckpt, folder, target, details, captured.warnings)
 
 
