@@ -23,6 +23,8 @@ from distilforge.options import BuildOptions
 from distilforge.validate.inputs import EXPORT_CHOICES
 
 MODEL_FILE = "model.onnx"
+# External weights: Optimum's, Transformers.js's and the Hub's name for them (earlier builds wrote model.onnx.data)
+EXTERNAL_DATA = "model.onnx_data"
 # ORT re-creates the slow SkipLayerNormalization from Add + LayerNormalization when a session loads.
 SESSION_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 # A rewrite must not move any output by more than this, relative to the output's largest magnitude.
@@ -33,13 +35,20 @@ Rewrite = Callable[[Any], tuple[Any, dict[str, int]]]
 
 
 def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    """Write `model.onnx` (+ `model.onnx.data`, its external weights) into `folder`."""
+    """Write `model.onnx` + `model.onnx_data` (its weights, as external data) into `folder`: the exporter's graph
+    as it is; only the external data's file name is changed to the one ONNX consumers expect."""
+    import onnx
+
     with quiet() as captured:
-        _torch_export(ckpt, folder / MODEL_FILE, options, "onnx:fp32")
+        model = exported_model(ckpt, options, "onnx:fp32")
+        try:
+            onnx.save_model(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=EXTERNAL_DATA)
+        except Exception as e:
+            raise ExportError(f"onnx:fp32: saving {MODEL_FILE} failed: {type(e).__name__}: {first_line(e)}") from e
     return ExportedArtifact(
         target="onnx:fp32", files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
-        details={"exporter": "torch.onnx.export (dynamo)", "opset": options.onnx_opset,
-                 "external_data": (folder / (MODEL_FILE + ".data")).exists()},
+        details={"exporter": "torch.onnx.export (dynamo)", "opset": options.onnx_opset, "external_data": True},
         warnings=captured.warnings,
     )
 
@@ -175,7 +184,7 @@ def save_model(model: Any, path: Path, target: str) -> bool:
     external = onnx_graph.weight_bytes(model) > onnx_graph.SINGLE_FILE_LIMIT
     try:
         onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                        location=path.name + ".data")
+                        location=EXTERNAL_DATA)
     except Exception as e:
         raise ExportError(f"{target}: saving {path.name} failed: {type(e).__name__}: {first_line(e)}") from e
     return external

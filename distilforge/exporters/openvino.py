@@ -20,7 +20,8 @@ from distilforge.errors import ExportError, first_line
 from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
 
-MODEL_FILE = "model.xml"  # + model.bin
+# + openvino_model.bin; optimum-intel only recognises IR files named openvino*.xml (earlier builds: model.xml)
+MODEL_FILE = "openvino_model.xml"
 
 
 @contextlib.contextmanager
