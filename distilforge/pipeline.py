@@ -11,11 +11,13 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from distilforge.artifacts.cache import CacheKeys, cache_keys, load_previous, reusable, save_progress
 from distilforge.artifacts.environment import cpu_record, machine_info, tool_versions
+from distilforge.artifacts.folder import add_companions, card_problems, write_card
 from distilforge.artifacts.layout import (
     begin_build,
     check_out_dir,
@@ -36,7 +38,7 @@ from distilforge.artifacts.manifest import (
     verify_files,
     write_manifest,
 )
-from distilforge.artifacts.records import ExportedArtifact, FileRecord, Tolerance
+from distilforge.artifacts.records import ExportedArtifact, Tolerance
 from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
 from distilforge.errors import (
     BuildFailure,
@@ -69,6 +71,11 @@ class Source:
     texts: list[str]
     eval_set: EvalSet | None
     default: bool
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        """The manifest's checkpoint record (hashes every checkpoint file once)."""
+        return checkpoint_record(self)
 
 
 @dataclass
@@ -250,8 +257,10 @@ def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, sou
         entry.reused = "all"
         return entry
     say(f"{target.name}: export unchanged, validating again")
+    ladder = entry.ladder
     entry = _validate_or_fail(target, entry.artifact, source, out, options, reference)
-    entry.reused = "export"
+    entry.ladder, entry.reused = ladder, "export"
+    finish_folder(entry, out / target.folder, source, companions=False)  # the card carries the new figures
     return entry
 
 
@@ -268,14 +277,25 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
                 break
             say(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
         kept = kept_attempt(attempts)
+        if target.ladder:
+            kept.entry.ladder = ladder_record(rungs, attempts, kept)
         if kept.entry.artifact.files:
+            finish_folder(kept.entry, kept.root / target.folder, source)
             move_into_place(kept.root / target.folder, out / target.folder)
     finally:
         for attempt in attempts:
             shutil.rmtree(attempt.root, ignore_errors=True)
-    if target.ladder:
-        kept.entry.ladder = ladder_record(rungs, attempts, kept)
     return kept.entry
+
+
+def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, companions: bool = True) -> None:
+    """Make the folder deployable as it is (artifacts/folder.py): the checkpoint's config and tokenizer beside the
+    model (unless already there), then the card; the entry lists every file."""
+    files = [f for f in entry.artifact.files if f.role != "card"]
+    if companions:
+        files = [f for f in files if f.role == "model"] + add_companions(source.ckpt.info.path, folder, folder.name)
+    entry.artifact.files = files  # the card lists these
+    entry.artifact.files = files + [write_card(folder, entry.to_dict(), source.record)]
 
 
 def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
@@ -359,7 +379,7 @@ def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
 
 def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
     """Exporters record paths inside their folder; the manifest records them from the output root."""
-    artifact.files = [FileRecord(f"{folder}/{f.path}", f.bytes, f.sha256) for f in artifact.files]
+    artifact.files = [replace(f, path=f"{folder}/{f.path}") for f in artifact.files]
     return artifact
 
 
@@ -374,7 +394,7 @@ def _failed_entry(target: Target, message: str) -> ArtifactEntry:
 def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference, options: BuildOptions,
               chosen: list[Target]) -> dict[str, Any]:
     return make_manifest(
-        checkpoint=checkpoint_record(source),
+        checkpoint=source.record,
         entries=entries,
         reference=_reference_record(source, reference),
         tools=tool_versions(),
@@ -405,11 +425,19 @@ def checkpoint_record(source: Source) -> dict[str, Any]:
         "head": info.head.architecture,
         "problem_type": info.head.problem_type,
         "task": info.head.task,
+        "labels": labels(info.config, info.head.task),
         "config": info.summary(),
         "has_tokenizer": info.has_tokenizer,
         "files": info.file_hashes(),
         "provenance": source.ckpt.provenance or None,
     }
+
+
+def labels(config: dict[str, Any], task: str) -> dict[str, str] | None:
+    """id2label of a classification head (what its outputs mean), else None."""
+    if task not in ("text-classification", "token-classification") or not isinstance(config.get("id2label"), dict):
+        return None
+    return {str(k): str(v) for k, v in sorted(config["id2label"].items(), key=lambda kv: int(kv[0]))}
 
 
 def _reference_record(source: Source, reference: Reference) -> dict[str, Any]:
@@ -453,6 +481,7 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     out = Path(out)
     manifest = read_manifest(out)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
+    problems += [p for a in manifest["artifacts"] for p in card_problems(out, a, manifest["checkpoint"])]
     source = source_for(manifest)
     problems += checkpoint_drift(manifest["checkpoint"], source)
     problems += _eval_drift(manifest["settings"].get("eval"), source)

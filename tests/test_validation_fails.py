@@ -27,7 +27,7 @@ def _perturb_onnx_weights(model_path, scale=0.05):
         if w.dtype == np.float32 and w.ndim == 2 and w.size > 100:
             init.CopyFrom(numpy_helper.from_array(w + rng.normal(0, scale, w.shape).astype(np.float32), init.name))
             break
-    onnx.save(model, str(model_path), save_as_external_data=True, location="model.onnx.data")
+    onnx.save(model, str(model_path), save_as_external_data=True, location="model.onnx_data")
 
 
 def test_perturbed_weights_fail_validation(built):
@@ -47,9 +47,11 @@ def test_validate_passes_on_an_untouched_build(built):
 
 
 def test_missing_file_is_reported(built):
-    (built / "onnx-fp32" / "model.onnx.data").unlink()
+    (built / "onnx-fp32" / "model.onnx_data").unlink()
+    (built / "onnx-fp32" / "tokenizer.json").unlink()
     result = validate_dir(built)
-    assert any("model.onnx.data is missing" in p for p in result.problems)
+    assert any("model.onnx_data is missing" in p for p in result.problems)
+    assert any("onnx-fp32/tokenizer.json is missing" in p for p in result.problems)
     assert not result.passed
 
 
@@ -59,7 +61,9 @@ def test_manifest_records_what_build_systems_read(built):
     assert manifest["checkpoint"]["head"] == "DistilBertForSequenceClassification"
     art = manifest["artifacts"][0]
     assert art["target"] == "onnx:fp32"
-    assert {f["path"] for f in art["files"]} == {"onnx-fp32/model.onnx", "onnx-fp32/model.onnx.data"}
+    assert {(f["path"], f["role"]) for f in art["files"] if f["role"] in ("model", "config", "card")} == {
+        ("onnx-fp32/model.onnx", "model"), ("onnx-fp32/model.onnx_data", "model"),
+        ("onnx-fp32/config.json", "config"), ("onnx-fp32/distilforge.json", "card")}
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in art["files"])
     assert art["validation"]["passed"] is True
     assert art["validation"]["tolerance"]["max_abs"] == 1e-4

@@ -11,16 +11,22 @@ from typing import Any
 
 from distilforge.artifacts.hashing import sha256_file
 
+# What a file of an artifact folder is for. "model": what the exporter wrote (graph, weights, external data);
+# the others are the companions that make the folder deployable (artifacts/folder.py).
+FILE_ROLES = ("model", "config", "tokenizer", "card")
+
 
 @dataclass(frozen=True)
 class FileRecord:
     path: str  # relative to the output directory, '/'-separated
     bytes: int
     sha256: str
+    role: str = "model"  # FILE_ROLES; manifests before companions had model files only
 
     @classmethod
-    def of(cls, root: Path, file: Path) -> FileRecord:
-        return cls(path=file.relative_to(root).as_posix(), bytes=file.stat().st_size, sha256=sha256_file(file))
+    def of(cls, root: Path, file: Path, role: str = "model") -> FileRecord:
+        return cls(path=file.relative_to(root).as_posix(), bytes=file.stat().st_size, sha256=sha256_file(file),
+                   role=role)
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,12 @@ class ExportedArtifact:
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.bytes for f in self.files)
+        """The model's bytes (what formats are compared on), without config, tokenizer and card."""
+        return sum(f.bytes for f in self.files if f.role == "model")
+
+    @property
+    def model_files(self) -> list[FileRecord]:
+        return [f for f in self.files if f.role == "model"]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,129 @@
+"""What makes an artifact folder deployable as it is: the checkpoint's `config.json` (labels included) and its
+tokenizer files beside the model, and `distilforge.json`, the folder's own card: what it is, how to feed it, how it
+validated and on which CPU, and the sha256 of every other file in it.
+
+The card is a pure function of the folder's manifest entry and the manifest's checkpoint record, so `validate` can
+rebuild it and catch a card that no longer says what the manifest says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from distilforge import __version__
+from distilforge.artifacts.records import FileRecord
+
+CARD = "distilforge.json"
+CARD_VERSION = 1
+CONFIG = "config.json"
+# What AutoTokenizer reads from a folder (the checkpoint's own bytes are copied, never re-serialised)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+                   "added_tokens.json")
+
+# How each format's folder loads in the runtime its users already run (README "Use an artifact", tested)
+LOADERS = {
+    "onnx": "optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)",
+    "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder)",
+    "torchscript": "torch.jit.load(folder + '/model.pt')",
+    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')",
+}
+OPTIMUM_HEADS = {
+    "DistilBertModel": "FeatureExtraction", "DistilBertForMaskedLM": "MaskedLM",
+    "DistilBertForSequenceClassification": "SequenceClassification",
+    "DistilBertForTokenClassification": "TokenClassification",
+    "DistilBertForQuestionAnswering": "QuestionAnswering", "DistilBertForMultipleChoice": "MultipleChoice",
+}
+
+
+def add_companions(checkpoint: Path, folder: Path, prefix: str) -> list[FileRecord]:
+    """Copy the checkpoint's config.json and tokenizer files into `folder`; their records, with paths under
+    `prefix` (the folder's name in the output directory)."""
+    records = []
+    for name, role in [(CONFIG, "config"), *((n, "tokenizer") for n in TOKENIZER_FILES)]:
+        source = checkpoint / name
+        if source.is_file():
+            shutil.copyfile(source, folder / name)
+            records.append(_record(folder, name, prefix, role))
+    return records
+
+
+def write_card(folder: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> FileRecord:
+    """Write the folder's card for a manifest `entry` (without its card file); its record."""
+    tmp = folder / f".{CARD}.tmp"  # rewritten in place when a rerun re-validates an unchanged export
+    tmp.write_text(card_text(card(entry, checkpoint)), encoding="utf-8")
+    os.replace(tmp, folder / CARD)
+    return _record(folder, CARD, entry["target"].replace(":", "-"), "card")
+
+
+def card_text(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The card of one artifact folder, from its manifest entry and the manifest's checkpoint record."""
+    folder = entry["target"].replace(":", "-")
+    files = [{**f, "path": f["path"].removeprefix(folder + "/")} for f in entry["files"] if f.get("role") != "card"]
+    validation = entry.get("validation") or {}
+    head = {"architecture": checkpoint.get("head"), "task": checkpoint.get("task"),
+            "problem_type": checkpoint.get("problem_type"), "labels": checkpoint.get("labels")}
+    return {
+        "card_version": CARD_VERSION,
+        "tool": f"distilforge {__version__}",
+        "target": entry["target"],
+        "format": entry["format"],
+        "precision": entry["precision"],
+        "runtime": entry["runtime"],
+        "loads_with": loader_line(entry["format"], checkpoint.get("head")),
+        "head": head,
+        "model_files": [f["path"] for f in files if f.get("role", "model") == "model"],
+        "inputs": entry["inputs"],
+        "outputs": entry["outputs"],
+        "fixed_shapes": entry.get("fixed_shapes"),
+        "signatures": (entry.get("details") or {}).get("signatures"),
+        "passed": entry.get("error") is None and bool(validation.get("passed")),
+        "error": entry.get("error"),
+        "validation": {k: validation.get(k) for k in ("precision_class", "tolerance", "worst", "task", "failures")}
+        if validation else None,
+        "validated_on": entry.get("validated_on"),
+        "int8": _int8(entry),
+        "checkpoint_files": [{"path": f["path"], "sha256": f["sha256"]} for f in checkpoint.get("files", [])],
+        "files": files,
+    }
+
+
+def loader_line(fmt: str, architecture: str | None) -> str | None:
+    line = LOADERS.get(fmt)
+    if line is None:
+        return None
+    head = OPTIMUM_HEADS.get(architecture or "", "")
+    if "{head}" in line and (not head or (fmt == "openvino" and head == "MultipleChoice")):
+        return None  # optimum-intel has no multiple-choice class
+    return line.format(head=head)
+
+
+def _int8(entry: dict[str, Any]) -> dict[str, Any] | None:
+    details = entry.get("details") or {}
+    ladder = entry.get("ladder") or {}
+    if not details.get("int8_cpu") and not ladder:
+        return None
+    return {"recipe": ladder.get("kept"), "int8_cpu": details.get("int8_cpu")}
+
+
+def card_problems(out: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:
+    """A card that is not the one the manifest's entry gives (a changed byte is caught by its hash already)."""
+    records = [f for f in entry.get("files", []) if f.get("role") == "card"]
+    if not records or not (out / records[0]["path"]).is_file():
+        return []  # an older build without cards, or a missing file (reported by the hash check)
+    expected = card_text(card(entry, checkpoint))
+    if (out / records[0]["path"]).read_text(encoding="utf-8") != expected:
+        return [f"{entry['target']}: {records[0]['path']} does not say what {'manifest.json'} says about it"]
+    return []
+
+
+def _record(folder: Path, name: str, prefix: str, role: str) -> FileRecord:
+    record = FileRecord.of(folder, folder / name, role)
+    return FileRecord(f"{prefix}/{record.path}", record.bytes, record.sha256, role)
