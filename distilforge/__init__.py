@@ -1,6 +1,7 @@
 """distilforge: export, quantize, validate and benchmark DistilBERT models.
 
-The Python API: `build(checkpoint, out, targets=...)` and `validate_dir(out)`; see README.md.
+The Python API: `build(checkpoint, out, targets=...)`, `validate_dir(out)` and `load(out, target)` (a callable
+that runs an artifact on text); see README.md.
 """
 
 __version__ = "0.1.0"
@@ -16,3 +17,9 @@ def validate_dir(*args, **kwargs):  # noqa: ANN002, ANN003
     from distilforge.pipeline import validate_dir as _validate_dir
 
     return _validate_dir(*args, **kwargs)
+
+
+def load(*args, **kwargs):  # noqa: ANN002, ANN003
+    from distilforge.predict import load as _load
+
+    return _load(*args, **kwargs)
