@@ -33,6 +33,8 @@ examples:
   distilforge validate out                          # re-check hashes and outputs from the manifest
   distilforge bench out                             # time every artifact, Optimum's peer, eager and the GEMM floor
   distilforge report out --max-size-mb 30           # report.json/.md/.html and which artifact to ship
+  distilforge predict out "the striker scored twice"  # run the recommended artifact on text
+  distilforge package out --format triton --out repo  # a Triton Inference Server model repository
   distilforge targets                               # what can be built here
 """
 
@@ -44,7 +46,11 @@ _user_err = sys.stderr
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "predict" and not any(e.startswith("-") for e in extra):
+        args.texts += extra  # texts after an option: `predict DIR --target T "a text"`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
@@ -192,6 +198,36 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print report.json on stdout")
     r.set_defaults(func=_cmd_report)
 
+    pr = sub.add_parser("predict", help="run an artifact of DIR on text and say what its head means",
+                        description="Tokenize TEXT, run it through one artifact of DIR (its own runtime) and print "
+                                    "the label and score, the entities, the answer, the choice, the top tokens for "
+                                    "a [MASK] or the embedding's shape and norm.")
+    pr.add_argument("dir", type=Path, metavar="DIR")
+    pr.add_argument("texts", nargs="*", metavar="TEXT", help="texts (multiple choice: the prompt)")
+    pr.add_argument("--target", metavar="T",
+                    help="the artifact to run (default: the one 'report' recommends, else the fastest that passed)")
+    pr.add_argument("--question", help="question answering: the question")
+    pr.add_argument("--context", help="question answering: the text holding the answer")
+    pr.add_argument("--choices", nargs="+", metavar="CHOICE", help="multiple choice: the choices for the prompt")
+    pr.add_argument("--threads", type=_positive_int, default=1, help="threads for the runtime (default: 1)")
+    pr.add_argument("--json", action="store_true", help="print the results as JSON")
+    pr.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
+    pr.set_defaults(func=_cmd_predict)
+
+    pk = sub.add_parser("package", help="package DIR's artifacts for a server (a Triton model repository)",
+                        description="Write a Triton Inference Server model repository from DIR's ONNX, OpenVINO and "
+                                    "TorchScript artifacts that passed validation: REPO/<name>/config.pbtxt and "
+                                    "REPO/<name>/1/<model file>, dims and dtypes from the manifest.")
+    pk.add_argument("dir", type=Path, metavar="DIR")
+    pk.add_argument("--format", choices=("triton",), required=True, help="the server's layout (triton)")
+    pk.add_argument("--out", type=Path, required=True, metavar="REPO", help="the model repository to write")
+    pk.add_argument("--targets", metavar="T,...", help="only these artifacts (default: every one a server runs)")
+    pk.add_argument("--max-batch-size", type=_non_negative_int, default=32, metavar="N",
+                    help="the server's max_batch_size and dynamic batching bound (default: 32; 0: no batching by "
+                         "the server, the batch axis stays in dims)")
+    pk.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    pk.set_defaults(func=_cmd_package)
+
     t = sub.add_parser("targets", help="list the known targets and whether their backend is installed")
     t.add_argument("--json", action="store_true", help="print JSON")
     t.set_defaults(func=_cmd_targets)
@@ -213,6 +249,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
 
 
 def _silence_libraries() -> None:
@@ -328,6 +368,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
         result.print()
         _err(f"[distilforge] wrote {result.json_path}, {result.markdown_path}, {result.html_path}")
     return EXIT_OK if result.recommendation.target else EXIT_FAILED
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from distilforge.predict import load
+    from distilforge.predict.decode import describe
+
+    predictor = load(args.dir, args.target, threads=args.threads)
+    results = predictor(*args.texts, question=args.question, context=args.context, choices=args.choices)
+    if args.json:
+        print(json.dumps({"target": predictor.target, "task": predictor.head.task, "results": results}, indent=2))
+        return EXIT_OK
+    _err(f"[distilforge] {predictor.target} ({predictor.head.task})")
+    for r in results:
+        shown = r.get("question") or r.get("prompt") or r["text"]
+        print(f"{describe(predictor.head.task, r)}\t{shown}" + ("\t(truncated)" if r.get("truncated") else ""))
+    return EXIT_OK
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from distilforge.package.triton import package_triton
+
+    written = package_triton(args.dir, args.out, max_batch_size=args.max_batch_size,
+                             targets=_split_targets(args.targets))
+    if not args.quiet:
+        for path in written:
+            print(path)
+        _err(f"[distilforge] wrote {len(written)} Triton model(s) into {args.out}")
+    return EXIT_OK
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:

@@ -28,14 +28,14 @@ def test_default_model_build_and_validate(tmp_path):
     check = subprocess.run([sys.executable, "-m", "distilforge", "validate", str(out), "--quiet"],
                            capture_output=True, text=True, env=env, timeout=1800)
     assert check.returncode == 0, check.stderr
-    data = out / "onnx-fp32" / "model.onnx.data"
+    data = out / "onnx-fp32" / "model.onnx_data"
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
     tampered = subprocess.run([sys.executable, "-m", "distilforge", "validate", str(out), "--quiet"],
                               capture_output=True, text=True, env=env, timeout=1800)
     assert tampered.returncode == 1
-    assert "model.onnx.data has changed" in tampered.stderr
+    assert "model.onnx_data has changed" in tampered.stderr
 
 
 @pytest.mark.slow
@@ -61,3 +61,53 @@ def test_default_model_every_target_passes(tmp_path):
             assert entry["details"]["int8_cpu"]["mode"] == "portable", name
             assert entry["bytes"] < built["onnx:fp32"]["bytes"], name
     assert result.manifest["settings"]["calibration"]["samples"] == 128
+
+    _folders_load_in_their_runtimes(result.out, result.manifest)
+    _predict_says_sports(result.out, built)
+
+
+HEADLINE = "the striker scored twice in the final"
+
+
+def _folders_load_in_their_runtimes(out, manifest):
+    """Issue 12's promise: each ONNX folder, as it is, in Optimum's ORTModelForSequenceClassification inside a
+    transformers pipeline, gives the eager model's labels on the held-out texts; each OpenVINO folder the same
+    through optimum-intel."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    import distilforge
+    from distilforge.default_model import load_topics
+
+    texts = [r.text for r in load_topics().test]
+    checkpoint = manifest["checkpoint"]["path"]
+    eager = pipeline("text-classification", tokenizer=AutoTokenizer.from_pretrained(checkpoint),
+                     model=AutoModelForSequenceClassification.from_pretrained(checkpoint).eval())
+    expected = [r["label"] for r in eager(texts)]
+    loaders = {"onnx": ("optimum.onnxruntime", "ORTModelForSequenceClassification"),
+               "openvino": ("optimum.intel", "OVModelForSequenceClassification")}
+    for entry in manifest["artifacts"]:
+        if entry["format"] not in loaders:
+            continue
+        module, name = loaders[entry["format"]]
+        folder = out / entry["target"].replace(":", "-")
+        model = getattr(__import__(module, fromlist=[name]), name).from_pretrained(folder)
+        got = [r["label"] for r in pipeline("text-classification", model=model,
+                                            tokenizer=AutoTokenizer.from_pretrained(folder))(texts)]
+        flips = [(t, a, b) for t, a, b in zip(texts, got, expected, strict=True) if a != b]
+        # what the loader gives is what we validated, text by text
+        assert got == [r["label"] for r in distilforge.load(out, entry["target"])(*texts)], entry["target"]
+        if entry["validation"]["precision_class"] == "int8":  # near ties may flip, within the rule and its margin
+            assert len(flips) <= 0.01 * len(texts), (entry["target"], flips)
+        else:
+            assert not flips, (entry["target"], flips)
+
+
+def _predict_says_sports(out, built):
+    import distilforge
+
+    for target in built:
+        (result,) = distilforge.load(out, target)(HEADLINE)
+        assert result["label"] == "sports", (target, result)
+    cli = subprocess.run([sys.executable, "-m", "distilforge", "predict", str(out), HEADLINE], capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert cli.returncode == 0 and cli.stdout.startswith("sports "), cli.stdout + cli.stderr

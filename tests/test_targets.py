@@ -4,9 +4,9 @@ Each head is built once with every installed target (as `distilforge build` does
 --targets), and each (head, target) pair is then its own test."""
 
 import pytest
+from conftest import installed_targets
 from tiny import TINY_MODELS
 
-from distilforge.pipeline import build
 from distilforge.targets import TARGETS
 
 # Each registered target must appear here (see test_every_target_is_tested). Random tiny
@@ -16,37 +16,12 @@ TESTED_TARGETS = {"onnx:fp32", "onnx:fp32-optimized", "onnx:fp16", "onnx:int8-dy
                   "torchscript:fp32", "torchscript:int8-dynamic", "openvino:fp32", "openvino:fp16",
                   "openvino:int8-weights", "openvino:int8-static",
                   "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static"}
-# Tiny random models have near-tied logits (a few 1e-3 apart) and activation ranges unlike any
-# trained model, so INT8 is held only to "runs and stays close": agreement >= 50 %, cosine >= 0.85.
-# The real INT8 rules (DESIGN.md) are checked on the default model by the slow end-to-end tests.
-TINY_TOLERANCES: list[str] = ["int8.min_agreement=0.5", "int8.min_cosine=0.85"]
-
-
 def test_every_target_is_tested():
     assert set(TARGETS) == TESTED_TARGETS, "add every registered target to TESTED_TARGETS"
 
 
-@pytest.fixture(scope="module")
-def built(tiny_checkpoints, tmp_path_factory):
-    """head key -> BuildResult, built lazily once per head with every installed target."""
-    from distilforge.options import BuildOptions
-    from distilforge.validate.tolerances import parse_overrides
-
-    cache = {}
-
-    def get(key):
-        if key not in cache:
-            options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
-            out = tmp_path_factory.mktemp(f"built-{key}")
-            cache[key] = build(tiny_checkpoints[key], out, targets=sorted(TESTED_TARGETS & installed()),
-                               options=options, force=True, keep_going=True)
-        return cache[key]
-
-    return get
-
-
 def installed():
-    return {name for name, t in TARGETS.items() if t.installed()}
+    return installed_targets()
 
 
 @pytest.mark.parametrize("target", sorted(TESTED_TARGETS))
