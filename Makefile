@@ -13,6 +13,7 @@ export HF_HUB_OFFLINE := 1
 demo: $(STAMP)
 	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
 	$(VENV)/bin/distilforge report artifacts
+	$(VENV)/bin/distilforge predict artifacts "the striker scored twice in the final"
 
 test: $(STAMP)
 	$(PY) -m pytest -ra
