@@ -32,6 +32,11 @@ class Case:
 
     name: str
     inputs: dict[str, np.ndarray]
+    # Labelled texts: each row is run by itself, cut to its own length, as pipelines run one text; the outputs
+    # are stacked back (these outputs' sequence axis padded with zeros) and compared as one batch, so figures
+    # keep the granularity of a batch while each text's output is the one it gets alone.
+    rows_alone: bool = False
+    per_token: tuple[str, ...] = ()  # outputs with a sequence axis after the batch axis
 
     @property
     def mask(self) -> np.ndarray:
@@ -170,3 +175,23 @@ def tokenize(tokenizer: Any, task: str, texts: Sequence[str], *, rows: int, max_
     else:
         encoded = tokenizer(picked, **kwargs)
     return {k: np.asarray(encoded[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def run_case(runner: Any, case: Case) -> dict[str, np.ndarray]:
+    """The runner's outputs on a case: one batch, or (rows_alone) each row by itself, unpadded, stacked back."""
+    if not case.rows_alone:
+        return runner.run(case.inputs)
+    length = case.shape[-1]
+    rows = []
+    for i in range(case.shape[0]):
+        kept = int(np.nonzero(case.mask[i].reshape(-1, length).any(axis=0))[0].max()) + 1
+        row = {k: np.ascontiguousarray(v[i:i + 1, ..., :kept]) for k, v in case.inputs.items()}
+        out = runner.run(row)
+        rows.append({k: _pad_sequence(v, length) if k in case.per_token else v for k, v in out.items()})
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def _pad_sequence(array: np.ndarray, length: int) -> np.ndarray:
+    widths = [(0, 0)] * array.ndim
+    widths[1] = (0, length - array.shape[1])
+    return np.pad(array, widths)

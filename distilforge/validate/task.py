@@ -33,11 +33,13 @@ from distilforge.validate.inputs import Case, tokenize
 if TYPE_CHECKING:
     from distilforge.checkpoint import CheckpointInfo
 
-# Labelled examples are scored one at a time, unpadded, as transformers' pipelines and `distilforge predict` run
-# them: dynamic INT8 (ONNX Runtime's DynamicQuantizeLinear) takes one activation scale over the whole batch, padding
-# rows included, so in a batch of 16 a text's label can depend on its neighbours (measured on the default model:
-# one held-out text was "finance" like eager's in a batch of 16 and "sports" alone).
-EVAL_BATCH = 1
+# Labelled examples are compared in cases of EVAL_BATCH, but each is run by itself, unpadded (Case.rows_alone), as
+# transformers' pipelines and `distilforge predict` run them: dynamic INT8 (ONNX Runtime's DynamicQuantizeLinear)
+# takes one activation scale over the whole batch, padding rows included, so run in a batch of 16 a text's label
+# can depend on its neighbours (measured on the default model: one held-out text was "finance" like eager's in a
+# batch of 16 and "sports" alone).
+EVAL_BATCH = 16
+PER_TOKEN = {"token": ("logits",), "qa": ("start_logits", "end_logits")}  # outputs with a sequence axis
 MAX_ANSWER_TOKENS = 30  # longest answer span considered, in tokens (as in Hugging Face's QA examples)
 CSV_LIST_SEPARATOR = "|"  # csv: labels and choices; tokens and tags are separated by whitespace
 
@@ -274,7 +276,9 @@ def eval_batches(tokenizer: Any, eval_set: EvalSet, *, max_length: int) -> list[
         chunk = eval_set.inputs[start:stop]
         inputs, align = _ENCODERS[eval_set.kind](tokenizer, chunk, max_length)
         shape = "x".join(map(str, inputs["input_ids"].shape))
-        batches.append(EvalBatch(Case(f"eval {start + 1}-{stop} {shape}", inputs), start, align))
+        case = Case(f"eval {start + 1}-{stop} {shape}", inputs, rows_alone=True,
+                    per_token=PER_TOKEN.get(eval_set.kind, ()))
+        batches.append(EvalBatch(case, start, align))
     return batches
 
 
