@@ -41,11 +41,10 @@ def test_default_model_build_and_validate(tmp_path):
 @pytest.mark.slow
 def test_default_model_every_target_passes(tmp_path):
     """What `make demo` promises: every registered target builds and passes DESIGN.md's rules on the real
-    model, with the task metric in the manifest; every INT8 target keeps a recipe meant for every CPU class, within
-    0.5 point of the task, and the first recipe of its ladder that clears the rule by the margin (min cosine
-    >= 0.993) when one does, else the best passing one (measured on an AVX2 EPYC: onnx:int8-dynamic's worst
-    held-out text, scored alone, has cosine 0.9928 with its most-float recipe); each is smaller than the fp32
-    file (how much smaller depends on the recipe its ladder kept)."""
+    model, with the task metric in the manifest; every INT8 target clears its rule by the ladder's margin
+    (min cosine >= 0.993, task within 0.5 point) with a recipe meant for every CPU class, and is smaller than
+    the fp32 file (how much smaller depends on the recipe its ladder kept). Then each folder loads, as it is, in
+    its users' loader, and `distilforge predict` says "sports" for a headline with every target."""
     from distilforge.pipeline import build
     from distilforge.targets import TARGETS
 
@@ -58,11 +57,8 @@ def test_default_model_every_target_passes(tmp_path):
         assert task["examples"] == 125 and task["drop"] <= 1.0, (name, task)
         if entry["precision"].startswith("int8"):
             worst = entry["validation"]["worst"]
-            assert worst["min_cosine"] >= 0.99 and task["drop"] <= 0.5, (name, worst, task)
-            tried = entry["ladder"]["tried"]
-            kept = next(t for t in tried if t["name"] == entry["ladder"]["kept"])
-            assert worst["decisions"] >= 100 and kept["passed"], name
-            assert kept["clear_of_margin"] or not any(t["clear_of_margin"] for t in tried), name
+            assert worst["min_cosine"] >= 0.993 and task["drop"] <= 0.5, (name, worst, task)
+            assert worst["decisions"] >= 100 and entry["ladder"]["tried"][-1]["clear_of_margin"], name
             assert entry["details"]["int8_cpu"]["mode"] == "portable", name
             assert entry["bytes"] < built["onnx:fp32"]["bytes"], name
     assert result.manifest["settings"]["calibration"]["samples"] == 128
