@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from test_bad_input import assert_one_line_error, run_cli
@@ -239,5 +238,5 @@ def test_every_file_of_a_folder_is_in_the_manifest(built):
 
 def test_python_api_is_lazy():
     code = "import distilforge, sys; assert 'torch' not in sys.modules and 'distilforge.predict' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
-    assert np.isfinite(0.0)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
