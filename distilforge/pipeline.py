@@ -294,8 +294,9 @@ def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, compani
     files = [f for f in entry.artifact.files if f.role != "card"]
     if companions:
         files = [f for f in files if f.role == "model"] + add_companions(source.ckpt.info.path, folder, folder.name)
-    entry.artifact.files = files  # the card lists these
-    entry.artifact.files = files + [write_card(folder, entry.to_dict(), source.record)]
+    entry.artifact.files = files  # what the card lists: every file but itself
+    card = write_card(folder, entry.to_dict(), source.record)
+    entry.artifact.files = files + [card]
 
 
 def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
