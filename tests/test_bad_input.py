@@ -1,7 +1,7 @@
 """Bad input: one line naming the file (or argument) and the problem, the documented exit code, and
 nothing changed in the output directory.
 
-Every case here is a row of the README's "Bad input" table (`test_readme_table_matches_the_cases`
+Every case here is a row of the table in docs/bad-input.md (`test_bad_input_table_matches_the_cases`
 keeps the two in step). Each runs through the real command line: `cli.main(argv)` in this process, or
 a subprocess where the case needs one (file permissions while running as root, a file-size limit).
 Cases that leave the output directory alone are run twice: against a path that does not exist yet
@@ -28,7 +28,7 @@ import pytest
 from distilforge import cli
 from distilforge.artifacts.layout import exclusive
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+BAD_INPUT_DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-input.md"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -716,10 +716,10 @@ def _check(bad: Bad, ctx: Ctx, capfd: pytest.CaptureFixture[str]) -> None:
             assert not (ctx.tmp / "new").exists()  # nor a parent of it
 
 
-def test_readme_table_matches_the_cases() -> None:
-    """Every row of the README's bad-input table is a case here, and every case is a row."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+def test_bad_input_table_matches_the_cases() -> None:
+    """Every row of docs/bad-input.md's table is a case here, and every case is a row."""
+    text = BAD_INPUT_DOC.read_text(encoding="utf-8")
+    section = text.split("\n## The cases\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
     assert len(rows) == len(set(rows)), "a row is listed twice"
     assert sorted(rows) == sorted(CASES)
