@@ -1,14 +1,19 @@
-# The two set-up commands of the README. Each creates .venv at the repo root if missing,
-# installs torch (pinned CPU build, first: an unpinned torch pulls a multi-GB CUDA build),
-# then distilforge with every backend.
+# The two set-up commands of the README. Each creates .venv at the repo root if missing and installs
+# exactly the versions in requirements.lock (every dependency of .[all,dev], with hashes) with uv, then
+# distilforge itself. `make lock` refreshes the lock from pyproject.toml's ranges.
+# The lock is for CPython 3.11 on x86_64 Linux; torch is its CPU build (2.13.0+cpu), found in
+# TORCH_WHEELS (this machine's copy; elsewhere https://download.pytorch.org/whl/cpu/torch/).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+LOCK := requirements.lock
+TORCH_WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.distilforge-installed
-TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install lock clean
 
 demo: $(STAMP)
 	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
@@ -25,12 +30,19 @@ install: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[all,dev]" $(TORCH)
+$(UV): | $(PY)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
+	$(UV) pip sync --quiet --python $(PY) --find-links $(TORCH_WHEELS) --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	touch $(STAMP)
+
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra all --extra dev --generate-hashes --find-links $(TORCH_WHEELS) \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--upgrade --quiet -o $(LOCK)
 
 clean:
 	rm -rf artifacts .pytest_cache

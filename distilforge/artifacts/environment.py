@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
+import re
+from importlib.metadata import PackageNotFoundError, distributions, version
+from pathlib import Path
 from typing import Any
 
 from distilforge.cpu import cpu_class, cpu_flags, cpu_model, flags_source
@@ -21,6 +24,34 @@ def tool_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
+
+
+LOCK_FILE = "requirements.lock"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
+
+
+def lock_record(lock: Path | None = None) -> dict[str, Any] | None:
+    """The lock file the environment was installed from, as the manifest records it: its sha256 and whether
+    every package it pins is installed at that version. None where there is no lock (an installed wheel: the
+    lock belongs to a source checkout, `make install`)."""
+    lock = lock or Path(__file__).resolve().parents[2] / LOCK_FILE
+    if not lock.is_file():
+        return None
+    data = lock.read_bytes()
+    installed = _installed_versions()
+    differs = sorted(f"{name}=={pinned} (installed: {installed.get(_canonical(name), 'none')})"
+                     for name, pinned in _PIN.findall(data.decode("utf-8", "replace"))
+                     if installed.get(_canonical(name)) != pinned)
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(data).hexdigest(), "installed_as_locked": not differs,
+            "differs": differs}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed_versions() -> dict[str, str]:
+    return {_canonical(d.metadata["Name"]): d.version for d in distributions() if d.metadata["Name"]}
 
 
 def machine_info(threads: int) -> dict[str, Any]:

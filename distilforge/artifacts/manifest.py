@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distilforge.artifacts.environment import lock_record
 from distilforge.artifacts.hashing import sha256_file
 from distilforge.artifacts.layout import MANIFEST, write_json_atomic
 from distilforge.artifacts.records import ExportedArtifact, ValidationResult
@@ -76,6 +77,7 @@ def make_manifest(*, checkpoint: dict[str, Any], entries: list[ArtifactEntry], r
         "reference": reference,
         "settings": settings,
         "tools": tools,
+        "lock": lock_record(),
         "machine": machine,
         "passed": all(e.passed for e in entries),
         "artifacts": [e.to_dict() for e in entries],
