@@ -14,18 +14,18 @@ from distilforge.errors import OutputDirError, UsageError
 from distilforge.report.data import dominates
 from distilforge.report.writer import write_report
 
-# target: (bytes, precision class, agreement, accuracy, p50 ms, passed)
+# target: (bytes, precision class, agreement, accuracy, p50 ms, passed[, min cosine, default 0.995])
 ARTIFACTS = {
-    "onnx:fp32": (91_696_962, "fp32", 1.0, 97.6, 14.0, True),
-    "onnx:int8-dynamic": (58_700_000, "int8", 1.0, 97.6, 6.0, True),
-    "openvino:int8-weights": (23_200_000, "int8", 0.99, 96.8, 8.0, True),
-    "tflite:int8-static": (24_100_000, "int8", 0.986, 97.6, 7.0, True),
-    "onnx:int8-static": (77_200_000, "int8", 0.95, 94.0, 4.0, False),
+    "onnx:fp32": (91_696_962, "fp32", 1.0, 97.6, 14.0, True, 1 - 1e-12),
+    "onnx:int8-dynamic": (58_700_000, "int8", 1.0, 97.6, 6.0, True, 0.9975),
+    "openvino:int8-weights": (23_200_000, "int8", 0.99, 96.8, 8.0, True, 0.9991),
+    "tflite:int8-static": (24_100_000, "int8", 0.986, 98.4, 7.0, True, 0.9931),
+    "onnx:int8-static": (77_200_000, "int8", 0.95, 94.0, 4.0, False, 0.95),
 }
 
 
 def artifact(target: str, size: int, precision: str, agreement: float | None, accuracy: float | None,
-             passed: bool, *, error: str | None = None) -> dict[str, Any]:
+             passed: bool, *, error: str | None = None, cosine: float = 0.995) -> dict[str, Any]:
     """One manifest entry shaped like ArtifactEntry.to_dict() writes it."""
     folder = target.replace(":", "-")
     failures = [] if passed or error else [f"{target}: logits on random 3x16: agreement {agreement:.4f} < 0.98"]
@@ -34,10 +34,10 @@ def artifact(target: str, size: int, precision: str, agreement: float | None, ac
     validation = None if error else {
         "passed": passed, "precision_class": precision,
         "tolerance": {"max_abs": None, "min_agreement": 0.98, "min_cosine": 0.99, "max_task_drop": 1.0},
-        "worst": {"max_abs": 1.5, "mean_abs": 0.1, "min_cosine": 0.995, "agreement": agreement},
+        "worst": {"max_abs": 1.5, "mean_abs": 0.1, "min_cosine": cosine, "agreement": agreement},
         "task": task, "failures": failures, "shapes_note": "validated on the dynamic shape grid",
         "cases": [{"case": "random 1x8", "shape": [1, 8], "output": "logits", "max_abs": 1.5, "mean_abs": 0.1,
-                   "cosine": 0.995, "agreement": agreement, "decisions": 1, "compared": 5}],
+                   "cosine": cosine, "agreement": agreement, "decisions": 1, "compared": 5}],
     }
     return {"target": target, "format": target.split(":")[0], "precision": precision, "runtime": "test",
             "bytes": size, "files": [{"path": f"{folder}/model.bin", "bytes": size, "sha256": "0" * 64}],
@@ -75,7 +75,7 @@ def bench(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def make_dir(tmp_path: Path, *, with_bench: bool = True, specs: dict[str, tuple] = ARTIFACTS,
              extra: list[dict[str, Any]] = (), bench_results: list[dict[str, Any]] | None = None) -> Path:
-    entries = [artifact(t, s, p, a, acc, ok) for t, (s, p, a, acc, _, ok) in specs.items()] + list(extra)
+    entries = [spec_artifact(t, spec) for t, spec in specs.items()] + list(extra)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest(entries)))
     if with_bench:
         results = bench_results if bench_results is not None else (
@@ -83,6 +83,11 @@ def make_dir(tmp_path: Path, *, with_bench: bool = True, specs: dict[str, tuple]
             + [bench_result("eager", 20.0, kind="reference")])
         (tmp_path / "bench.json").write_text(json.dumps(bench(results)))
     return tmp_path
+
+
+def spec_artifact(target: str, spec: tuple) -> dict[str, Any]:
+    size, precision, agreement, accuracy, _, passed, *cosine = spec
+    return artifact(target, size, precision, agreement, accuracy, passed, cosine=cosine[0] if cosine else 0.995)
 
 
 def rejected(result) -> dict[str, str]:
@@ -171,32 +176,60 @@ def test_several_reasons_are_all_listed(tmp_path: Path) -> None:
 
 
 def test_pareto_front_hand_made(tmp_path: Path) -> None:
+    """The front of the main plot: lower p50 and lower 1 - min cosine (floored at 1e-9, as drawn); the task metric
+    plays no part."""
     specs = {
-        "a": (10, "fp32", 1.0, 97.0, 10.0, True),   # best quality
-        "b": (10, "int8", 1.0, 96.0, 5.0, True),    # fastest passed
-        "c": (10, "int8", 1.0, 96.5, 12.0, True),   # dominated by a (slower, worse)
-        "d": (10, "int8", 1.0, 95.0, 5.0, True),    # dominated by b (same speed, worse)
-        "e": (10, "int8", 0.9, 99.0, 1.0, False),   # would dominate everything but failed validation
-        "f": (10, "int8", 1.0, 97.0, 10.0, True),   # identical to a: both stay on the front
+        "a": (10, "int8", 1.0, 96.0, 10.0, True, 1 - 1e-4),   # closest INT8
+        "b": (10, "int8", 1.0, 96.0, 5.0, True, 1 - 1e-2),    # fastest passed
+        "c": (10, "int8", 1.0, 99.0, 12.0, True, 1 - 5e-4),   # dominated by a, though its task metric is the best
+        "d": (10, "int8", 1.0, 96.0, 5.0, True, 1 - 2e-2),    # dominated by b (same speed, further)
+        "e": (10, "int8", 0.9, 99.0, 1.0, False, 1 - 1e-6),   # would dominate all INT8 but failed validation
+        "f": (10, "int8", 1.0, 96.0, 10.0, True, 1 - 1e-4),   # identical to a: both stay on the front
+        "g": (10, "fp32", 1.0, 96.0, 20.0, True, 1 - 1e-13),  # under the floor: drawn at 1e-9, on the front
+        "h": (10, "fp32", 1.0, 96.0, 25.0, True, 1 - 1e-14),  # closer than g, but both are at the floor: behind g
     }
     result = write_report(make_dir(tmp_path, specs=specs))
     pareto = {r["target"]: r["pareto"] for r in result.report["rows"]}
-    assert pareto == {"a": True, "b": True, "c": False, "d": False, "e": False, "f": True}
+    assert pareto == {"a": True, "b": True, "c": False, "d": False, "e": False, "f": True, "g": True, "h": False}
+    assert result.report["pareto_axes"] == ["latency_p50_ms", "1 - min_cosine (at least 1e-9)"]
+    assert result.report["fidelity_axis"]["floor"] == 1e-9
     html = (tmp_path / "report.html").read_text()
-    assert html.count('data-pareto="true"') == 3
+    assert html.count('data-pareto="true"') == 4
+    assert 'class="front" data-marks="2 1 6 7"' in html  # b, then a and f (tied), then g: in latency order
+    assert "≤ 1e-9" in html  # the floor's tick says values below it are drawn there
 
 
 def test_agreement_axis_without_task_metric(tmp_path: Path) -> None:
-    specs = {"x": (10, "fp32", 1.0, None, 9.0, True), "y": (10, "int8", 0.99, None, 4.0, True),
-             "z": (10, "int8", 0.98, None, 6.0, True)}
+    specs = {"x": (10, "fp32", 1.0, None, 9.0, True, 1.0), "y": (10, "int8", 0.99, None, 4.0, True, 0.999),
+             "z": (10, "int8", 0.98, None, 6.0, True, 0.998)}
     result = write_report(make_dir(tmp_path, specs=specs))
     assert result.report["quality_axis"] == "agreement with eager (%)"
     assert {r["target"]: r["pareto"] for r in result.report["rows"]} == {"x": True, "y": True, "z": False}
+    assert [r["cosine_gap"] for r in result.report["rows"]] == pytest.approx([0.0, 1e-3, 2e-3])
 
 
 def test_dominates() -> None:
-    assert dominates(1, 2, 2, 1) and dominates(1, 2, 1, 1) and not dominates(1, 2, 1, 2)
-    assert not dominates(1, 1, 2, 2)
+    assert dominates((1, 1), (2, 2)) and dominates((1, 1), (1, 2)) and not dominates((1, 1), (1, 1))
+    assert not dominates((1, 2), (2, 1))
+
+
+def test_signs_read_as_drop_and_gain(tmp_path: Path) -> None:
+    """'vs eager' is the task metric minus eager's: a 0.8-point drop prints as −0.8, a 0.8-point gain as +0.8, in
+    the Markdown, HTML and terminal tables alike."""
+    from rich.console import Console
+
+    result = write_report(make_dir(tmp_path))
+    md, html = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    buf = io.StringIO()
+    result.print(Console(file=buf, width=250))
+    assert "| vs eager |" in md and "<th>vs eager</th>" in html and "vs eager" in buf.getvalue()
+    assert "| 96.8 | −0.8 |" in md and "| 98.4 | +0.8 |" in md and "| 97.6 | 0.0 |" in md
+    assert "<td>96.8</td><td>−0.8</td>" in html and "<td>98.4</td><td>+0.8</td>" in html
+    terminal = {cells[0]: cells for line in buf.getvalue().splitlines()
+                if len(cells := [c.strip() for c in line.split("│")[1:-1]]) > 8}
+    assert terminal["openvino:int8-weights"][5:7] == ["96.8", "−0.8"]
+    assert terminal["tflite:int8-static"][5:7] == ["98.4", "+0.8"]
+    assert "+1.6" not in md and "-0.8" not in md
 
 
 def test_without_bench(tmp_path: Path) -> None:

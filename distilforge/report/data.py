@@ -1,7 +1,8 @@
 """The figures a report shows, read from DIR/manifest.json and (if present) DIR/bench.json.
 
 Nothing is measured or recomputed here: every number is copied from those two files. The only things
-derived are MB (bytes / 1e6, as the build summary shows them), the Pareto front and the recommendation.
+derived are MB (bytes / 1e6, as the build summary shows them), the fidelity gap (1 - min cosine), the marks
+plots and the HTML table share, the Pareto front and the recommendation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from distilforge.report.summary import kept_recipe
 
 BENCH = "bench.json"
 BENCH_SCHEMA_VERSION = 1
+# The main plot's fidelity axis is 1 - min cosine with eager, on a log scale. An fp32 artifact differs from eager
+# by float32 rounding only: its gap is 1e-15 to 1e-11 on the default model, fp16 about 1e-7, INT8 1e-4 to 1e-2.
+# Gaps below this floor (and eager's own exact 0) are drawn at the floor, and the front is taken on those values.
+FIDELITY_FLOOR = 1e-9
+FLOOR_TEXT = "1e-9"  # FIDELITY_FLOOR as the plot's tick and the report's texts write it
+FIDELITY_LABEL = "1 − min cosine with eager"
+REFERENCE_MARK = "E"
 
 
 @dataclass
@@ -29,6 +37,7 @@ class Row:
     mb: float | None = None
     max_abs: float | None = None
     min_cosine: float | None = None
+    cosine_gap: float | None = None  # 1 - min_cosine, as measured (eager: 0)
     agreement: float | None = None  # fraction in [0, 1]
     task_metric: str | None = None
     task: float | None = None
@@ -45,11 +54,17 @@ class Row:
     recipe: str | None = None  # INT8: the kept rung of its ladder, e.g. "2/3 ffn-out-float"
     passed: bool = False
     failures: list[str] = field(default_factory=list)
-    pareto: bool = False
+    pareto: bool = False  # on the front of the main plot: latency p50 (or bytes) against fidelity
+    mark: str = ""  # the number (eager: "E") that marks the row in report.html's plots and table
+
+    @property
+    def fidelity(self) -> float | None:
+        """The main plot's quality axis: 1 - min cosine with eager, at least FIDELITY_FLOOR; lower is closer."""
+        return None if self.cosine_gap is None else max(self.cosine_gap, FIDELITY_FLOOR)
 
     @property
     def quality(self) -> float | None:
-        """The quality axis: the task metric when there is one, else agreement in percent."""
+        """The task metric when there is one, else agreement in percent (higher is better)."""
         if self.task_metric is not None:
             return self.task
         return None if self.agreement is None else self.agreement * 100
@@ -78,6 +93,7 @@ class ReportData:
 
     @property
     def quality_label(self) -> str:
+        """What the task column holds: the metric's name, or agreement when the rows have no task metric."""
         metrics = sorted({r.task_metric for r in self.rows if r.task_metric})
         return f"{', '.join(metrics)} (points)" if metrics else "agreement with eager (%)"
 
@@ -98,6 +114,8 @@ def load(out_dir: Path) -> ReportData:
             _reference_task(reference, manifest)
     mark_pareto(rows, by_latency=bench is not None)
     peers = [peer_row(r) for r in (bench or {}).get("results", []) if r.get("kind") == "peer"]
+    for i, row in enumerate(rows + peers, start=1):
+        row.mark = str(i)
     return ReportData(manifest=manifest, bench=bench, rows=rows, reference=reference, peers=peers)
 
 
@@ -121,10 +139,10 @@ def artifact_row(a: dict[str, Any]) -> Row:
     passed = a.get("error") is None and bool(v.get("passed"))
     if not passed and not failures:
         failures = ["not validated" if not v else "validation did not pass"]
-    size = a.get("bytes")
+    size, cosine = a.get("bytes"), worst.get("min_cosine")
     return Row(target=a["target"], kind="artifact", precision=v.get("precision_class") or a.get("precision"),
-               bytes=size, mb=None if size is None else size / 1e6,
-               max_abs=worst.get("max_abs"), min_cosine=worst.get("min_cosine"), agreement=worst.get("agreement"),
+               bytes=size, mb=None if size is None else size / 1e6, max_abs=worst.get("max_abs"),
+               min_cosine=cosine, cosine_gap=None if cosine is None else 1.0 - cosine, agreement=worst.get("agreement"),
                task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
                task_drop=task.get("drop"), passed=passed, failures=failures, recipe=kept_recipe(a.get("ladder")))
 
@@ -167,22 +185,24 @@ def _reference_task(reference: Row, manifest: dict[str, Any]) -> None:
     task = (manifest.get("reference") or {}).get("task") or {}
     if task.get("metric") is not None:
         reference.task_metric, reference.task = task["metric"], task.get("value")
-    reference.agreement = 1.0  # eager is the reference the agreement is measured against
+    reference.agreement = 1.0  # eager is the reference the agreement and the cosine are measured against
+    reference.min_cosine, reference.cosine_gap, reference.mark = 1.0, 0.0, REFERENCE_MARK
 
 
 def mark_pareto(rows: list[Row], *, by_latency: bool) -> None:
-    """Mark the artifacts that passed validation and that no other passed artifact beats on both axes:
-    lower p50 latency (or, without bench.json, fewer bytes) and higher quality (task metric or agreement).
-    Rows missing either figure are never on the front."""
+    """Mark the artifacts that passed validation and that no other passed artifact beats on both axes of the main
+    plot: lower p50 latency (or, without bench.json, fewer bytes) and lower fidelity gap (Row.fidelity, floored as
+    drawn). Rows missing either figure are never on the front."""
     def cost(r: Row) -> float | None:
         return r.latency_p50 if by_latency else r.bytes
 
-    points = [r for r in rows if r.passed and cost(r) is not None and r.quality is not None]
+    points = [(r, (cost(r), r.fidelity)) for r in rows if r.passed and cost(r) is not None and r.fidelity is not None]
     for r in rows:
-        r.pareto = any(p is r for p in points) and not any(dominates(cost(o), o.quality, cost(r), r.quality)
-                                           for o in points if o is not r)
+        r.pareto = False
+    for r, xy in points:
+        r.pareto = not any(dominates(other, xy) for o, other in points if o is not r)
 
 
-def dominates(cost_a: float, quality_a: float, cost_b: float, quality_b: float) -> bool:
-    """a is at least as good as b on both axes and strictly better on one (cost lower, quality higher)."""
-    return cost_a <= cost_b and quality_a >= quality_b and (cost_a < cost_b or quality_a > quality_b)
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Point a is no worse than b on both axes and better on one; lower is better on both (cost, fidelity gap)."""
+    return a[0] <= b[0] and a[1] <= b[1] and a != b

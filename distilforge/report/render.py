@@ -6,7 +6,7 @@ from html import escape
 from typing import Any
 
 from distilforge.report import svg
-from distilforge.report.data import ReportData, Row
+from distilforge.report.data import FIDELITY_FLOOR, FIDELITY_LABEL, FLOOR_TEXT, ReportData, Row
 from distilforge.report.recommend import Limits, Recommendation, describe
 
 REPORT_SCHEMA_VERSION = 1
@@ -24,7 +24,7 @@ COLUMNS: list[tuple[str, Any]] = [
     ("min cos", lambda r: _f(r.min_cosine, ".5f")),
     ("agree", lambda r: _f(r.agreement, ".1%")),
     ("task", lambda r: _f(r.task, ".1f")),
-    ("drop", lambda r: _f(None if r.task_drop is None else r.task_drop + 0.0, "+.1f")),  # + 0.0: no "-0.0"
+    ("vs eager", lambda r: vs_eager(r.task_drop)),
 ]
 LATENCY_COLUMNS: list[tuple[str, Any]] = [
     ("p50 ms", lambda r: _f(r.latency_p50, ".2f") if r.latency_p50 is not None else _bench_gap(r)),
@@ -53,8 +53,11 @@ def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[s
         "checkpoint": {k: checkpoint.get(k) for k in ("path", "default", "head", "task")},
         "latency_measured": bench is not None,
         "bench": None if bench is None else {k: bench.get(k) for k in BENCH_KEYS},
-        "quality_axis": data.quality_label,
-        "pareto_axes": ["latency_p50_ms" if bench is not None else "bytes", data.quality_label],
+        "quality_axis": data.quality_label,  # the task column; the main plot's y axis is fidelity_axis
+        "fidelity_axis": {"quantity": "1 - min_cosine", "label": FIDELITY_LABEL, "floor": FIDELITY_FLOOR,
+                          "scale": "log", "lower_is_better": True},
+        "pareto_axes": ["latency_p50_ms" if bench is not None else "bytes",
+                        f"1 - min_cosine (at least {FLOOR_TEXT})"],
         "limits": {"max_latency_ms": limits.max_latency_ms, "min_agreement": limits.min_agreement,
                    "max_size_mb": limits.max_size_mb},
         "reference": data.reference.to_dict() if data.reference else None,
@@ -96,22 +99,34 @@ def recommendation_lines(rec: Recommendation, limits: Limits, *, bullet: str, co
 
 
 def html(data: ReportData, rec: Recommendation, limits: Limits) -> str:
+    """The page: the recommendation, the main plot (latency against fidelity) with its caption, the table whose
+    first column repeats the plot's marks, then the size and sequence-length plots."""
     cols = columns(data)
-    head = "".join(f"<th>{escape(h)}</th>" for h, _ in cols)
-    body = "".join(f'<tr class="{_row_class(r)}">' + "".join(f"<td>{escape(str(fn(r)))}</td>" for _, fn in cols)
-                   + "</tr>" for r in data.rows + data.peers)
+    head = "<th>#</th>" + "".join(f"<th>{escape(h)}</th>" for h, _ in cols)
+    body = "".join(f'<tr class="{_row_class(r)}">{_mark_cell(r)}' + "".join(f"<td>{escape(str(fn(r)))}</td>"
+                                                                          for _, fn in cols) + "</tr>"
+                   for r in data.rows + data.peers)
     peer = "".join(f'<p class="peerline">{escape(line)}</p>' for line in peer_lines(data))
     rec_html = _recommendation_html(rec, limits)
-    plots = "".join(f'<figure>{p}</figure>' for p in plots_svg(data))
+    caption = f"<figcaption>{escape(fidelity_caption(data))}</figcaption>"
+    main = f'<figure id="main-plot">{fidelity_plot(data)}{caption}</figure>'
+    plots = "".join(f"<figure>{p}</figure>" for p in (size_plot(data), sequence_plot(data)))
     note = f'<p class="note">{escape(NO_BENCH)}</p>' if data.bench is None else ""
     notes = "".join(f'<p class="small">bench.json note: {escape(n)}</p>' for n in _bench_notes(data))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>distilforge report</title>"
         f"<style>{CSS}</style></head><body><h1>distilforge report</h1><p>{escape(_source_line(data))}</p>{note}"
-        f"<h2>Recommendation</h2>{rec_html}<h2>Artifacts</h2><table><thead><tr>{head}</tr></thead>"
+        f"<h2>Recommendation</h2>{rec_html}{main}<h2>Artifacts</h2><table><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table><p>{escape(_reference_text(data))}</p>{peer}"
         f"<p class=\"small\">{escape(_legend_text(data))}</p>{notes}"
-        f"<h2>Plots</h2>{plots}</body></html>\n")
+        f"<h2>More plots</h2>{plots}</body></html>\n")
+
+
+def _mark_cell(r: Row) -> str:
+    """The row's mark as the main plot draws it: its number on its format's colour (hollow when it failed)."""
+    color = svg.FAILED_COLOR if not r.passed else svg.format_color(r.target)
+    style = f"border-color:{color};" + (f"color:{color}" if not r.passed or r.kind == "peer" else f"background:{color}")
+    return f'<td class="mark"><span class="badge" style="{style}">{escape(r.mark)}</span></td>'
 
 
 def _row_class(r: Row) -> str:
@@ -132,28 +147,56 @@ def _recommendation_html(rec: Recommendation, limits: Limits) -> str:
 
 
 def plots_svg(data: ReportData) -> list[str]:
-    return [quality_plot(data), size_plot(data), sequence_plot(data)]
+    return [fidelity_plot(data), size_plot(data), sequence_plot(data)]
 
 
-def quality_plot(data: ReportData) -> str:
-    """Latency p50 (or, without bench.json, size) against the task metric or agreement; Pareto front ringed."""
+def fidelity_plot(data: ReportData) -> str:
+    """The main plot: latency p50 (or, without bench.json, size) against 1 - min cosine with eager on a log scale,
+    one numbered marker per row (the key gives its target and task metric); the Pareto front of that plane dashed."""
     by_latency = data.bench is not None
     rows = data.rows + data.peers + ([data.reference] if data.reference is not None and by_latency else [])
-    points = []
-    for r in rows:
-        x = r.latency_p50 if by_latency else r.mb
-        if x is None or r.quality is None:
-            continue
-        points.append(svg.Point(r.label, x, r.quality, svg.format_color(r.target), pareto=r.pareto,
-                                failed=not r.passed, reference=r.kind == "reference", peer=r.kind == "peer"))
+    points = [svg.Point(r.label, x, r.fidelity, svg.format_color(r.target), mark=r.mark, note=_key_note(r, data),
+                        pareto=r.pareto, failed=not r.passed, reference=r.kind == "reference", peer=r.kind == "peer")
+              for r in rows if (x := r.latency_p50 if by_latency else r.mb) is not None and r.fidelity is not None]
     if not points:
-        return svg.empty("Latency against quality", "nothing to plot: no artifact has both a "
-                         + ("latency" if by_latency else "size") + " and a task metric or agreement")
+        return svg.empty("Latency against fidelity", "nothing to plot: no artifact has both a "
+                         + ("latency" if by_latency else "size") + " and a cosine with eager")
+    floor_notes = [f"≤ {FLOOR_TEXT} on the y axis: closer than that", "(float32 rounding; eager itself: 0)"]
+    common = {"y_label": FIDELITY_LABEL, "log_y": True, "y_floor": FIDELITY_FLOOR, "note_title": _key_note_title(data),
+              "notes": floor_notes if any(p.y <= FIDELITY_FLOOR for p in points) else []}
     if by_latency:
-        return svg.scatter(points, title="Latency p50 against quality (batch 1)", x_label="latency p50 (ms)",
-                           y_label=data.quality_label)
-    return svg.scatter(points, title="Size against quality (latency not measured: run distilforge bench DIR)",
-                       x_label="size on disk (MB)", y_label=data.quality_label)
+        return svg.scatter(points, title="Latency p50 against fidelity to eager (batch 1): lower left is better",
+                           x_label="latency p50 (ms)", **common)
+    return svg.scatter(points, title="Size against fidelity to eager (latency not measured: run distilforge bench DIR)",
+                       x_label="size on disk (MB)", **common)
+
+
+def fidelity_caption(data: ReportData) -> str:
+    axis = "latency p50 at batch 1" if data.bench is not None else "size on disk"
+    return (f"Each marker is one artifact, numbered as in the table (E: the eager reference), coloured by format "
+            f"(ONNX blue, OpenVINO purple, TFLite orange, TorchScript green; peers are hollow diamonds, failed "
+            f"artifacts hollow red). Across: {axis}. Up: further from eager: 1 − the lowest cosine similarity between "
+            f"its outputs and eager's over every validation case, on a log scale; a value below {FLOOR_TEXT} "
+            "(an fp32 artifact's float32 rounding; eager's own 0) is drawn at the floor. The dashed line joins the "
+            "Pareto front of this plane: the passed artifacts that no other passed artifact beats on both axes. "
+            "The key gives each one's task metric and its difference from eager's, which on a saturated task does "
+            "not separate artifacts.")
+
+
+def _key_note(r: Row, data: ReportData) -> str:
+    """The main plot's key column: the task metric and its difference from eager's, or agreement without one."""
+    if r.kind == "reference":
+        return "-" if r.task is None else f"{r.task:.1f} (ref)"
+    if data.rows and data.rows[0].task_metric:
+        if r.task is None:
+            return "-"
+        diff = vs_eager(r.task_drop)
+        return f"{r.task:.1f}" + ("" if diff in ("-", "0.0") else f" ({diff})")
+    return _f(r.agreement, ".1%")
+
+
+def _key_note_title(data: ReportData) -> str:
+    return f"{data.quality_label.split(' (')[0]} (vs eager)" if data.rows and data.rows[0].task_metric else "agree"
 
 
 def size_plot(data: ReportData) -> str:
@@ -166,7 +209,7 @@ def sequence_plot(data: ReportData) -> str:
     if data.bench is None:
         return svg.empty("Latency against sequence length", "latency was not measured: run distilforge bench DIR")
     rows = data.rows + data.peers + ([data.reference] if data.reference is not None else [])
-    series, peers = [], 0
+    series, peers = [], 0  # colours by position in the table: the marks repeat the main plot's
     for i, r in enumerate(rows):
         pts = [(float(s), v) for s, v in r.by_sequence.items() if s.isdigit() and v is not None]
         if pts:
@@ -176,7 +219,7 @@ def sequence_plot(data: ReportData) -> str:
                 dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.FORMAT_COLORS["optimum"]
                 peers += 1
             label = r.label if r.passed else f"{r.label} (failed validation)"
-            series.append(svg.Series(label, pts, color, dash))
+            series.append(svg.Series(label, pts, color, dash, mark=r.mark))
     return svg.lines(series, title="Latency against sequence length (batch 1)", x_label="sequence length (tokens)",
                      y_label="latency (ms)")
 
@@ -246,17 +289,28 @@ def _source_line(data: ReportData) -> str:
 
 def _legend_text(data: ReportData) -> str:
     text = (f"task: {data.quality_label if data.rows and data.rows[0].task_metric else 'none (no labelled data)'}; "
-            "drop: points below the eager reference; agree: argmax agreement with eager; ")
+            "vs eager: the task metric minus eager's, in points (−1.6 is a drop, +0.8 a gain); "
+            "agree: argmax agreement with eager; ")
     if data.bench is not None:
         text += ("p50/p90/p99: batch-1 latency from bench.json; x eager, x floor: bench.json's ratio_eager and "
                  "ratio_floor; ")
     axis = "latency p50" if data.bench is not None else "size"
-    text += f"Pareto: no passed artifact has both lower {axis} and higher quality."
+    text += (f"Pareto: no passed artifact has both lower {axis} and a lower 1 − min cosine with eager (values "
+             f"below {FLOOR_TEXT} count as {FLOOR_TEXT}, as the main plot draws them).")
     return text + (f" {PEER_LEGEND}." if data.peers else "")
 
 
 def _bench_gap(r: Row) -> str:
     return "-" if not r.bench_error else "n/a"
+
+
+def vs_eager(task_drop: float | None) -> str:
+    """The task metric's difference from eager's, signed as it reads: a 1.6-point drop is '−1.6', a gain '+0.8',
+    no difference '0.0' (a real minus sign, the same in the Markdown, HTML and terminal tables)."""
+    if task_drop is None:
+        return "-"
+    diff = round(-task_drop, 1) + 0.0  # + 0.0: no "-0.0"
+    return "0.0" if diff == 0 else f"{diff:+.1f}".replace("-", "−")
 
 
 def _md(text: str) -> str:
@@ -272,10 +326,16 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
-tr.fail td{color:#b00}tr.pareto td:first-child{font-weight:600}tr.peer td{font-style:italic;background:#fbf7ec}
+th:nth-child(2),td:nth-child(2){text-align:left;white-space:nowrap}
+tr.fail td{color:#b00}tr.pareto td:nth-child(2){font-weight:600}tr.peer td{font-style:italic;background:#fbf7ec}
 .note{background:#fff6d6;border:1px solid #e8d48a;padding:8px}.ship{font-size:15px}.none{color:#b00}
 .small{font-size:12px;color:#555}figure{margin:16px 0}
 svg text{font-size:11px;fill:#222;font-family:system-ui,sans-serif}svg .title{font-size:14px;font-weight:600}
-svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#888}svg .front{fill:none;stroke:#000;stroke-dasharray:5 4}
-svg .plabel{font-size:10.5px}svg .leader{stroke:#bbb}svg .legend{font-size:11px}svg .empty{fill:#777;font-size:13px}
+svg .grid{stroke:#e6e6e6}svg .frame{fill:none;stroke:#888}
+svg .front{fill:none;stroke:#000;stroke-width:1.6;stroke-dasharray:6 4}
+svg .leader{stroke:#888;stroke-width:1}svg .legend{font-size:11px}svg .head{font-weight:600}svg .small{fill:#555}
+svg .mark{font-weight:700;font-family:system-ui,sans-serif}svg .empty{fill:#777;font-size:13px}
+figcaption{font-size:12px;color:#555;max-width:1000px}td.mark{text-align:center}
+.badge{display:inline-block;min-width:16px;padding:0 3px;border:2px solid;border-radius:10px;color:#fff;font-size:11px;
+font-weight:700;text-align:center;line-height:15px}tr.peer .badge{border-radius:2px;background:#fff}
 """
