@@ -22,8 +22,9 @@ PEER_DASHES = ("1 4", "6 2 1 2")  # peer rows (Optimum's) in the line plot, one 
 FAILED_COLOR = "#d62728"
 LOG_SPREAD = 4  # an axis whose (positive) values span more than this factor is drawn on a log scale
 CHAR_W = 7.0  # px per character of 11px text (a generous guess), to size keys and legends
-MARK_R = 11  # radius of a scatter's numbered marker
-KEY_ROW = 23  # px between the rows of a scatter's key
+MARK_R = 11  # radius of a scatter's numbered marker (a peer's diamond reaches MARK_R + 2 with its stroke)
+MARK_GAP = 2 * MARK_R + 4  # least distance between two markers' centres
+KEY_ROW = 25  # px between the rows of a scatter's key
 SCATTER_PLOT_W, SCATTER_MIN_H = 620, 500
 
 
@@ -240,7 +241,7 @@ def _offsets() -> list[tuple[float, float]]:
     """(0, 0), then rings of spots ever further out, 12 to a ring, starting to the right and going round."""
     out = [(0.0, 0.0)]
     for ring in range(1, 9):
-        r = ring * (2 * MARK_R + 3)
+        r = ring * (MARK_GAP + 1)
         out += [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a))) for a in range(0, 360, 30)]
     return out
 
@@ -248,7 +249,7 @@ def _offsets() -> list[tuple[float, float]]:
 def _free(spot: tuple[float, float], placed, others: list[tuple[float, float]], frame: Frame) -> bool:
     x, y = spot
     inside = frame.left + MARK_R <= x <= frame.right - MARK_R and frame.top + MARK_R <= y <= frame.bottom - MARK_R
-    return (inside and all(math.dist(spot, c) >= 2 * MARK_R + 2 for c in placed)
+    return (inside and all(math.dist(spot, c) >= MARK_GAP for c in placed)
             and all(math.dist(spot, o) >= MARK_R + 3 for o in others))
 
 
@@ -273,7 +274,7 @@ def _mark_symbol(p: Point, cx: float, cy: float, r: float) -> str:
         shape = f'<rect x="{cx - r + 1:.1f}" y="{cy - r + 1:.1f}" width="{2 * r - 2}" height="{2 * r - 2}" ' \
                 f'fill="{color}"/>'
     elif p.peer:
-        shape = _diamond(cx, cy, r + 2, color)
+        shape = _diamond(cx, cy, r + 1, color)
     elif p.failed:
         shape = f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r - 2}" fill="#fff" stroke="{color}" stroke-width="2"/>'
     else:
@@ -311,7 +312,7 @@ def _key(points: list[Point], x: float, y: float, width: float, *, note_title: s
     rows = sorted(points, key=lambda p: (not p.mark.isdigit(), int(p.mark) if p.mark.isdigit() else 0, p.label))
     for i, p in enumerate(rows, start=1):
         cy = y + i * KEY_ROW
-        out.append(f'<g class="key-entry" data-mark="{escape(p.mark)}">{_mark_symbol(p, x + MARK_R, cy, MARK_R)}'
+        out.append(f'<g class="key-entry" data-mark="{escape(p.mark)}">{_mark_symbol(p, x + MARK_R, cy, MARK_R - 1)}'
                    f'<text x="{text_x:.1f}" y="{cy + 4:.1f}" class="legend">{escape(p.label)}</text>'
                    f'<text x="{right:.1f}" y="{cy + 4:.1f}" text-anchor="end" class="legend">{escape(p.note)}</text>'
                    "</g>")
@@ -372,8 +373,10 @@ def lines(series: list[Series], *, title: str, x_label: str, y_label: str) -> st
     legend_w = 22 + max(len(text) for text, _, _ in entries) * CHAR_W
     width = int(WIDTH - MARGIN_RIGHT + 12 + legend_w)
     height = max(HEIGHT, MARGIN_TOP + 16 * len(series) + 20)
-    frame = Frame(axis_scale(xs, zero=True), axis_scale(ys, zero=True), width=width, height=height,
-                  right=WIDTH - MARGIN_RIGHT)
+    x_scale = axis_scale(xs, zero=True)
+    if len(set(xs)) <= 8:  # a few measured x values (sequence lengths): ticks at exactly those
+        x_scale.ticks = sorted(set(xs))
+    frame = Frame(x_scale, axis_scale(ys, zero=True), width=width, height=height, right=WIDTH - MARGIN_RIGHT)
     out = frame.axes(title, x_label, y_label)
     for s in series:
         pts = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in s.points)
