@@ -50,6 +50,7 @@ from distilforge.errors import (
     first_line,
 )
 from distilforge.options import BuildOptions
+from distilforge.progress import Progress, as_progress
 from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
@@ -59,8 +60,6 @@ from distilforge.validate.recorded import figure_mismatches
 from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, RunnerError, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head, eval_batches
 from distilforge.validate.tolerances import MARGIN, margin_shortfalls, precision_class
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -100,16 +99,18 @@ class BuildResult:
 
 
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
-          options: BuildOptions | None = None, force: bool = False, progress: Progress | None = None,
+          options: BuildOptions | None = None, force: bool = False,
+          progress: Progress | Callable[[str], None] | None = None,
           eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
     model's held-out split. A failed target stops the build (the rest are listed as not built) unless
     `keep_going`; either way the manifest says which target failed and why. A target whose inputs are
-    unchanged since the last build into `out` is reused (see artifacts/cache.py) unless `rebuild`."""
+    unchanged since the last build into `out` is reused (see artifacts/cache.py) unless `rebuild`.
+    `progress`: what is shown while it runs (distilforge/progress.py); a plain callable gets each message."""
     options = options or BuildOptions()
-    say = progress or (lambda _msg: None)
+    progress = as_progress(progress)
     chosen = resolve_targets(targets)
     if not chosen:
         raise BuildFailure("no target has its backend installed: pip install 'distilforge[all]'")
@@ -119,7 +120,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
         info = inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
         if eval_file is not None:
             check_eval_head(info.head, eval_file)
-    say("loading checkpoint" if checkpoint else "loading the built-in default model")
+    progress.step("checkpoint" if checkpoint else "the built-in default model", "loading")
     source = load_source(checkpoint, eval_file)
     for target in chosen:
         if target.check:
@@ -128,8 +129,10 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
         skipped = [t.name for t in chosen if t.calibrated]
         chosen = [t for t in chosen if not t.calibrated]
         if skipped:
-            say(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, and the checkpoint has none")
+            progress.note(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, "
+                          "and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
+    progress.phase("build", len(chosen))
     reference = Reference(eager_runner(source.ckpt, options.threads))
     created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
@@ -137,8 +140,9 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             clean_staging(out)
             previous = {} if rebuild else load_previous(out)
             begin_build(out)
-            entries = build_targets(chosen, source, out, options, reference, say, keep_going=keep_going,
+            entries = build_targets(chosen, source, out, options, reference, progress, keep_going=keep_going,
                                     previous=previous)
+            progress.step("manifest", "writing")
             manifest = _manifest(source, entries, reference, options, chosen)
             write_manifest(out, manifest)
             end_build(out)
@@ -204,26 +208,34 @@ def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
 
 
 def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
-                  say: Progress, *, keep_going: bool, previous: dict[str, dict[str, Any]]) -> list[ArtifactEntry]:
+                  progress: Progress, *, keep_going: bool,
+                  previous: dict[str, dict[str, Any]]) -> list[ArtifactEntry]:
     """Each target in turn (reused when its inputs are unchanged); stop at the first failure unless keep_going."""
     entries: list[ArtifactEntry] = []
     files = source.ckpt.info.file_hashes()
     for target in chosen:
         keys = _cache_keys(target, source, files, options)
-        entry = _reuse(target, previous.get(target.name), keys, source, out, options, reference, say)
-        entry = entry or build_target(target, source, out, options, reference, say)
+        entry = _reuse(target, previous.get(target.name), keys, source, out, options, reference, progress)
+        entry = entry or build_target(target, source, out, options, reference, progress)
         entry.cache = keys.to_dict()
         entries.append(entry)
         save_progress(out, previous, [e.to_dict() for e in entries])
+        progress.advance(target.name, _outcome(entry))
         if not entry.passed and not keep_going:
-            say(f"{target.name} failed: stopping (pass --keep-going to build the others anyway)")
+            progress.note(f"{target.name} failed: stopping (pass --keep-going to build the others anyway)")
             break
     if all(e.reused == "all" for e in entries):
-        say("everything is up to date: nothing was exported or validated again")
+        progress.note("everything is up to date: nothing was exported or validated again")
     stopped_by = entries[-1].artifact.target
     return entries + [_failed_entry(t, f"{t.name}: not built: the build stopped after {stopped_by} failed "
                                        "(pass --keep-going to build the others anyway)")
                       for t in chosen[len(entries):]]
+
+
+def _outcome(entry: ArtifactEntry) -> str:
+    if entry.reused == "all":
+        return "up to date (same inputs as the last build), nothing to do"
+    return "passed" if entry.passed else "FAILED"
 
 
 def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], options: BuildOptions) -> CacheKeys:
@@ -247,16 +259,15 @@ def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], opt
 
 
 def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, source: Source, out: Path,
-           options: BuildOptions, reference: Reference, say: Progress) -> ArtifactEntry | None:
+           options: BuildOptions, reference: Reference, progress: Progress) -> ArtifactEntry | None:
     """The previous build's entry when its inputs are unchanged (re-validated if only the rule changed)."""
     if not reusable(out, previous, keys):
         return None
     entry = ArtifactEntry.from_dict(previous)
     if entry.cache and entry.cache.get("validation") == keys.validation and entry.validation:
-        say(f"{target.name}: up to date (same inputs as the last build), nothing to do")
         entry.reused = "all"
         return entry
-    say(f"{target.name}: export unchanged, validating again")
+    progress.step(target.name, "export unchanged, validating again")
     ladder = entry.ladder
     entry = _validate_or_fail(target, entry.artifact, source, out, options, reference)
     entry.ladder, entry.reused = ladder, "export"
@@ -265,17 +276,18 @@ def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, sou
 
 
 def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
-                 say: Progress) -> ArtifactEntry:
+                 progress: Progress) -> ArtifactEntry:
     """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
     recipes until one passes its rule with the margin (validate/tolerances.py). The kept one moves into place."""
     rungs: tuple[Rung | None, ...] = target.ladder(options) if target.ladder else (None,)
     attempts: list[Attempt] = []
     try:
         for index, rung in enumerate(rungs):
-            attempts.append(_attempt(target, source, out, options, reference, say, rung, f"{index + 1}/{len(rungs)}"))
+            attempts.append(_attempt(target, source, out, options, reference, progress, rung,
+                                     f"{index + 1}/{len(rungs)}"))
             if attempts[-1].clear or index + 1 == len(rungs):
                 break
-            say(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
+            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
         kept = kept_attempt(attempts)
         if target.ladder:
             kept.entry.ladder = ladder_record(rungs, attempts, kept)
@@ -300,13 +312,13 @@ def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, compani
 
 
 def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
-             say: Progress, rung: Rung | None, place: str) -> Attempt:
+             progress: Progress, rung: Rung | None, place: str) -> Attempt:
     label = f" (recipe {place}: {rung.name})" if rung is not None else ""
-    say(f"{target.name}: exporting{label}")
+    progress.step(target.name, f"exporting{label}")
     root = staging_dir(out, target.folder)
     try:
         entry = _export_and_validate(target, source, root, replace(options, rung=rung.name if rung else None),
-                                     reference, lambda: say(f"{target.name}: validating{label}"))
+                                     reference, lambda: progress.step(target.name, f"validating{label}"))
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

@@ -22,7 +22,7 @@ def test_a_second_build_into_a_locked_directory_fails_at_once(tiny_checkpoints, 
     assert sorted(p.name for p in out.iterdir()) == [".distilforge.lock"]
 
 
-KILL_POINTS = ["loading checkpoint", "onnx:fp32: exporting", "onnx:fp32: validating", "torchscript:fp32: exporting",
+KILL_POINTS = ["checkpoint: loading", "onnx:fp32: exporting", "onnx:fp32: validating", "torchscript:fp32: exporting",
                "tflite:fp32: exporting", "tflite:fp32: validating"]
 
 
@@ -56,12 +56,12 @@ def test_builds_killed_at_several_points_list_nothing_and_the_rerun_completes(ti
     for point in KILL_POINTS:
         # --rebuild: export everything again, so the kill lands while artifacts are being replaced
         landed = kill_during([*args, "--rebuild"], env, point, delay=0.3)
-        if not landed or (point != "loading checkpoint" and (out / MANIFEST).exists()):
+        if not landed or (point != "checkpoint: loading" and (out / MANIFEST).exists()):
             # the step was over before the kill: restore the complete build and kill as soon as the step starts
             assert subprocess.run(args, env=env, capture_output=True, timeout=900).returncode == 0, point
             assert kill_during([*args, "--rebuild"], env, point, delay=0.0), point
         if (out / MANIFEST).exists():  # killed before the build's first write: the last build still stands
-            assert point == "loading checkpoint" and (out / MANIFEST).read_bytes() == complete, point
+            assert point == "checkpoint: loading" and (out / MANIFEST).read_bytes() == complete, point
             assert [p for a in json.loads(complete)["artifacts"] for p in verify_files(out, a)] == []
         else:
             assert (out / IN_PROGRESS).exists(), point  # nothing is vouched for, and the directory says why
