@@ -12,13 +12,18 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from distilforge.errors import DistilforgeError, UsageError
+
+if TYPE_CHECKING:
+    from distilforge.progress import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -266,10 +271,25 @@ def _silence_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _say(args: argparse.Namespace):
-    if args.quiet or args.json:
-        return None
-    return lambda msg: _err(f"[distilforge] {msg}")
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Progress]:
+    """What a long command shows while it runs (distilforge/progress.py), on the user's terminal stream;
+    the live display is stopped however the command ends, before anything else is printed."""
+    from distilforge.progress import make_progress
+
+    progress = make_progress(_user_err, quiet=args.quiet or args.json, prefix="[distilforge] ")
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def _wall_time(args: argparse.Namespace, started: float) -> None:
+    """The summary's last line."""
+    from distilforge.progress import format_duration
+
+    if not args.quiet and not args.json:
+        print(f"wall time {format_duration(time.monotonic() - started)}", flush=True)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -277,24 +297,29 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from distilforge.pipeline import build
     from distilforge.validate.tolerances import parse_overrides
 
+    started = time.monotonic()
     targets = _split_targets(args.targets)
     options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples,
                            int8_cpu=args.int8_cpu)
-    result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
-                   progress=_say(args), eval_file=args.eval_file, keep_going=args.keep_going, rebuild=args.rebuild)
+    with _progress(args) as progress:
+        result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
+                       progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
+                       rebuild=args.rebuild)
+        benched = _bench(args, args.out, threads=options.threads, progress=progress) if args.bench else None
     extra = {"manifest": str(args.out / "manifest.json")}
-    benched = _bench(args, args.out, threads=options.threads) if args.bench else None
     if benched:
         extra["bench"] = str(benched.path)
     _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}", extra=extra)
     if benched:
         _bench_report(args, benched, json_out=False)
+    _wall_time(args, started)
     return EXIT_OK if result.passed and not (benched and benched.errors) else EXIT_FAILED
 
 
-def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, targets: list[str] | None = None) -> Any:
+def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress: Progress,
+           targets: list[str] | None = None) -> Any:
     from distilforge.bench import BenchSettings, bench_dir
 
     settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
@@ -302,7 +327,7 @@ def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, targets:
         settings = replace(settings, rounds=args.rounds)
     if getattr(args, "runs", None):
         settings = replace(settings, runs=args.runs)
-    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=_say(args),
+    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=progress,
                      peer=not getattr(args, "no_peer", False))
 
 
@@ -318,8 +343,11 @@ def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> N
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    result = _bench(args, args.dir, threads=args.threads, targets=_split_targets(args.targets))
+    started = time.monotonic()
+    with _progress(args) as progress:
+        result = _bench(args, args.dir, threads=args.threads, progress=progress, targets=_split_targets(args.targets))
     _bench_report(args, result, json_out=args.json)
+    _wall_time(args, started)
     return EXIT_FAILED if result.errors else EXIT_OK
 
 
