@@ -227,8 +227,8 @@ def test_signs_read_as_drop_and_gain(tmp_path: Path) -> None:
     assert "<td>96.8</td><td>−0.8</td>" in html and "<td>98.4</td><td>+0.8</td>" in html
     terminal = {cells[0]: cells for line in buf.getvalue().splitlines()
                 if len(cells := [c.strip() for c in line.split("│")[1:-1]]) > 8}
-    assert terminal["openvino:int8-weights"][5:7] == ["96.8", "−0.8"]
-    assert terminal["tflite:int8-static"][5:7] == ["98.4", "+0.8"]
+    assert terminal["openvino:int8-weights"][6:8] == ["96.8", "−0.8"]
+    assert terminal["tflite:int8-static"][6:8] == ["98.4", "+0.8"]
     assert "+1.6" not in md and "-0.8" not in md
 
 

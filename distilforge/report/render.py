@@ -22,6 +22,7 @@ COLUMNS: list[tuple[str, Any]] = [
     ("MB", lambda r: _f(r.mb, ".1f")),
     ("max abs", lambda r: _f(r.max_abs, ".1e")),
     ("min cos", lambda r: _f(r.min_cosine, ".5f")),
+    ("1−cos", lambda r: _f(r.cosine_gap, ".1e")),  # the main plot's y axis, before its floor
     ("agree", lambda r: _f(r.agreement, ".1%")),
     ("task", lambda r: _f(r.task, ".1f")),
     ("vs eager", lambda r: vs_eager(r.task_drop)),
@@ -228,10 +229,11 @@ def print_report(data: ReportData, rec: Recommendation, limits: Limits, *, conso
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 190))  # keep target names whole in CI logs
+    console = console or Console(width=max(Console().width, 200))  # keep target names whole in CI logs
     table = Table(title="distilforge report")
     for header, _ in columns(data):
-        table.add_column(header, justify="left" if header in ("target", "recipe", "status", "Pareto") else "right")
+        table.add_column(header, justify="left" if header in ("target", "recipe", "status", "Pareto") else "right",
+                         no_wrap=header == "target")
     for row in data.rows + data.peers:
         cells = [str(fn(row)) for _, fn in columns(data)]
         cells[-2] = ("[green]pass[/]" if row.passed else "[red]FAIL[/]") + (
@@ -289,6 +291,7 @@ def _source_line(data: ReportData) -> str:
 
 def _legend_text(data: ReportData) -> str:
     text = (f"task: {data.quality_label if data.rows and data.rows[0].task_metric else 'none (no labelled data)'}; "
+            "1−cos: 1 − min cos, the main plot's fidelity axis; "
             "vs eager: the task metric minus eager's, in points (−1.6 is a drop, +0.8 a gain); "
             "agree: argmax agreement with eager; ")
     if data.bench is not None:
@@ -326,7 +329,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
-th:nth-child(2),td:nth-child(2){text-align:left;white-space:nowrap}
+th:nth-child(2),td:nth-child(2){text-align:left}td:not(:nth-last-child(-n+3)){white-space:nowrap}
 tr.fail td{color:#b00}tr.pareto td:nth-child(2){font-weight:600}tr.peer td{font-style:italic;background:#fbf7ec}
 .note{background:#fff6d6;border:1px solid #e8d48a;padding:8px}.ship{font-size:15px}.none{color:#b00}
 .small{font-size:12px;color:#555}figure{margin:16px 0}
