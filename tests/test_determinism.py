@@ -39,3 +39,22 @@ def test_two_builds_are_byte_identical(tiny_checkpoints, tmp_path):
     # torch.onnx and torch.jit.save write source file paths (measured: another checkout's venv changes these bytes)
     assert caveats == {n for n in ("onnx:fp32", "onnx:fp16", "torchscript:fp32", "torchscript:int8-dynamic")
                        if TARGETS[n].installed()}
+
+
+def test_an_entry_does_not_depend_on_the_targets_built_beside_it(built, tiny_checkpoints, tmp_path):
+    """A format's targets share one conversion per build (exporters/common.shared_conversion), so each entry,
+    warnings included, must be the same built alone as built with its siblings."""
+    from conftest import TINY_TOLERANCES
+
+    from distilforge.options import BuildOptions
+    from distilforge.pipeline import build
+    from distilforge.validate.tolerances import parse_overrides
+
+    alone = [t for t in ("onnx:int8-dynamic", "openvino:int8-static", "tflite:fp16") if TARGETS[t].installed()]
+    assert alone, "no backend installed"
+    with_siblings = {a["target"]: a for a in built("token").manifest["artifacts"]}
+    result = build(tiny_checkpoints["token"], tmp_path / "alone", targets=alone, force=True, keep_going=True,
+                   options=BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES)))
+    assert [a["target"] for a in result.manifest["artifacts"]] == alone
+    for entry in result.manifest["artifacts"]:
+        assert entry == with_siblings[entry["target"]], entry["target"]

@@ -1,4 +1,5 @@
-"""What every exporter shares: the traced wrapper, example inputs, tensor specs, quiet capture."""
+"""What every exporter shares: the traced wrapper, example inputs, tensor specs, quiet capture, and the
+conversions a format's targets share within one build."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -125,3 +126,31 @@ def _unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:
         first = str(w.message).strip().splitlines()[0][:240] if str(w.message).strip() else ""
         seen.setdefault(f"{w.category.__name__}: {first}", None)
     return list(seen)
+
+
+T = TypeVar("T")
+
+# (format, options) -> (checkpoint, value, warnings raised while making it). Entries hold the checkpoint itself,
+# not its id(), which a later checkpoint object may reuse; a new checkpoint clears the others.
+_shared: dict[tuple[Any, ...], tuple[LoadedCheckpoint, Any, list[tuple[type[Warning], str]]]] = {}
+
+
+def shared_conversion(ckpt: LoadedCheckpoint, key: tuple[Any, ...], make: Callable[[], T],
+                      copy: Callable[[T], T] = lambda value: value) -> T:
+    """`make()` once per checkpoint and key within a process; every caller gets `copy` of it.
+
+    A format's targets (and each INT8 recipe the ladder tries) start from the same conversion of the same
+    model (torch.onnx.export, ov.convert_model, litert_torch.convert): converting once per build is the
+    build's largest saving. The warnings `make` raised are raised again for each caller, so an artifact's
+    recorded warnings do not depend on which targets were built before it."""
+    entry = _shared.get(key)
+    if entry is None or entry[0] is not ckpt:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = make()
+        for stale in [k for k, e in _shared.items() if e[0] is not ckpt]:
+            del _shared[stale]
+        entry = _shared[key] = (ckpt, value, [(w.category, str(w.message)) for w in caught])
+    for category, message in entry[2]:
+        warnings.warn(message, category, stacklevel=2)
+    return copy(entry[1])

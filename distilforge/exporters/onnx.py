@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -18,7 +19,15 @@ from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.errors import ExportError, first_line
 from distilforge.exporters import onnx_graph
-from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
+from distilforge.exporters.common import (
+    example_inputs,
+    file_records,
+    head_module,
+    input_specs,
+    output_specs,
+    quiet,
+    shared_conversion,
+)
 from distilforge.options import BuildOptions
 from distilforge.validate.inputs import EXPORT_CHOICES
 
@@ -70,8 +79,14 @@ def export_optimized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions
 def optimized_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> tuple[Any, dict[str, Any]]:
     """The in-memory fp32-optimized graph and what was done to it (steps, fused operators, session settings).
 
-    Shared by `onnx:fp32-optimized` and the INT8 targets (quantize/onnx.py), which quantize this graph.
-    The caller captures library noise."""
+    Shared by `onnx:fp32-optimized` and the INT8 targets (quantize/onnx.py), which quantize this graph: made
+    once per build, each caller gets its own copy. The caller captures library noise."""
+    model, details = shared_conversion(ckpt, ("onnx:optimized", options.onnx_opset),
+                                       lambda: _optimize(ckpt, options, target), _copy_with_details)
+    return model, details
+
+
+def _optimize(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> tuple[Any, dict[str, Any]]:
     model = exported_model(ckpt, options, target)
     heads, hidden = int(ckpt.info.config["n_heads"]), int(ckpt.info.config["dim"])
     steps: list[tuple[str, Rewrite]] = [
@@ -105,13 +120,31 @@ def _torch_export(ckpt: LoadedCheckpoint, path: Path, options: BuildOptions, tar
 
 
 def exported_model(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> Any:
-    """The onnx:fp32 graph, in memory with its weights (the fp16 converter fails on external data)."""
+    """The onnx:fp32 graph, in memory with its weights (the fp16 converter fails on external data); exported
+    once per build, each caller gets its own copy."""
+    return shared_conversion(ckpt, ("onnx:exported", options.onnx_opset),
+                             lambda: _load_export(ckpt, options, target), _copy_model)
+
+
+def _load_export(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> Any:
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="distilforge-onnx-") as tmp:
         path = Path(tmp) / MODEL_FILE
         _torch_export(ckpt, path, options, target)
         return onnx.load(str(path))
+
+
+def _copy_model(model: Any) -> Any:
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _copy_with_details(value: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    return _copy_model(value[0]), copy.deepcopy(value[1])
 
 
 def _rewrite(ckpt: LoadedCheckpoint, model: Any, steps: list[tuple[str, Rewrite]],

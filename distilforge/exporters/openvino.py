@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ from typing import Any
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.errors import ExportError, first_line
-from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
+from distilforge.exporters.common import (
+    example_inputs,
+    file_records,
+    head_module,
+    input_specs,
+    output_specs,
+    quiet,
+    shared_conversion,
+)
 from distilforge.options import BuildOptions
 
 # + openvino_model.bin; optimum-intel only recognises IR files named openvino*.xml (earlier builds: model.xml)
@@ -40,7 +49,12 @@ def no_telemetry() -> Iterator[None]:
 
 
 def convert(ckpt: LoadedCheckpoint, target: str) -> Any:
-    """The head as an in-memory ov.Model with dynamic shapes and our tensor names."""
+    """The head as an in-memory ov.Model with dynamic shapes and our tensor names: converted once per build,
+    each caller gets its own clone."""
+    return shared_conversion(ckpt, ("openvino:converted",), lambda: _convert(ckpt, target), lambda m: m.clone())
+
+
+def _convert(ckpt: LoadedCheckpoint, target: str) -> Any:
     import openvino as ov
     import torch
 
@@ -54,13 +68,13 @@ def convert(ckpt: LoadedCheckpoint, target: str) -> Any:
         port.get_tensor().set_names({name})
     for port, name in zip(model.outputs, ckpt.head.output_names, strict=True):
         port.get_tensor().set_names({name})
-    return model
+    return normalize_names(model)
 
 
 def save(model: Any, folder: Path, *, compress_to_fp16: bool) -> None:
     import openvino as ov
 
-    ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=compress_to_fp16)
+    ov.save_model(normalize_names(model), str(folder / MODEL_FILE), compress_to_fp16=compress_to_fp16)
 
 
 def record(ckpt: LoadedCheckpoint, folder: Path, target: str, details: dict[str, Any],
@@ -151,3 +165,16 @@ def weight_bytes(model: Any) -> dict[str, int]:
         if kind in sizes:
             sizes[kind] += op.get_byte_size()
     return sizes
+
+
+_AUTO_NAME = re.compile(r"^[A-Za-z0-9]+_\d+$")
+
+
+def normalize_names(model: Any) -> Any:
+    """Renumber auto-generated op names: they come from process-wide counters, so the same model
+    converted twice in one process would otherwise write a different .xml."""
+    model.set_friendly_name("model")
+    for i, op in enumerate(model.get_ordered_ops()):
+        if _AUTO_NAME.match(op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{i}")
+    return model

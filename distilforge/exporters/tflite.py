@@ -15,7 +15,15 @@ from typing import Any
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
 from distilforge.errors import ExportError, UsageError, first_line
-from distilforge.exporters.common import example_inputs, file_records, head_module, input_specs, output_specs, quiet
+from distilforge.exporters.common import (
+    example_inputs,
+    file_records,
+    head_module,
+    input_specs,
+    output_specs,
+    quiet,
+    shared_conversion,
+)
 from distilforge.options import BuildOptions
 from distilforge.validate.inputs import EXPORT_CHOICES
 
@@ -77,29 +85,25 @@ class DictOutputs:
 
 
 def convert_fp32(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: str) -> bytes:
-    """The fp32 flatbuffer with one signature per shape."""
+    """The fp32 flatbuffer with one signature per shape. fp16 and the INT8 targets start from it too:
+    converted once per build."""
+    return shared_conversion(ckpt, ("tflite:fp32", tuple(shapes)), lambda: _convert(ckpt, shapes, target))
+
+
+def _convert(ckpt: LoadedCheckpoint, shapes: list[tuple[int, ...]], target: str) -> bytes:
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
     import litert_torch
     import torch
 
-    if _last_conversion.get("ckpt") is ckpt and _last_conversion.get("shapes") == shapes:
-        return _last_conversion["model"]
     module = DictOutputs.wrap(ckpt)
     converter = litert_torch.Converter()
     for shape in shapes:
         sample = {k: torch.from_numpy(v.astype("int32")) for k, v in example_inputs(ckpt, shape).items()}
         converter = converter.signature(signature_name(shape), module, sample_kwargs=sample)
     try:
-        model = bytes(converter.convert().model_content())
+        return bytes(converter.convert().model_content())
     except Exception as e:
         raise ExportError(f"{target}: litert_torch.convert failed: {type(e).__name__}: {first_line(e)}") from e
-    _last_conversion.update(ckpt=ckpt, shapes=list(shapes), model=model)
-    return model
-
-
-# fp16 and the INT8 targets start from the same fp32 flatbuffer: convert once per build. The entry
-# holds the checkpoint itself (not its id(), which a later checkpoint object may reuse).
-_last_conversion: dict[str, Any] = {}
 
 
 def record(ckpt: LoadedCheckpoint, folder: Path, target: str, shapes: list[tuple[int, ...]],

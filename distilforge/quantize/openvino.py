@@ -113,7 +113,7 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
         model = convert(ckpt, target)
         model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
                       mode=getattr(nncf.CompressWeightsMode, mode))
-        save(normalize_names(model), folder, compress_to_fp16=False)
+        save(model, folder, compress_to_fp16=False)
     cpu = int8_cpu(options.int8_cpu)
     details = {"weights": "int8 per output channel, embedding tables included", "activations": DYNAMIC_ACTIVATIONS,
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
@@ -144,7 +144,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         model = _call(target, "nncf.quantize", nncf.quantize, model,
                       _dataset(nncf, options.calibration, ckpt.info.max_length),
                       **_quantize_options(nncf, recipe, kept, len(options.calibration.samples)))
-        save(normalize_names(model), folder, compress_to_fp16=False)
+        save(model, folder, compress_to_fp16=False)
     details = {"weights": "int8", "activations": f"int8 (calibrated); ignored scope: {DYNAMIC_ACTIVATIONS}",
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
                "mode": "nncf.quantize, model_type TRANSFORMER", "preset": recipe.preset,
@@ -238,16 +238,3 @@ def matching_ops(model: Any, patterns: tuple[str, ...]) -> list[str]:
     compression step needs the complement, which IgnoredScope patterns cannot say reliably."""
     return [op.get_friendly_name() for op in model.get_ordered_ops()
             if op.get_type_name() == "MatMul" and any(re.fullmatch(p, op.get_friendly_name()) for p in patterns)]
-
-
-_AUTO_NAME = re.compile(r"^[A-Za-z0-9]+_\d+$")
-
-
-def normalize_names(model: Any) -> Any:
-    """Renumber auto-generated op names: they come from process-wide counters, so the same model
-    converted twice in one process would otherwise write a different .xml."""
-    model.set_friendly_name("model")
-    for i, op in enumerate(model.get_ordered_ops()):
-        if _AUTO_NAME.match(op.get_friendly_name()):
-            op.set_friendly_name(f"{op.get_type_name()}_{i}")
-    return model
