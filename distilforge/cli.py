@@ -307,6 +307,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                        progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
                        rebuild=args.rebuild)
+        progress.close()  # the build's display ends here (the bench's phases start their own)
         benched = _bench(args, args.out, threads=options.threads, progress=progress) if args.bench else None
     extra = {"manifest": str(args.out / "manifest.json")}
     if benched:

@@ -183,7 +183,7 @@ class LineProgress:
         self.note(message)
 
     def close(self) -> None:
-        pass
+        self.current = None
 
     def _line(self, text: str) -> None:
         self.write(f"{self.clock() - self.started:.1f}s {text}" if self.stamp else text)
