@@ -19,7 +19,8 @@ Every one of them offers these calls (the `Progress` protocol):
         step("onnx:int8-dynamic", "round 3/8").
     progress.advance(item: str, result: str = "done") -> None
         `item` is finished and counts towards the phase's total; `result` says how ("passed", "FAILED").
-        The ETA is the phase's mean time per finished item times the items left.
+        The ETA is the phase's mean time per finished item (an item's time runs from its first step)
+        times the items left, less what the current one has run so far.
     progress.note(message: str) -> None, and progress(message), the same
         a one-off line (a recipe ladder's verdict, a skipped target); the bench's `say(str)` calls land here.
     progress.close() -> None
@@ -62,6 +63,7 @@ def make_progress(stream: TextIO, *, quiet: bool, prefix: str = "") -> Progress:
 
 
 def as_progress(progress: Progress | Callable[[str], None] | None) -> Progress:
+    """What the Python API accepts: a progress object, a plain callable (bare messages) or None (silence)."""
     if progress is None:
         return SilentProgress()
     if hasattr(progress, "phase"):
