@@ -178,10 +178,13 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("dir", type=Path, metavar="DIR")
     bn.add_argument("--targets", metavar="T,...",
                     help="only these artifacts (eager, the floor and the peer always run)")
-    bn.add_argument("--rounds", type=_positive_int, default=None, help="interleaved timing rounds (default: 8)")
+    bn.add_argument("--rounds", type=_positive_int, default=None,
+                    help="time every candidate for exactly this many interleaved rounds (default: until each p50 "
+                         "is known within --rel-error, 3 to 12 rounds)")
+    bn.add_argument("--rel-error", type=_percent, default=None, metavar="PCT",
+                    help="stop timing a candidate once its p50's 95%% interval is within +-PCT%% (default: 5)")
     bn.add_argument("--runs", type=_positive_int, default=None,
-                    help="batch 1 inferences per candidate per round; p50/p90/p99 are over rounds x runs "
-                         "(default: 10)")
+                    help="batch 1 inferences per candidate per round (default: 8)")
     bn.add_argument("--quick", action="store_true", help="a smoke test: 2 rounds x 3 runs")
     bn.add_argument("--no-peer", action="store_true",
                     help="skip the peer rows (Optimum's export and INT8 of the same checkpoint, built into DIR/peer, "
@@ -240,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 2)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 5)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
     p.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
@@ -325,7 +328,9 @@ def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress
 
     settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
     if getattr(args, "rounds", None):
-        settings = replace(settings, rounds=args.rounds)
+        settings = replace(settings, min_rounds=args.rounds, max_rounds=args.rounds, rel_error=0.0)
+    if getattr(args, "rel_error", None) is not None:
+        settings = replace(settings, rel_error=args.rel_error)
     if getattr(args, "runs", None):
         settings = replace(settings, runs=args.runs)
     return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=progress,
@@ -350,6 +355,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _bench_report(args, result, json_out=args.json)
     _wall_time(args, started)
     return EXIT_FAILED if result.errors else EXIT_OK
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a percentage between 0 and 100, e.g. 2")
+    return value / 100
 
 
 def _split_targets(text: str | None) -> list[str] | None:

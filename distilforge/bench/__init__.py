@@ -12,9 +12,9 @@ artifact); only the CLI imports bench.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,19 @@ from distilforge.artifacts.layout import write_json_atomic
 from distilforge.artifacts.manifest import read_manifest, verify_files
 from distilforge.bench.floor import PRECISIONS, Floor, GemmShape, make_floor, model_ops, write_gemm_model
 from distilforge.bench.peer import SKIPPED_BY_FLAG, PeerBuild, PeerModel, build_peer, comparisons, peer_target
-from distilforge.bench.timing import Timed, WorkerError, WorkerHandle, quiet_rounds, time_rounds
+from distilforge.bench.timing import (
+    Plan,
+    Timed,
+    WorkerError,
+    WorkerHandle,
+    median_interval,
+    relative_error,
+    time_rounds,
+    time_sweeps,
+    used_rounds,
+)
 from distilforge.errors import DistilforgeError, UsageError, first_line
+from distilforge.progress import Progress, as_progress
 from distilforge.validate.runners import runner_ref
 from distilforge.validate.tolerances import precision_class
 
@@ -37,26 +48,39 @@ SEQUENCES = (32, 128, 384)
 BATCHES = (1, 4, 16)
 LATENCY_SEQ = 128
 
-Progress = Callable[[str], None]
-
-
 @dataclass(frozen=True)
 class BenchSettings:
-    """How much to measure. Defaults: about 3-4 minutes for the default model's 15 artifacts on 2 busy cores.
-    p50/p90/p99 come from rounds x runs samples per candidate (80 by default: p99 is then close to the
-    maximum, read it as "the worst seen"); the other sequence lengths and batch sizes get `sweep_runs` a
-    round and report their median only."""
+    """How much to measure. By default each candidate is timed until its p50 (batch 1, the latency shape) is
+    known within `rel_error` (half the 95 % interval, relative), `runs` runs a round, after `min_rounds` and at
+    most `max_rounds` rounds; the other sequence lengths and batch sizes get up to `sweep_runs` runs (fewer when
+    a run takes over `sweep_budget_ms`) in the first round and report their median only. A candidate
+    `slow_factor` times slower than the median one is time-boxed (`box_ms` a round, `min_rounds` rounds).
+    `fixed(rounds)` times every candidate for exactly that many rounds (the long reference run)."""
 
-    rounds: int = 8
-    runs: int = 10
+    runs: int = 8
+    min_rounds: int = 3
+    max_rounds: int = 12
+    rel_error: float = 0.05
     sweep_runs: int = 3
-    warmup: int = 10
+    sweep_budget_ms: float = 300.0
+    warmup: int = 5
     pause: float = 0.05  # seconds between hand-offs
     max_foreign: float = 0.10  # leave out rounds in which other processes used more of the CPU (if enough stay)
+    slow_factor: float = 10.0
+    box_ms: float = 1000.0
 
     @classmethod
     def quick(cls) -> BenchSettings:
-        return cls(rounds=2, runs=3, sweep_runs=1, warmup=2, pause=0.01)
+        return cls(runs=3, min_rounds=2, max_rounds=2, rel_error=math.inf, sweep_runs=1, warmup=2, pause=0.01)
+
+    @classmethod
+    def fixed(cls, rounds: int, runs: int | None = None) -> BenchSettings:
+        return cls(runs=runs or cls.runs, min_rounds=rounds, max_rounds=rounds, rel_error=0.0)
+
+    def plan(self) -> Plan:
+        return Plan(min_rounds=self.min_rounds, max_rounds=self.max_rounds, rel_error=self.rel_error,
+                    pause=self.pause, max_foreign=self.max_foreign, slow_factor=self.slow_factor,
+                    box_ms=self.box_ms)
 
 
 @dataclass
@@ -129,12 +153,12 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     out = Path(out)
     manifest = read_manifest(out)
     settings = settings or BenchSettings()
-    say = progress or (lambda _msg: None)
+    progress = as_progress(progress)
     threads = threads or int(manifest.get("settings", {}).get("threads", 2))
     model = Model.from_manifest(manifest)
     notes: list[str] = []
     records = _chosen_records(manifest, targets, notes)
-    peers = _peer(out, manifest, threads, say) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
+    peers = _peer(out, manifest, threads, progress) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
     if peers.note:
         notes.append(peers.note)
     work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
@@ -144,15 +168,15 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     candidates += _floor_candidates(work, model, threads, settings, notes)
     timed: list[Timed] = []
     try:
-        _start(candidates, work, timed, say)
-        say(f"timing {settings.rounds} rounds x {len(timed)} candidates")
-        foreign = time_rounds(timed, settings.rounds, settings.pause, say)
+        _start(candidates, work, timed, settings, progress)
+        time_sweeps(timed, settings.pause, progress)
+        foreign = time_rounds(timed, settings.plan(), progress)
         _finish(candidates, timed)
     finally:
+        progress.close()
         for t in timed:
             t.worker.close()
-    keep = quiet_rounds(foreign, settings.max_foreign)
-    report = _report(candidates, timed, keep, foreign, model, threads, settings, notes)
+    report = _report(candidates, timed, foreign, model, threads, settings, notes)
     report["peer"] = {**peers.to_dict(), "comparisons": comparisons(report["results"])}
     if any(c.error for c in candidates):
         report["logs"] = str(work)  # kept: the failed workers' tracebacks are there
@@ -283,23 +307,32 @@ def _floor_candidates(work: Path, model: Model, threads: int, settings: BenchSet
     return out
 
 
-def _start(candidates: list[Candidate], work: Path, timed: list[Timed], say: Progress) -> None:
+def _start(candidates: list[Candidate], work: Path, timed: list[Timed], settings: BenchSettings,
+           progress: Any) -> None:
     """One worker at a time (so each cold load is timed alone), all kept alive for the rounds (in `timed`)."""
+    progress.phase("bench: loading", sum(1 for c in candidates if not c.error))
     for i, c in enumerate(candidates):
         if c.error:
             continue
-        say(f"{c.target}: loading")
+        progress.step(c.target, "loading")
         c.spec["shapes"] = c.shapes
         worker = WorkerHandle(c.spec, work / f"spec-{i}.json", work / f"{c.target.replace(':', '-')}.log")
         try:
             c.load_ms = float(worker.read()["load_ms"])
-            worker.read()  # warmed up
-        except (WorkerError, ValueError, KeyError) as e:
+            warm_ms = [float(x) for x in worker.read()["warm_ms"]]
+        except (WorkerError, ValueError, KeyError, TypeError) as e:
             c.error = f"the worker failed to load it: {e}"
             worker.close()
+            progress.advance(c.target, "FAILED")
             continue
-        plan = [(0, c.spec["runs"])] + [(k, c.spec["sweep_runs"]) for k in range(1, len(c.shapes))]
-        timed.append(Timed(c.target, worker, plan))
+        timed.append(Timed(c.target, worker, settings.runs, _sweep_runs(warm_ms, settings)))
+        progress.advance(c.target, f"loaded in {c.load_ms / 1e3:.1f}s")
+
+
+def _sweep_runs(warm_ms: list[float], settings: BenchSettings) -> list[tuple[int, int]]:
+    """(shape index, runs) for the shapes after the latency shape: up to `sweep_runs`, fewer for slow shapes."""
+    return [(k, max(1, min(settings.sweep_runs, int(settings.sweep_budget_ms / max(ms, 1e-3)))))
+            for k, ms in enumerate(warm_ms) if k > 0]
 
 
 def _finish(candidates: list[Candidate], timed: list[Timed]) -> None:
@@ -320,15 +353,11 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
-def _samples(t: Timed, index: int, keep: list[int]) -> list[float]:
-    rounds = t.times.get(index, [])
-    return [x for i in keep if i < len(rounds) for x in rounds[i]]
-
-
-def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], foreign: list[float | None],
+def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float | None],
             model: Model, threads: int, settings: BenchSettings, notes: list[str]) -> dict[str, Any]:
     by_name = {t.name: t for t in timed}
-    measured = {c.target: _measure(c, by_name.get(c.target), keep) for c in candidates}
+    plan = settings.plan()
+    measured = {c.target: _measure(c, by_name.get(c.target), foreign, plan) for c in candidates}
     floor = _floor(model, measured)
     eager_p50 = (measured["eager"].get("latency_ms") or {}).get("p50")
     results = []
@@ -341,30 +370,39 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         floor_ms = floor.for_class(c.precision_class) if floor else None
         row["ratio_eager"] = p50 / eager_p50 if p50 and eager_p50 else None
         row["ratio_floor"] = p50 / floor_ms if p50 and floor_ms else None
-        row["notes"] = c.notes + ([f"error: {c.error}"] if c.error else [])
+        row["notes"] = c.notes + _timing_notes(row, settings) + ([f"error: {c.error}"] if c.error else [])
         row["error"] = c.error
         row.update(c.row_extra)
         results.append(row)
     mark_slower_than_fp32(results)
     shares = [f for f in foreign if f is not None]
-    samples = len(keep) * settings.runs
+    used = [t.samples_used for t in (by_name.get(c.target) for c in candidates) if t is not None and t.samples_used]
     notes = list(notes)
-    if samples < 100:
-        notes.append(f"p99 is over {samples} samples per candidate: read it as close to the worst seen")
-    if len(keep) < len(foreign):
-        notes.append(f"{len(foreign) - len(keep)} of {len(foreign)} rounds left out: other processes used more "
-                     f"than {settings.max_foreign:.0%} of the CPU during them")
-    elif shares and max(shares) > settings.max_foreign:
+    if used and min(used) < 100:
+        notes.append(f"p99 is over {min(used)}-{max(used)} samples per candidate: read it as close to the worst seen")
+    left_out = sum(1 for f in shares if f > settings.max_foreign)
+    if left_out:
+        notes.append(f"{left_out} of {len(foreign)} rounds had other processes using more than "
+                     f"{settings.max_foreign:.0%} of the CPU: left out of each candidate's figures where at least "
+                     f"{settings.min_rounds} quiet rounds remained")
+    if shares and float(np.median(shares)) > settings.max_foreign:
         notes.append(f"the machine was busy (other processes: median {float(np.median(shares)):.0%} of the CPU "
                      "per round): absolute times are inflated, the ratios hold up better")
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
         "threads": threads,
         "machine": machine_info(threads),
-        "method": {"rounds": settings.rounds, "runs_per_round": settings.runs, "warmup": settings.warmup,
+        "method": {"rounds": len(foreign), "runs_per_round": settings.runs, "warmup": settings.warmup,
                    "interleaved": True, "process_per_candidate": True,
                    "foreign_cpu_median": float(np.median(shares)) if shares else None,
-                   "rounds_used": len(keep), "sweep_runs_per_round": settings.sweep_runs,
+                   "rounds_used": max((len(t.rounds) for t in timed), default=0),
+                   "stopping": {"rel_error": settings.rel_error, "min_rounds": settings.min_rounds,
+                                "max_rounds": settings.max_rounds, "interval": "95% of the median, order statistics",
+                                "slow_factor": settings.slow_factor, "box_ms": settings.box_ms},
+                   "sweep_runs_per_round": settings.sweep_runs, "sweep_rounds": 1,
+                   "sweep_budget_ms": settings.sweep_budget_ms,
+                   "sweep": "other lengths and batch sizes: one pass before the rounds, up to sweep_runs runs "
+                            "(fewer where a run takes over sweep_budget_ms), median",
                    "pause_s": settings.pause, "batch": 1, "seq": model.seq,
                    "inputs": "random token ids, no padding, attention mask all ones",
                    "load": "process-fresh: runtime import + open_runner + first inference (files in page cache)"},
@@ -372,6 +410,17 @@ def _report(candidates: list[Candidate], timed: list[Timed], keep: list[int], fo
         "results": results,
         "notes": notes,
     }
+
+
+def _timing_notes(row: dict[str, Any], settings: BenchSettings) -> list[str]:
+    error = row.get("p50_rel_error")
+    if row.get("time_boxed"):
+        return [f"time-boxed: over {settings.slow_factor:g}x slower than the median candidate, so timed for "
+                f"{row['rounds']} rounds only ({row['samples']} runs; p50 known to ±{error:.1%})"]
+    if error is not None and error > settings.rel_error and settings.rel_error > 0:
+        return [f"p50 known to ±{error:.1%} only (the aim is ±{settings.rel_error:.0%}) after {row['rounds']} "
+                "rounds: read its ratios with that margin"]
+    return []
 
 
 def mark_slower_than_fp32(results: list[dict[str, Any]]) -> None:
@@ -394,23 +443,30 @@ def mark_slower_than_fp32(results: list[dict[str, Any]]) -> None:
                                 "saves size here, and report never recommends it")
 
 
-def _measure(c: Candidate, t: Timed | None, keep: list[int]) -> dict[str, Any]:
+def _measure(c: Candidate, t: Timed | None, foreign: list[float | None], plan: Plan) -> dict[str, Any]:
     empty = {"latency_ms": None, "by_sequence": {str(s): None for s in SEQUENCES},
              "throughput": {str(b): None for b in BATCHES}}
     if t is None or c.error:
         return empty
-    main = _samples(t, 0, keep)
+    rounds = used_rounds(t, foreign, plan)
+    main = t.samples(0, rounds)
     if not main:
         return empty
-    by_sequence = {}
-    for s in SEQUENCES:
-        values = _samples(t, c.shapes.index((1, s)), keep) if (1, s) in c.shapes else []
-        by_sequence[str(s)] = float(np.median(values)) if values else None
-    throughput = {}
-    for b in BATCHES:
-        values = _samples(t, c.shapes.index((b, c.seq)), keep) if (b, c.seq) in c.shapes else []
-        throughput[str(b)] = b / (float(np.median(values)) / 1e3) if values else None
-    return {"latency_ms": _percentiles(main), "by_sequence": by_sequence, "throughput": throughput}
+    t.samples_used = len(main)
+
+    def median(batch: int, seq: int) -> float | None:
+        if (batch, seq) not in c.shapes:
+            return None
+        index = c.shapes.index((batch, seq))
+        values = t.samples(index, rounds) if index == 0 else t.all_samples(index)  # sweeps: their one pass
+        return float(np.median(values)) if values else None
+
+    by_sequence = {str(s): median(1, s) for s in SEQUENCES}
+    throughput = {str(b): (b / (ms / 1e3) if ms else None) for b in BATCHES for ms in [median(b, c.seq)]}
+    _, low, high = median_interval(main)
+    return {"latency_ms": _percentiles(main), "by_sequence": by_sequence, "throughput": throughput,
+            "samples": len(main), "rounds": len(rounds), "p50_interval_ms": [low, high],
+            "p50_rel_error": relative_error(main), "time_boxed": t.time_boxed}
 
 
 def _floor(model: Model, measured: dict[str, dict[str, Any]]) -> Floor | None:

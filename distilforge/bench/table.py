@@ -56,9 +56,8 @@ def comparison_lines(report: dict[str, Any]) -> list[str]:
 def _caption(report: dict[str, Any]) -> str:
     m, method, floor = report["machine"], report["method"], report.get("floor")
     flags = ", ".join(k for k, v in m.get("flags", {}).items() if v) or "none of the listed"
-    lines = [f"batch 1 x seq {method['seq']}, {report['threads']} threads, {method['rounds_used']} of "
-             f"{method['rounds']} rounds x {method['runs_per_round']} runs, interleaved, one process per candidate; "
-             f"s32/s128/s384: p50 ms at that sequence length; seq/s at batch 1/4/16"]
+    lines = [f"batch 1 x seq {method['seq']}, {report['threads']} threads, {_rounds(method)}, interleaved, one "
+             f"process per candidate; s32/s128/s384: p50 ms at that sequence length; seq/s at batch 1/4/16"]
     if method.get("foreign_cpu_median") is not None:
         lines.append(f"other processes used a median {method['foreign_cpu_median']:.0%} of the CPU per round")
     if floor:
@@ -73,6 +72,15 @@ def _caption(report: dict[str, Any]) -> str:
                      f"{peer.get('flag')} (from the CPU flags)")
     lines.append(f"cpu: {m.get('cpu')} ({flags})")
     return "\n".join(lines)
+
+
+def _rounds(method: dict[str, Any]) -> str:
+    stopping = method.get("stopping")
+    if not stopping or not stopping.get("rel_error") or stopping["min_rounds"] == stopping["max_rounds"]:
+        return f"{method['rounds_used']} of {method['rounds']} rounds x {method['runs_per_round']} runs"
+    return (f"{method['runs_per_round']} runs a round until each p50 is known within "
+            f"±{stopping['rel_error']:.0%} (95%), {stopping['min_rounds']} to {stopping['max_rounds']} rounds "
+            f"({method['rounds']} run)")
 
 
 def _f(value: float | None, spec: str) -> str:

@@ -4,21 +4,26 @@ Candidates are timed one at a time, in the order A B C ... in even rounds and ..
 pause between hand-offs so the previous worker's spinning threads are asleep. Slow drifts of a shared
 machine then hit every candidate alike. For each round the share of the CPU used by other processes is
 read from /proc (machine busy ticks minus our own processes' ticks).
+
+The work follows what the figures need: a candidate leaves the rounds once its p50 is known within the
+plan's relative error (the 95 % interval of the median, from order statistics), after a minimum number of
+rounds that spans the early and late machine; the other sequence lengths and batch sizes are timed once, in
+one pass before the rounds (they report a median); a candidate an order of magnitude slower than the rest is
+time-boxed and says so.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-Progress = Callable[[str], None]
 
 
 class WorkerError(Exception):
@@ -77,14 +82,30 @@ class WorkerHandle:
 
 @dataclass
 class Timed:
-    """One candidate in the rounds: its worker, the (shape index, runs) it is timed on each turn, and what
-    was recorded: per shape, one list of latencies (ms) per round."""
+    """One candidate in the rounds: its worker, the main shape's runs per round, the sweep shapes' (index, runs)
+    timed in the first rounds, and what was recorded: per shape, per round, the latencies (ms)."""
 
     name: str
     worker: WorkerHandle
-    plan: list[tuple[int, int]]
-    times: dict[int, list[list[float]]] = field(default_factory=dict)
+    runs: int
+    sweep: list[tuple[int, int]]
+    times: dict[int, dict[int, list[float]]] = field(default_factory=dict)
     error: str | None = None
+    stopped: int | None = None  # the last round it was timed in, once it stopped
+    time_boxed: bool = False
+    samples_used: int = 0  # latency-shape runs its figures come from (set by the report)
+
+    def samples(self, index: int, rounds: list[int]) -> list[float]:
+        by_round = self.times.get(index, {})
+        return [x for r in rounds if r in by_round for x in by_round[r]]
+
+    @property
+    def rounds(self) -> list[int]:
+        """The rounds it was timed in (the latency shape's)."""
+        return sorted(self.times.get(0, {}))
+
+    def all_samples(self, index: int) -> list[float]:
+        return [x for values in self.times.get(index, {}).values() for x in values]
 
 
 def cpu_ticks(pids: list[int]) -> tuple[int, int, int] | None:
@@ -110,36 +131,123 @@ def foreign_share(before: tuple[int, int, int] | None, after: tuple[int, int, in
     return max(0.0, ((after[0] - before[0]) - (after[2] - before[2])) / (after[1] - before[1]))
 
 
-def time_rounds(timed: list[Timed], rounds: int, pause: float, say: Progress) -> list[float | None]:
-    """rounds x one turn per candidate, ABC... then ...CBA, after one unrecorded warm-up round. A candidate
-    whose worker dies gets its error and leaves the rounds; the others go on. Returns the foreign CPU share
-    of each recorded round."""
+@dataclass(frozen=True)
+class Plan:
+    """How long to time: until each candidate's p50 is known within `rel_error` (the 95 % interval's half-width,
+    relative), after at least `min_rounds` and at most `max_rounds`. A candidate `slow_factor` times slower than
+    the median one in round 1 is time-boxed to `min_rounds`, with `box_ms` of main-shape runs per round."""
+
+    min_rounds: int
+    max_rounds: int
+    rel_error: float
+    pause: float
+    max_foreign: float
+    slow_factor: float
+    box_ms: float
+
+
+def median_interval(samples: list[float], z: float = 1.96) -> tuple[float, float, float]:
+    """(median, low, high): the distribution-free interval of the median from order statistics (normal
+    approximation to the binomial: ranks n/2 -+ z*sqrt(n)/2); with few samples it spans all of them."""
+    x = sorted(samples)
+    n = len(x)
+    half = z * math.sqrt(n) / 2
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half) - 1)
+    return float(statistics.median(x)), x[low], x[high]
+
+
+def relative_error(samples: list[float]) -> float:
+    """Half the width of the median's 95 % interval, relative to the median (inf for fewer than 2 samples)."""
+    if len(samples) < 2:
+        return math.inf
+    median, low, high = median_interval(samples)
+    return (high - low) / 2 / median if median > 0 else math.inf
+
+
+def used_rounds(t: Timed, foreign: list[float | None], plan: Plan) -> list[int]:
+    """The candidate's rounds in which other processes used at most `max_foreign` of the CPU, if at least
+    `min_rounds` of them; else all its rounds."""
+    quiet = [r for r in t.rounds if r < len(foreign) and foreign[r] is not None and foreign[r] <= plan.max_foreign]
+    return quiet if len(quiet) >= plan.min_rounds else t.rounds
+
+
+def time_sweeps(timed: list[Timed], pause: float, progress: Any) -> None:
+    """The other sequence lengths and batch sizes, one candidate after another: each reports a median only."""
+    live = [t for t in timed if t.error is None and t.sweep]
+    progress.phase("bench: lengths and batches", len(live))
+    for t in live:
+        progress.step(t.name, ", ".join(f"{runs}x shape {index}" for index, runs in t.sweep))
+        time.sleep(pause)
+        try:
+            for index, runs in t.sweep:
+                t.times.setdefault(index, {})[0] = t.worker.ask(f"time {index} {runs}")
+        except (WorkerError, ValueError) as e:
+            _failed(t, f"worker failed while timing: {e}", progress)
+            continue
+        progress.advance(t.name)
+
+
+def time_rounds(timed: list[Timed], plan: Plan, progress: Any) -> list[float | None]:
+    """Interleaved rounds (A B C ..., then ... C B A) of the latency shape over the candidates still timed; a
+    candidate stops once its p50 is known well enough (`Plan`). A candidate whose worker dies gets its error and
+    leaves; the others go on. Returns the foreign CPU share of each round."""
     foreign: list[float | None] = []
-    for r in range(-1, rounds):
-        live = [t for t in timed if t.error is None]
+    progress.phase("bench: timing rounds", plan.max_rounds)
+    for r in range(plan.max_rounds):
+        live = [t for t in timed if t.error is None and t.stopped is None]
+        if not live:
+            break
         before = cpu_ticks([os.getpid(), *(t.worker.pid for t in live)])
         for t in (live if r % 2 == 0 else live[::-1]):
-            time.sleep(pause)  # let the previous worker's spinning threads go to sleep
-            try:
-                turn = {index: t.worker.ask(f"time {index} {runs}") for index, runs in t.plan}
-            except (WorkerError, ValueError) as e:
-                t.error = f"worker failed while timing: {e}"
-                t.worker.close()
-                continue
-            if r >= 0:
-                for index, values in turn.items():
-                    t.times.setdefault(index, []).append(values)
-        after = cpu_ticks([os.getpid(), *(t.worker.pid for t in live)])
-        if r >= 0:
-            foreign.append(foreign_share(before, after))
-            share = foreign[-1]
-            say(f"round {r + 1}/{rounds}" + (f" (other processes: {share:.0%} of the CPU)" if share is not None
-                                              else ""))
+            progress.step(f"round {r + 1}", f"{t.name} ({len(live)} still timed)")
+            _take_turn(t, r, pause=plan.pause, progress=progress)
+        foreign.append(foreign_share(before, cpu_ticks([os.getpid(), *(t.worker.pid for t in live)])))
+        if r == 0:
+            time_box(live, plan)
+        for t in live:
+            if t.error is None and (r + 1 == plan.max_rounds or _settled(t, r, foreign, plan)):
+                t.stopped = r
+                progress.note(f"{t.name}: {_verdict(t, foreign, plan)}")
+        progress.advance(f"round {r + 1}", f"{sum(t.stopped is None and t.error is None for t in live)} "
+                                           "still timed")
     return foreign
 
 
-def quiet_rounds(foreign: list[float | None], limit: float) -> list[int]:
-    """The rounds in which other processes used at most `limit` of the CPU, if enough remain (a third of all,
-    at least 5); else every round."""
-    quiet = [i for i, share in enumerate(foreign) if share is not None and share <= limit]
-    return quiet if len(quiet) >= max(5, len(foreign) // 3) else list(range(len(foreign)))
+def _take_turn(t: Timed, r: int, *, pause: float, progress: Any) -> None:
+    time.sleep(pause)  # let the previous worker's spinning threads go to sleep
+    try:
+        # the first run after a hand-off is ~10% slower (caches, sleeping threads): one unrecorded run first
+        t.times.setdefault(0, {})[r] = t.worker.ask(f"time 0 {t.runs} 1")
+    except (WorkerError, ValueError) as e:
+        _failed(t, f"worker failed while timing: {e}", progress)
+
+
+def _failed(t: Timed, message: str, progress: Any) -> None:
+    t.error = message
+    t.worker.close()
+    progress.note(f"{t.name}: {message}")
+
+
+def time_box(live: list[Timed], plan: Plan) -> None:
+    """After round 1: a candidate `slow_factor` x slower than the median candidate gets `box_ms` of runs a round
+    and stops at `min_rounds`, so one slow artifact cannot make the bench's cost."""
+    p50 = {t.name: statistics.median(t.samples(0, [0])) for t in live if t.error is None and t.samples(0, [0])}
+    if len(p50) < 2:
+        return
+    typical = statistics.median(p50.values())
+    for t in live:
+        if t.name in p50 and p50[t.name] > plan.slow_factor * typical:
+            t.time_boxed = True
+            t.runs = max(2, min(t.runs, int(plan.box_ms / p50[t.name])))
+
+
+def _settled(t: Timed, r: int, foreign: list[float | None], plan: Plan) -> bool:
+    if len(t.rounds) < plan.min_rounds:
+        return False
+    return t.time_boxed or relative_error(t.samples(0, used_rounds(t, foreign, plan))) <= plan.rel_error
+
+
+def _verdict(t: Timed, foreign: list[float | None], plan: Plan) -> str:
+    samples = t.samples(0, used_rounds(t, foreign, plan))
+    return f"p50 {statistics.median(samples):.2f} ms ±{relative_error(samples):.1%} ({len(samples)} runs" + \
+        (", time-boxed)" if t.time_boxed else ")")

@@ -2,10 +2,12 @@
 
 Each candidate gets a fresh process so its runtime, thread pool and allocator are its own, the load time
 is a cold load (imports of the runtime included), and its peak RSS is its alone. The worker loads the
-candidate, prints one JSON line ({"ready": ..., "load_ms": ...}), warms every shape up, then answers the
-coordinator line by line on stdin/stdout:
+candidate, prints one JSON line ({"ready": ..., "load_ms": ...}), warms every shape up (the latency shape
+`warmup` times, the others once) and says how long each took ({"warm": true, "warm_ms": [...]}), then answers
+the coordinator line by line on stdin/stdout:
 
-    time I K   -> runs shape I of the spec K times, prints the latencies in ms as a JSON list
+    time I K [W] -> runs shape I of the spec W times unrecorded, then K times; prints those K latencies
+                    in ms as a JSON list
     stats      -> prints {"peak_rss_mb": ...}
 
 Libraries that print to stdout would break this protocol: the original stdout is kept for it, and
@@ -79,14 +81,19 @@ def serve(spec: dict[str, Any], reply: Any) -> None:
     runner.run(feeds[0])
     load_ms = (time.perf_counter() - start) * 1e3
     _say(reply, {"ready": True, "load_ms": load_ms})
+    warm_ms = []  # each shape's last warm-up run: the coordinator sizes the sweep's runs from it
     for i, f in enumerate(feeds):
-        for _ in range(spec["warmup"] if i == 0 else max(1, spec["warmup"] // 5)):
+        for _ in range(spec["warmup"] if i == 0 else 1):
+            t = time.perf_counter()
             runner.run(f)
-    _say(reply, {"warm": True})
+        warm_ms.append((time.perf_counter() - t) * 1e3)
+    _say(reply, {"warm": True, "warm_ms": warm_ms})
     for line in sys.stdin:
         command, *args = line.split()
         if command == "time":
             f, times = feeds[int(args[0])], []
+            for _ in range(int(args[2]) if len(args) > 2 else 0):  # the turn's own warm-up, not recorded
+                runner.run(f)
             for _ in range(int(args[1])):
                 t = time.perf_counter()
                 runner.run(f)
