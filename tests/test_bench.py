@@ -30,6 +30,7 @@ def test_bench_measures_every_artifact_and_eager(built):
     assert report == result.report and not result.errors
     assert report["schema_version"] == 1 and report["threads"] == 2
     assert report["method"]["interleaved"] and report["method"]["process_per_candidate"]
+    assert report["method"]["stopping"]["min_rounds"] == report["method"]["stopping"]["max_rounds"] == 2
     assert "flags" in report["machine"]
     rows = {r["target"]: r for r in report["results"]}
     assert set(rows) == {*TARGETS, "eager"}
@@ -44,6 +45,9 @@ def test_bench_measures_every_artifact_and_eager(built):
         assert r["ratio_eager"] == pytest.approx(lat["p50"] / eager_p50)
         assert r["ratio_floor"] == pytest.approx(lat["p50"] / floor["fp32_ms"])
         assert r["load_ms"] > 0 and r["peak_rss_mb"] > 0 and r["bytes"] > 0
+        assert r["rounds"] == 2 and r["samples"] == 6  # --quick: 2 rounds x 3 runs, whatever the error
+        low, high = r["p50_interval_ms"]
+        assert low <= lat["p50"] <= high and r["p50_rel_error"] >= 0 and r["time_boxed"] is False
         assert r["by_sequence"]["32"] > 0 and r["by_sequence"]["384"] is None  # the tiny model takes 64 at most
         assert all(r["throughput"][b] > 0 for b in ("1", "4", "16"))
         assert r["seq"] == 64
