@@ -306,12 +306,25 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples,
                            int8_cpu=args.int8_cpu)
-    with _progress(args) as progress:
-        result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
-                       progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
-                       rebuild=args.rebuild)
-        progress.close()  # the build's display ends here (the bench's phases start their own)
-        benched = _bench(args, args.out, threads=options.threads, progress=progress) if args.bench else None
+    head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
+
+    def start_peer(source: Any) -> None:
+        from distilforge.bench.peer import start_head_start
+
+        head_start.append(start_head_start(source.ckpt.info.path, source.ckpt.head.task, options.threads))
+
+    try:
+        with _progress(args) as progress:
+            result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
+                           progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
+                           rebuild=args.rebuild, on_loaded=start_peer if args.bench and not args.no_peer else None)
+            progress.close()  # the build's display ends here (the bench's phases start their own)
+            benched = _bench(args, args.out, threads=options.threads, progress=progress,
+                             peer_head_start=head_start[0] if head_start else None) if args.bench else None
+    finally:
+        for started in head_start:
+            if started:
+                started.cancel()
     extra = {"manifest": str(args.out / "manifest.json")}
     if benched:
         extra["bench"] = str(benched.path)
@@ -323,7 +336,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress: Progress,
-           targets: list[str] | None = None) -> Any:
+           targets: list[str] | None = None, peer_head_start: Any = None) -> Any:
     from distilforge.bench import BenchSettings, bench_dir
 
     settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
@@ -334,7 +347,7 @@ def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress
     if getattr(args, "runs", None):
         settings = replace(settings, runs=args.runs)
     return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=progress,
-                     peer=not getattr(args, "no_peer", False))
+                     peer=not getattr(args, "no_peer", False), peer_head_start=peer_head_start)
 
 
 def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> None:

@@ -101,14 +101,17 @@ class BuildResult:
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
           options: BuildOptions | None = None, force: bool = False,
           progress: Progress | Callable[[str], None] | None = None,
-          eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False) -> BuildResult:
+          eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False,
+          on_loaded: Callable[[Source], None] | None = None) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
     model's held-out split. A failed target stops the build (the rest are listed as not built) unless
     `keep_going`; either way the manifest says which target failed and why. A target whose inputs are
     unchanged since the last build into `out` is reused (see artifacts/cache.py) unless `rebuild`.
-    `progress`: what is shown while it runs (distilforge/progress.py); a plain callable gets each message."""
+    `progress`: what is shown while it runs (distilforge/progress.py); a plain callable gets each message.
+    `on_loaded(source)` runs once the checkpoint is loaded and checked, before any target (`build --bench`
+    starts the peer's commands there)."""
     options = options or BuildOptions()
     progress = as_progress(progress)
     chosen = resolve_targets(targets)
@@ -132,6 +135,8 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             progress.note(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, "
                           "and the checkpoint has none")
     options = _with_calibration(options, source, chosen)
+    if on_loaded:
+        on_loaded(source)
     progress.phase("build", len(chosen))
     reference = Reference(eager_runner(source.ckpt, options.threads))
     created = first_missing(out)  # what this build will create, and remove again if the disk fills up

@@ -174,3 +174,36 @@ def test_a_peer_that_cannot_run_does_not_fail_bench(tmp_path):
     assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == []
     rows[0]["error"] = "the worker failed to load it"
     assert BenchResult(tmp_path / BENCH_FILE, {"results": rows}).errors == ["onnx:fp32: the worker failed to load it"]
+
+
+@needs_peer
+def test_the_peer_commands_run_beside_the_build_give_the_same_models(built, benched, tmp_path):
+    """`build --bench` starts Optimum's commands once the build has loaded the checkpoint (PeerHeadStart); the
+    bench adopts their folder as DIR/peer: the same files as the peer step makes on its own, judged the same."""
+    source = source_for(json.loads((built / "manifest.json").read_text()))
+    head_start = peer_mod.start_head_start(source.ckpt.info.path, source.ckpt.head.task, threads=2)
+    out = tmp_path / "out"
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns(peer_mod.PEER_DIR, BENCH_FILE))
+    try:
+        report = bench_dir(out, settings=BenchSettings.quick(), peer_head_start=head_start).report
+    finally:
+        head_start.cancel()
+    assert not head_start.folder.exists()
+    peer, alone = report["peer"], benched["peer"]
+    assert peer["note"] is None and peer["commands_ran_in"].startswith("a temporary folder while build --bench")
+    assert f"{head_start.folder}/optimum-fp32" in peer["commands"][0]
+    for model, reference in zip(peer["models"], alone["models"], strict=True):
+        assert [(f["path"], f["sha256"]) for f in model["files"]] == \
+            [(f["path"], f["sha256"]) for f in reference["files"]], model["target"]
+        assert model["validation"] == reference["validation"]
+        for f in model["files"]:
+            assert sha256_file(out / f["path"]) == f["sha256"]
+
+
+@needs_peer
+def test_a_cancelled_head_start_leaves_nothing_behind(built):
+    source = source_for(json.loads((built / "manifest.json").read_text()))
+    head_start = peer_mod.start_head_start(source.ckpt.info.path, source.ckpt.head.task, threads=2)
+    head_start.cancel()  # at once: the export is still running, and is stopped
+    assert not head_start.folder.exists()
+    assert all(proc.poll() is not None for proc in head_start._started)

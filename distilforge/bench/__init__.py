@@ -25,7 +25,15 @@ from distilforge.artifacts.environment import machine_info
 from distilforge.artifacts.layout import write_json_atomic
 from distilforge.artifacts.manifest import read_manifest, verify_files
 from distilforge.bench.floor import PRECISIONS, Floor, GemmShape, make_floor, model_ops, write_gemm_model
-from distilforge.bench.peer import SKIPPED_BY_FLAG, PeerBuild, PeerModel, build_peer, comparisons, peer_target
+from distilforge.bench.peer import (
+    SKIPPED_BY_FLAG,
+    PeerBuild,
+    PeerHeadStart,
+    PeerModel,
+    build_peer,
+    comparisons,
+    peer_target,
+)
 from distilforge.bench.timing import (
     Plan,
     Timed,
@@ -147,7 +155,7 @@ class Model:
 
 def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str] | None = None,
               settings: BenchSettings | None = None, progress: Progress | None = None,
-              peer: bool = True) -> BenchResult:
+              peer: bool = True, peer_head_start: PeerHeadStart | None = None) -> BenchResult:
     """Time every passed artifact of `out` (or the `targets` among them), eager, the peer (unless `peer` is
     False) and the floor; write bench.json."""
     out = Path(out)
@@ -158,7 +166,7 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     model = Model.from_manifest(manifest)
     notes: list[str] = []
     records = _chosen_records(manifest, targets, notes)
-    peers = _peer(out, manifest, threads, progress) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
+    peers = _peer(out, manifest, threads, progress, peer_head_start) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
     if peers.note:
         notes.append(peers.note)
     work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
@@ -236,10 +244,11 @@ def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, set
     return c
 
 
-def _peer(out: Path, manifest: dict[str, Any], threads: int, say: Progress) -> PeerBuild:
+def _peer(out: Path, manifest: dict[str, Any], threads: int, say: Progress,
+          head_start: PeerHeadStart | None) -> PeerBuild:
     """The peer step; whatever goes wrong in a third-party tool leaves bench running, with a one-line note."""
     try:
-        return build_peer(out, manifest, threads=threads, say=say)
+        return build_peer(out, manifest, threads=threads, say=say, head_start=head_start)
     except DistilforgeError as e:
         return PeerBuild.skipped(f"peer rows skipped: {e}")
     except Exception as e:

@@ -22,6 +22,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -95,6 +97,7 @@ class PeerBuild:
     flag: str | None = None
     checkpoint: str | None = None
     task: str | None = None
+    beside_build: bool = False  # the commands ran while `build --bench` built our artifacts (PeerHeadStart)
 
     @classmethod
     def skipped(cls, note: str) -> PeerBuild:
@@ -105,7 +108,9 @@ class PeerBuild:
         return {"tool": "optimum", "versions": {k: versions[k] for k in PEER_TOOLS if k in versions},
                 "dir": PEER_DIR if self.models else None, "checkpoint": self.checkpoint, "task": self.task,
                 "flag": self.flag, "commands": [m.command for m in self.models],
-                "commands_ran_in": "a staging folder inside DIR, renamed to DIR/peer once both succeeded",
+                "commands_ran_in": "a temporary folder while build --bench built our artifacts (their seconds include "
+                                   "sharing the CPU), moved to DIR/peer" if self.beside_build else
+                                   "a staging folder inside DIR, renamed to DIR/peer once both succeeded",
                 "models": [m.to_dict() for m in self.models], "note": self.note}
 
 
@@ -140,19 +145,23 @@ def optimum_commands(cli: str, checkpoint: Path, task: str, fp32: Path, int8: Pa
             [cli, "onnxruntime", "quantize", "--onnx_model", str(fp32), flag, "-o", str(int8)]]
 
 
-def run_command(command: list[str], step: str) -> float:
+def run_command(command: list[str], step: str, started: list[subprocess.Popen] | None = None) -> float:
     """Run one CLI command offline; seconds taken. A failure is a PeerError naming the step and the last line
-    of its error output (the full output would drown it)."""
+    of its error output (the full output would drown it). `started` collects the process, so a caller in
+    another thread can stop it."""
     import os
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()
     try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as e:
         raise PeerError(f"{step} could not start: {e}") from None
+    if started is not None:
+        started.append(proc)
+    stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        lines = [x.strip() for x in (proc.stderr.strip() or proc.stdout).splitlines() if x.strip()]
+        lines = [x.strip() for x in (stderr.strip() or stdout).splitlines() if x.strip()]
         raise PeerError(f"{step} failed (exit {proc.returncode})"
                         + (f": {lines[-1][:300]}" if lines else ""))
     return time.perf_counter() - start
@@ -160,7 +169,8 @@ def run_command(command: list[str], step: str) -> float:
 
 # ------------------------------------------------------------------------------------ the peer step
 
-def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progress) -> PeerBuild:
+def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progress,
+               head_start: PeerHeadStart | None = None) -> PeerBuild:
     """Export and quantize the manifest's checkpoint with Optimum into DIR/peer, then validate both models
     with our validator. Never raises for a missing extra or a failed step: the result's note says why."""
     if not peer_installed():
@@ -180,32 +190,107 @@ def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progre
                      task=source.ckpt.head.task)
     try:
         with exclusive(out):
-            peer.models = export_peer(out, source.ckpt.info.path, peer.task, peer.flag, say)
+            peer.models = export_peer(out, source.ckpt.info.path, peer.task, peer.flag, say, head_start)
+            peer.beside_build = head_start is not None and head_start.matches(source.ckpt.info.path, peer.task,
+                                                                               peer.flag)
     except PeerError as e:
         return PeerBuild(note=f"peer rows skipped: {e}", flag=peer.flag, checkpoint=peer.checkpoint, task=peer.task)
     validate_peer(out, peer.models, source, peer_options(manifest, threads), say)
     return peer
 
 
-def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress) -> list[PeerModel]:
-    """Both CLI commands into a staging folder, renamed to DIR/peer when both succeeded."""
-    cli = optimum_cli()
-    if cli is None:
-        raise PeerError("optimum-cli not found")
+def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress,
+                head_start: PeerHeadStart | None = None) -> list[PeerModel]:
+    """Both CLI commands into a staging folder, renamed to DIR/peer when both succeeded. A head start on the same
+    checkpoint, task and flag (`build --bench`) already ran them: its folder is adopted instead."""
+    if head_start is not None and head_start.matches(checkpoint, task, flag):
+        say("peer: waiting for the commands started beside the build")
+        models = head_start.wait()
+        staging = staging_dir(out, PEER_DIR)
+        staging.rmdir()
+        shutil.move(head_start.folder, staging)  # a rename on one file system, else a copy
+        move_into_place(staging, out / PEER_DIR)
+        return models
     staging = staging_dir(out, PEER_DIR).absolute()  # the recorded commands name absolute paths
     try:
-        fp32, int8 = staging / "optimum-fp32", staging / "optimum-int8"
-        commands = optimum_commands(cli, checkpoint, task, fp32, int8, flag)
-        seconds = []
-        for command, step in zip(commands, STEPS, strict=True):
-            say(f"peer: {step}" + (f" {flag}" if step == STEPS[1] else ""))
-            seconds.append(run_command(command, step))
-        models = [describe_model(staging, fp32, PEER_FP32, commands[0], seconds[0]),
-                  describe_model(staging, int8, PEER_INT8, commands[1], seconds[1])]
+        models = run_peer_commands(staging, checkpoint, task, flag, say)
         move_into_place(staging, out / PEER_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return models
+
+
+def run_peer_commands(folder: Path, checkpoint: Path, task: str, flag: str, say: Progress,
+                      started: list[subprocess.Popen] | None = None) -> list[PeerModel]:
+    """optimum-cli export, then quantize, into `folder`/optimum-fp32 and /optimum-int8; the two models."""
+    cli = optimum_cli()
+    if cli is None:
+        raise PeerError("optimum-cli not found")
+    fp32, int8 = folder / "optimum-fp32", folder / "optimum-int8"
+    commands = optimum_commands(cli, checkpoint, task, fp32, int8, flag)
+    seconds = []
+    for command, step in zip(commands, STEPS, strict=True):
+        say(f"peer: {step}" + (f" {flag}" if step == STEPS[1] else ""))
+        seconds.append(run_command(command, step, started))
+    return [describe_model(folder, fp32, PEER_FP32, commands[0], seconds[0]),
+            describe_model(folder, int8, PEER_INT8, commands[1], seconds[1])]
+
+
+class PeerHeadStart:
+    """Optimum's two commands started in a background thread while `build --bench` builds our artifacts, so the
+    bench's peer step finds them done (nothing is timed during a build, and most of their time is imports and
+    tracing on one core). The same commands on the same checkpoint; they write into a temporary folder that the
+    peer step adopts as DIR/peer. Their `seconds` then include sharing the CPU with the build."""
+
+    def __init__(self, checkpoint: Path, task: str, flag: str) -> None:
+        self.checkpoint, self.task, self.flag = checkpoint, task, flag
+        self.folder = Path(tempfile.mkdtemp(prefix="distilforge-peer-")).absolute()
+        self._started: list[subprocess.Popen] = []
+        self._cancelled = False
+        self._result: list[PeerModel] | PeerError | None = None
+        self._thread = threading.Thread(target=self._run, name="distilforge-peer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = run_peer_commands(self.folder, self.checkpoint, self.task, self.flag,
+                                             self._stop_if_cancelled, self._started)
+        except PeerError as e:
+            self._result = e
+        except Exception as e:  # a bug or a library failure: the peer step reports it, the build goes on
+            self._result = PeerError(f"the peer commands failed: {type(e).__name__}: {first_line(e)}")
+
+    def matches(self, checkpoint: Path, task: str, flag: str) -> bool:
+        return (Path(checkpoint).resolve(), task, flag) == (self.checkpoint.resolve(), self.task, self.flag)
+
+    def wait(self) -> list[PeerModel]:
+        self._thread.join()
+        if isinstance(self._result, PeerError):
+            raise self._result
+        return self._result or []
+
+    def _stop_if_cancelled(self, _message: str) -> None:
+        if self._cancelled:
+            raise PeerError("cancelled")
+
+    def cancel(self) -> None:
+        """Stop the commands if still running and remove the folder (the peer step moved it if it used it)."""
+        self._cancelled = True
+        while self._thread.is_alive():
+            for proc in self._started:
+                if proc.poll() is None:
+                    proc.kill()
+            self._thread.join(timeout=0.2)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_head_start(checkpoint: Path, task: str, threads: int) -> PeerHeadStart | None:
+    """Start the peer's commands for `build --bench` once the build has loaded its checkpoint; None where the
+    peer is not installed."""
+    if not peer_installed():
+        return None
+    machine = machine_info(threads)
+    return PeerHeadStart(Path(checkpoint), task, optimum_flag(machine["flags"], machine["arch"]))
 
 
 def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
