@@ -322,9 +322,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
             benched = _bench(args, args.out, threads=options.threads, progress=progress,
                              peer_head_start=head_start[0] if head_start else None) if args.bench else None
     finally:
-        for started in head_start:
-            if started:
-                started.cancel()
+        for peer_commands in head_start:
+            if peer_commands:
+                peer_commands.cancel()
     extra = {"manifest": str(args.out / "manifest.json")}
     if benched:
         extra["bench"] = str(benched.path)

@@ -207,3 +207,22 @@ def test_a_cancelled_head_start_leaves_nothing_behind(built):
     head_start.cancel()  # at once: the export is still running, and is stopped
     assert not head_start.folder.exists()
     assert all(proc.poll() is not None for proc in head_start._started)
+
+
+@needs_peer
+def test_build_bench_runs_the_peer_beside_the_build(tiny_checkpoints, tmp_path, capsys):
+    """The whole `build --bench` path, as `make demo` runs it: exit 0, the peer rows made beside the build, the
+    summary's last line the wall time, and no temporary folder left."""
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("distilforge-peer-*"))
+    out = tmp_path / "out"
+    code = main(["build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "onnx:fp32",
+                 "--bench"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    bench = json.loads((out / BENCH_FILE).read_text())
+    assert {r["target"] for r in bench["results"]} == {"eager", "onnx:fp32", peer_mod.PEER_FP32, peer_mod.PEER_INT8}
+    assert bench["peer"]["commands_ran_in"].startswith("a temporary folder while build --bench")
+    assert printed.strip().splitlines()[-1].startswith("wall time ")
+    assert set(Path(tempfile.gettempdir()).glob("distilforge-peer-*")) == before
