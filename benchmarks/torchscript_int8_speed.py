@@ -43,7 +43,7 @@ def main() -> int:
     if not built.passed:
         print("a target failed validation; see " + str(out / "manifest.json"), file=sys.stderr)
         return 1
-    report = bench_dir(out, threads=THREADS, targets=TARGETS, settings=BenchSettings(rounds=args.rounds),
+    report = bench_dir(out, threads=THREADS, targets=TARGETS, settings=BenchSettings.fixed(args.rounds),
                        progress=say, peer=False).report
     rows = {r["target"]: r for r in report["results"]}
     p50 = {t: rows[t]["latency_ms"]["p50"] for t in [*TARGETS, "eager"]}

@@ -415,7 +415,9 @@ def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float
                    "pause_s": settings.pause, "batch": 1, "seq": model.seq,
                    "inputs": "random token ids, no padding, attention mask all ones",
                    "load": "process-fresh: runtime import + open_runner + first inference (files in page cache)"},
-        "floor": floor.to_dict() if floor else None,
+        "floor": {**floor.to_dict(), "p50_rel_error": {p: measured[f"floor:{p}"].get("p50_rel_error")
+                                                        for p in PRECISIONS if f"floor:{p}" in measured}}
+        if floor else None,
         "results": results,
         "notes": notes,
     }

@@ -1,0 +1,120 @@
+"""Does the fast default bench give the ratios a long one gives? One machine, one build, back-to-back runs.
+
+`distilforge bench` stops timing a candidate once its p50 is known within ±5 % (95 % interval of the median). This
+script runs, on the same build, the default bench, then a long fixed one (--rounds 20 --runs 10: 200 latency runs
+per candidate, every shape), then the default again, and compares every ratio the report prints: each candidate's
+p50 ÷ eager's, ÷ its floor, and ours ÷ Optimum's. A ratio of the fast run agrees with the long run's when they
+differ by no more than their stated errors allow: the two p50s' relative errors (each row's `p50_rel_error`)
+combined in quadrature, for both runs. The second fast run shows how far two fast runs move apart.
+
+usage: python benchmarks/bench_agreement.py DIR [--long-rounds N] [--long-runs N] [--no-peer] [--out FILE]
+
+DIR is a build with bench's candidates in it (`make demo` leaves one in artifacts/); its bench.json is rewritten
+by each run, and left as the last (fast) run wrote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from distilforge.bench import BenchSettings, bench_dir  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run(out: Path, settings: BenchSettings, peer: bool, label: str) -> tuple[dict, float]:
+    say = lambda msg: print(f"[bench_agreement {label}] {msg}", file=sys.stderr)  # noqa: E731
+    start = time.monotonic()
+    report = bench_dir(out, settings=settings, progress=say, peer=peer).report
+    return report, time.monotonic() - start
+
+
+def ratios(report: dict) -> dict[str, tuple[float, float]]:
+    """name -> (ratio, its relative error): every ratio the report prints."""
+    rows = {r["target"]: r for r in report["results"] if r.get("latency_ms")}
+    error = {t: r.get("p50_rel_error") or 0.0 for t, r in rows.items()}
+    floor_error = ((report.get("floor") or {}).get("p50_rel_error")) or {}
+    out = {}
+    for t, r in rows.items():
+        if t != "eager" and r.get("ratio_eager"):
+            out[f"{t} / eager"] = (r["ratio_eager"], math.hypot(error[t], error["eager"]))
+        if r.get("ratio_floor"):
+            klass = "int8" if r["precision_class"] == "int8" else "fp32"
+            out[f"{t} / floor"] = (r["ratio_floor"], math.hypot(error[t], floor_error.get(klass) or 0.0))
+    for c in (report.get("peer") or {}).get("comparisons") or []:
+        out[f"{c['ours']} / {c['peer']}"] = (c["ratio"], math.hypot(error.get(c["ours"], 0.0),
+                                                                     error.get(c["peer"], 0.0)))
+    return out
+
+
+def compare(fast: dict, long: dict) -> list[dict]:
+    a, b = ratios(fast), ratios(long)
+    rows = []
+    for name in sorted(set(a) & set(b)):
+        (rf, ef), (rl, el) = a[name], b[name]
+        allowed = math.hypot(ef, el)
+        rows.append({"ratio": name, "fast": rf, "long": rl, "difference": rf / rl - 1, "allowed": allowed,
+                     "agrees": abs(rf / rl - 1) <= allowed})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    diffs = sorted(abs(r["difference"]) for r in rows)
+    return {"ratios": len(rows), "agree": sum(r["agrees"] for r in rows),
+            "median_abs_difference": diffs[len(diffs) // 2] if diffs else None,
+            "max_abs_difference": diffs[-1] if diffs else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--long-rounds", type=int, default=20)
+    parser.add_argument("--long-runs", type=int, default=10)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/bench_agreement.<cpu class>.json")
+    args = parser.parse_args()
+    peer = not args.no_peer
+
+    first, first_s = run(args.dir, BenchSettings(), peer, "fast 1")
+    long, long_s = run(args.dir, BenchSettings.fixed(args.long_rounds, args.long_runs), peer, "long")
+    second, second_s = run(args.dir, BenchSettings(), peer, "fast 2")
+    against_long = compare(first, long) + compare(second, long)
+    between_fast = compare(first, second)
+    result = {
+        "machine": long["machine"], "threads": long["threads"],
+        "seconds": {"fast_1": round(first_s, 1), "long": round(long_s, 1), "fast_2": round(second_s, 1)},
+        "long_plan": {"rounds": args.long_rounds, "runs": args.long_runs},
+        "fast_plan": first["method"]["stopping"],
+        "fast_vs_long": {**summary(against_long), "rows": against_long},
+        "fast_vs_fast": {**summary(between_fast), "rows": between_fast},
+        "runs": {"fast_1": first, "long": long, "fast_2": second},
+    }
+    out = args.out or RESULTS / f"bench_agreement.{long['machine']['cpu_class']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    s = result["fast_vs_long"]
+    print(f"{long['machine']['cpu']} ({long['machine']['cpu_class']}), {long['threads']} threads")
+    print(f"seconds: fast {first_s:.0f} and {second_s:.0f}, long {long_s:.0f}")
+    print(f"fast vs long: {s['agree']}/{s['ratios']} ratios within their stated error; |difference| median "
+          f"{s['median_abs_difference']:.1%}, max {s['max_abs_difference']:.1%}")
+    f = result["fast_vs_fast"]
+    print(f"fast vs fast: {f['agree']}/{f['ratios']} within; |difference| median {f['median_abs_difference']:.1%}, "
+          f"max {f['max_abs_difference']:.1%}")
+    for r in against_long:
+        if not r["agrees"]:
+            print(f"  outside: {r['ratio']}: fast {r['fast']:.3f} vs long {r['long']:.3f} "
+                  f"({r['difference']:+.1%}, allowed ±{r['allowed']:.1%})")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
