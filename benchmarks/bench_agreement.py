@@ -1,11 +1,11 @@
 """Does the fast default bench give the ratios a long one gives? One machine, one build, back-to-back runs.
 
-`distilforge bench` stops timing a candidate once its p50 is known within ±5 % (95 % interval of the median). This
-script runs, on the same build, the default bench, then a long fixed one (--rounds 20 --runs 10: 200 latency runs
-per candidate, every shape), then the default again, and compares every ratio the report prints: each candidate's
-p50 ÷ eager's, ÷ its floor, and ours ÷ Optimum's. A ratio of the fast run agrees with the long run's when they
-differ by no more than their stated errors allow: the two p50s' relative errors (each row's `p50_rel_error`)
-combined in quadrature, for both runs. The second fast run shows how far two fast runs move apart.
+`distilforge bench` stops its rounds once every p50 ratio to eager is known within ±5 % (a 95 % bootstrap interval
+over whole rounds). This script runs, on the same build, the default bench, then a long fixed one (--rounds 20
+--runs 10: 200 latency runs per candidate), then the default again, and compares every ratio the report prints:
+each candidate's p50 ÷ eager's, ÷ its floor, and ours ÷ Optimum's. A ratio of a fast run agrees with the long
+run's when they differ by no more than their stated errors allow, combined in quadrature (`ratios` says which
+errors). The second fast run shows how far two fast runs move apart.
 
 usage: python benchmarks/bench_agreement.py DIR [--long-rounds N] [--long-runs N] [--no-peer] [--out FILE]
 
@@ -38,20 +38,23 @@ def run(out: Path, settings: BenchSettings, peer: bool, label: str) -> tuple[dic
 
 
 def ratios(report: dict) -> dict[str, tuple[float, float]]:
-    """name -> (ratio, its relative error): every ratio the report prints."""
+    """name -> (ratio, its stated relative error): every ratio the report prints. A ratio to eager carries the
+    row's own `ratio_eager_rel_error`; ours ÷ Optimum's the two rows' combined; a ratio to the floor the row's and
+    the floor's p50 errors combined."""
     rows = {r["target"]: r for r in report["results"] if r.get("latency_ms")}
-    error = {t: r.get("p50_rel_error") or 0.0 for t, r in rows.items()}
+    to_eager = {t: r.get("ratio_eager_rel_error") or 0.0 for t, r in rows.items()}
+    p50_error = {t: r.get("p50_rel_error") or 0.0 for t, r in rows.items()}
     floor_error = ((report.get("floor") or {}).get("p50_rel_error")) or {}
     out = {}
     for t, r in rows.items():
         if t != "eager" and r.get("ratio_eager"):
-            out[f"{t} / eager"] = (r["ratio_eager"], math.hypot(error[t], error["eager"]))
+            out[f"{t} / eager"] = (r["ratio_eager"], to_eager[t])
         if r.get("ratio_floor"):
             klass = "int8" if r["precision_class"] == "int8" else "fp32"
-            out[f"{t} / floor"] = (r["ratio_floor"], math.hypot(error[t], floor_error.get(klass) or 0.0))
+            out[f"{t} / floor"] = (r["ratio_floor"], math.hypot(p50_error[t], floor_error.get(klass) or 0.0))
     for c in (report.get("peer") or {}).get("comparisons") or []:
-        out[f"{c['ours']} / {c['peer']}"] = (c["ratio"], math.hypot(error.get(c["ours"], 0.0),
-                                                                     error.get(c["peer"], 0.0)))
+        out[f"{c['ours']} / {c['peer']}"] = (c["ratio"], math.hypot(to_eager.get(c["ours"], 0.0),
+                                                                     to_eager.get(c["peer"], 0.0)))
     return out
 
 

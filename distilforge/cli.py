@@ -179,12 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--targets", metavar="T,...",
                     help="only these artifacts (eager, the floor and the peer always run)")
     bn.add_argument("--rounds", type=_positive_int, default=None,
-                    help="time every candidate for exactly this many interleaved rounds (default: until each p50 "
-                         "is known within --rel-error, 3 to 12 rounds)")
+                    help="time every candidate for exactly this many interleaved rounds (default: until every p50 "
+                         "ratio to eager is known within --rel-error, 4 to 12 rounds)")
     bn.add_argument("--rel-error", type=_percent, default=None, metavar="PCT",
-                    help="stop timing a candidate once its p50's 95%% interval is within +-PCT%% (default: 5)")
+                    help="stop the rounds once every p50 ratio to eager is known within +-PCT%% (95%% "
+                         "interval; default: 5)")
     bn.add_argument("--runs", type=_positive_int, default=None,
-                    help="batch 1 inferences per candidate per round (default: 8)")
+                    help="batch 1 inferences per candidate per round (default: 5)")
     bn.add_argument("--quick", action="store_true", help="a smoke test: 2 rounds x 3 runs")
     bn.add_argument("--no-peer", action="store_true",
                     help="skip the peer rows (Optimum's export and INT8 of the same checkpoint, built into DIR/peer, "

@@ -6,7 +6,15 @@ import statistics
 import pytest
 
 from distilforge.bench import BenchSettings
-from distilforge.bench.timing import Timed, _settled, median_interval, relative_error, time_box, used_rounds
+from distilforge.bench.timing import (
+    Timed,
+    _worst_ratio_error,
+    median_interval,
+    ratio_error,
+    relative_error,
+    time_box,
+    used_rounds,
+)
 
 
 def _timed(name, rounds, *, runs=8):
@@ -39,15 +47,22 @@ def test_one_sample_is_never_known_well_enough():
     assert relative_error([3.0]) == float("inf")
 
 
-def test_a_steady_candidate_stops_at_the_minimum_and_a_noisy_one_does_not():
-    plan = BenchSettings().plan()
-    steady = _timed("steady", [[25.0 + 0.01 * i for i in range(8)]] * 3)
+def test_the_ratio_error_follows_the_rounds_drift_not_the_runs_spread():
+    """Both candidates slow down together in some rounds (the machine drifting): the ratio stays known, while a
+    candidate whose ratio itself moves from round to round is not."""
     rng = random.Random(2)
-    noisy = _timed("noisy", [[rng.choice([20.0, 30.0]) * rng.uniform(0.9, 1.1) for _ in range(8)] for _ in range(3)])
-    quiet = [0.0, 0.0, 0.0]
-    assert _settled(steady, 2, quiet, plan)
-    assert not _settled(noisy, 2, quiet, plan)
-    assert not _settled(_timed("steady", [[25.0] * 8] * 2), 1, quiet[:2], plan)  # fewer than min_rounds
+    drift = [rng.choice([1.0, 1.3]) for _ in range(8)]
+    eager = _timed("eager", [[30.0 * d * rng.uniform(0.97, 1.03) for _ in range(5)] for d in drift])
+    steady = _timed("steady", [[20.0 * d * rng.uniform(0.97, 1.03) for _ in range(5)] for d in drift])
+    jumpy = _timed("jumpy", [[20.0 * rng.choice([1.0, 1.4]) * rng.uniform(0.97, 1.03) for _ in range(5)]
+                             for _ in drift])
+    rounds = list(range(8))
+    assert ratio_error(steady, eager, rounds) < 0.03 < 0.1 < ratio_error(jumpy, eager, rounds)
+    assert ratio_error(steady, eager, rounds[:1]) == float("inf")
+    plan = BenchSettings().plan()
+    quiet = [0.0] * 8
+    assert _worst_ratio_error([eager, steady], "eager", quiet, plan) <= plan.rel_error
+    assert _worst_ratio_error([eager, steady, jumpy], "eager", quiet, plan) > plan.rel_error
 
 
 def test_busy_rounds_are_left_out_only_while_enough_quiet_ones_remain():
@@ -64,8 +79,10 @@ def test_a_candidate_far_slower_than_the_median_one_is_time_boxed(factor, boxed)
     time_box(live, plan)
     slow = live[-1]
     assert slow.time_boxed is boxed and not any(t.time_boxed for t in live[:-1])
-    if boxed:  # box_ms of runs a round, at least 2
+    if boxed:  # box_ms of runs a round, at least 2; it does not hold the others' rounds up
         assert slow.runs == max(2, int(plan.box_ms / (20.0 * factor)))
-        noisy = [[20.0 * factor * (1 + 0.3 * (i % 2)) for i in range(8)]] * plan.min_rounds
-        slow.times[0] = dict(enumerate(noisy))
-        assert _settled(slow, plan.min_rounds - 1, [0.0] * plan.min_rounds, plan)  # stops whatever its error
+        rng = random.Random(3)
+        eager = _timed("eager", [[30.0 * rng.uniform(0.99, 1.01) for _ in range(5)] for _ in range(4)])
+        steady = _timed("steady", [[20.0 * rng.uniform(0.99, 1.01) for _ in range(5)] for _ in range(4)])
+        slow.times[0] = {r: [20.0 * factor * rng.choice([1.0, 1.5])] * 2 for r in range(4)}
+        assert _worst_ratio_error([eager, steady, slow], "eager", [0.0] * 4, plan) <= plan.rel_error

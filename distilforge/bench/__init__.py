@@ -40,6 +40,7 @@ from distilforge.bench.timing import (
     WorkerError,
     WorkerHandle,
     median_interval,
+    ratio_error,
     relative_error,
     time_rounds,
     time_sweeps,
@@ -58,15 +59,16 @@ LATENCY_SEQ = 128
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How much to measure. By default each candidate is timed until its p50 (batch 1, the latency shape) is
-    known within `rel_error` (half the 95 % interval, relative), `runs` runs a round, after `min_rounds` and at
-    most `max_rounds` rounds; the other sequence lengths and batch sizes get up to `sweep_runs` runs (fewer when
-    a run takes over `sweep_budget_ms`) in the first round and report their median only. A candidate
-    `slow_factor` times slower than the median one is time-boxed (`box_ms` a round, `min_rounds` rounds).
-    `fixed(rounds)` times every candidate for exactly that many rounds (the long reference run)."""
+    """How much to measure. By default every candidate is timed in interleaved rounds of `runs` runs (batch 1, the
+    latency shape) until each one's p50 ratio to eager is known within `rel_error` (half the 95 % interval,
+    relative, bootstrapped over rounds), after `min_rounds` and at most `max_rounds` rounds; the other sequence
+    lengths and batch sizes get up to `sweep_runs` runs (fewer when a run takes over `sweep_budget_ms`) in one pass
+    and report their median only. A candidate `slow_factor` times slower than the median one is time-boxed
+    (`box_ms` a round, `min_rounds` rounds). `fixed(rounds)` times every candidate for exactly that many rounds
+    (the long reference run)."""
 
-    runs: int = 8
-    min_rounds: int = 3
+    runs: int = 5
+    min_rounds: int = 4
     max_rounds: int = 12
     rel_error: float = 0.05
     sweep_runs: int = 3
@@ -366,7 +368,8 @@ def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float
             model: Model, threads: int, settings: BenchSettings, notes: list[str]) -> dict[str, Any]:
     by_name = {t.name: t for t in timed}
     plan = settings.plan()
-    measured = {c.target: _measure(c, by_name.get(c.target), foreign, plan) for c in candidates}
+    eager = by_name.get("eager")
+    measured = {c.target: _measure(c, by_name.get(c.target), eager, foreign, plan) for c in candidates}
     floor = _floor(model, measured)
     eager_p50 = (measured["eager"].get("latency_ms") or {}).get("p50")
     results = []
@@ -406,7 +409,8 @@ def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float
                    "foreign_cpu_median": float(np.median(shares)) if shares else None,
                    "rounds_used": max((len(t.rounds) for t in timed), default=0),
                    "stopping": {"rel_error": settings.rel_error, "min_rounds": settings.min_rounds,
-                                "max_rounds": settings.max_rounds, "interval": "95% of the median, order statistics",
+                                "max_rounds": settings.max_rounds, "on": "every p50 ratio to eager",
+                                "interval": "95% bootstrap over whole rounds",
                                 "slow_factor": settings.slow_factor, "box_ms": settings.box_ms},
                    "sweep_runs_per_round": settings.sweep_runs, "sweep_rounds": 1,
                    "sweep_budget_ms": settings.sweep_budget_ms,
@@ -424,13 +428,14 @@ def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float
 
 
 def _timing_notes(row: dict[str, Any], settings: BenchSettings) -> list[str]:
-    error = row.get("p50_rel_error")
+    error = row.get("ratio_eager_rel_error")
     if row.get("time_boxed"):
         return [f"time-boxed: over {settings.slow_factor:g}x slower than the median candidate, so timed for "
-                f"{row['rounds']} rounds only ({row['samples']} runs; p50 known to ±{error:.1%})"]
-    if error is not None and error > settings.rel_error and settings.rel_error > 0:
-        return [f"p50 known to ±{error:.1%} only (the aim is ±{settings.rel_error:.0%}) after {row['rounds']} "
-                "rounds: read its ratios with that margin"]
+                f"{row['rounds']} rounds only ({row['samples']} runs"
+                + (f"; its ratio to eager known to ±{error:.1%})" if error is not None else ")")]
+    if error is not None and settings.rel_error > 0 and error > settings.rel_error:
+        return [f"ratio to eager known to ±{error:.1%} only (the aim is ±{settings.rel_error:.0%}) after "
+                f"{row['rounds']} rounds: read its ratios with that margin"]
     return []
 
 
@@ -454,7 +459,8 @@ def mark_slower_than_fp32(results: list[dict[str, Any]]) -> None:
                                 "saves size here, and report never recommends it")
 
 
-def _measure(c: Candidate, t: Timed | None, foreign: list[float | None], plan: Plan) -> dict[str, Any]:
+def _measure(c: Candidate, t: Timed | None, eager: Timed | None, foreign: list[float | None],
+             plan: Plan) -> dict[str, Any]:
     empty = {"latency_ms": None, "by_sequence": {str(s): None for s in SEQUENCES},
              "throughput": {str(b): None for b in BATCHES}}
     if t is None or c.error:
@@ -477,7 +483,15 @@ def _measure(c: Candidate, t: Timed | None, foreign: list[float | None], plan: P
     _, low, high = median_interval(main)
     return {"latency_ms": _percentiles(main), "by_sequence": by_sequence, "throughput": throughput,
             "samples": len(main), "rounds": len(rounds), "p50_interval_ms": [low, high],
-            "p50_rel_error": relative_error(main), "time_boxed": t.time_boxed}
+            "p50_rel_error": relative_error(main), "ratio_eager_rel_error": _ratio_error(t, eager, rounds),
+            "time_boxed": t.time_boxed}
+
+
+def _ratio_error(t: Timed, eager: Timed | None, rounds: list[int]) -> float | None:
+    if eager is None or eager is t:
+        return 0.0 if eager is t else None
+    error = ratio_error(t, eager, rounds)
+    return None if math.isinf(error) else error
 
 
 def _floor(model: Model, measured: dict[str, dict[str, Any]]) -> Floor | None:

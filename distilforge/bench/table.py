@@ -78,9 +78,8 @@ def _rounds(method: dict[str, Any]) -> str:
     stopping = method.get("stopping")
     if not stopping or not stopping.get("rel_error") or stopping["min_rounds"] == stopping["max_rounds"]:
         return f"{method['rounds_used']} of {method['rounds']} rounds x {method['runs_per_round']} runs"
-    return (f"{method['runs_per_round']} runs a round until each p50 is known within "
-            f"±{stopping['rel_error']:.0%} (95%), {stopping['min_rounds']} to {stopping['max_rounds']} rounds "
-            f"({method['rounds']} run)")
+    return (f"{method['rounds']} rounds x {method['runs_per_round']} runs (until every ratio to eager was known "
+            f"within ±{stopping['rel_error']:.0%}, 95%; {stopping['min_rounds']} to {stopping['max_rounds']} rounds)")
 
 
 def _f(value: float | None, spec: str) -> str:

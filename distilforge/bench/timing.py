@@ -5,11 +5,12 @@ pause between hand-offs so the previous worker's spinning threads are asleep. Sl
 machine then hit every candidate alike. For each round the share of the CPU used by other processes is
 read from /proc (machine busy ticks minus our own processes' ticks).
 
-The work follows what the figures need: a candidate leaves the rounds once its p50 is known within the
-plan's relative error (the 95 % interval of the median, from order statistics), after a minimum number of
-rounds that spans the early and late machine; the other sequence lengths and batch sizes are timed once, in
-one pass before the rounds (they report a median); a candidate an order of magnitude slower than the rest is
-time-boxed and says so.
+The work follows what the figures need. Every candidate runs in every round, so all are measured over the same
+stretch of time (a shared machine drifts by 10-30 % from round to round; candidates timed over different rounds
+gave ratios that moved by as much between runs), and the rounds stop once every ratio to the eager reference is
+known within the plan's relative error: a bootstrap over whole rounds. The other sequence lengths and batch sizes
+are timed once, in one pass before the rounds (they report a median); a candidate an order of magnitude slower
+than the rest is time-boxed and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 class WorkerError(Exception):
@@ -133,9 +136,10 @@ def foreign_share(before: tuple[int, int, int] | None, after: tuple[int, int, in
 
 @dataclass(frozen=True)
 class Plan:
-    """How long to time: until each candidate's p50 is known within `rel_error` (the 95 % interval's half-width,
-    relative), after at least `min_rounds` and at most `max_rounds`. A candidate `slow_factor` times slower than
-    the median one in round 1 is time-boxed to `min_rounds`, with `box_ms` of main-shape runs per round."""
+    """How long to time: until every candidate's p50 ratio to the reference is known within `rel_error` (the 95 %
+    interval's half-width, relative), after at least `min_rounds` and at most `max_rounds`. A candidate
+    `slow_factor` times slower than the median one in round 1 is time-boxed to `min_rounds`, with `box_ms` of
+    main-shape runs per round."""
 
     min_rounds: int
     max_rounds: int
@@ -187,10 +191,12 @@ def time_sweeps(timed: list[Timed], pause: float, progress: Any) -> None:
         progress.advance(t.name)
 
 
-def time_rounds(timed: list[Timed], plan: Plan, progress: Any) -> list[float | None]:
-    """Interleaved rounds (A B C ..., then ... C B A) of the latency shape over the candidates still timed; a
-    candidate stops once its p50 is known well enough (`Plan`). A candidate whose worker dies gets its error and
-    leaves; the others go on. Returns the foreign CPU share of each round."""
+def time_rounds(timed: list[Timed], plan: Plan, progress: Any, reference: str = "eager") -> list[float | None]:
+    """Interleaved rounds (A B C ..., then ... C B A) of the latency shape over every candidate, so that all are
+    measured over the same stretch of time, until each one's ratio to `reference` is known within the plan's error
+    (`ratio_error`), after `min_rounds` and at most `max_rounds` rounds. A time-boxed candidate leaves after
+    `min_rounds`; one whose worker dies gets its error and leaves; the others go on. Returns the foreign CPU share
+    of each round."""
     foreign: list[float | None] = []
     progress.phase("bench: timing rounds", plan.max_rounds)
     for r in range(plan.max_rounds):
@@ -199,18 +205,51 @@ def time_rounds(timed: list[Timed], plan: Plan, progress: Any) -> list[float | N
             break
         before = cpu_ticks([os.getpid(), *(t.worker.pid for t in live)])
         for t in (live if r % 2 == 0 else live[::-1]):
-            progress.step(f"round {r + 1}", f"{t.name} ({len(live)} still timed)")
+            progress.step(f"round {r + 1}", t.name)
             _take_turn(t, r, pause=plan.pause, progress=progress)
         foreign.append(foreign_share(before, cpu_ticks([os.getpid(), *(t.worker.pid for t in live)])))
         if r == 0:
             time_box(live, plan)
+        worst = _worst_ratio_error(timed, reference, foreign, plan) if r + 1 >= plan.min_rounds else math.inf
+        done = r + 1 == plan.max_rounds or (r + 1 >= plan.min_rounds and worst <= plan.rel_error)
         for t in live:
-            if t.error is None and (r + 1 == plan.max_rounds or _settled(t, r, foreign, plan)):
+            if t.error is None and (done or (t.time_boxed and r + 1 >= plan.min_rounds)):
                 t.stopped = r
-                progress.note(f"{t.name}: {_verdict(t, foreign, plan)}")
-        progress.advance(f"round {r + 1}", f"{sum(t.stopped is None and t.error is None for t in live)} "
-                                           "still timed")
+        progress.advance(f"round {r + 1}", "" if math.isinf(worst) else
+                         f"ratios to {reference} known within ±{worst:.1%} (aim ±{plan.rel_error:.0%})")
+        if done:
+            break
     return foreign
+
+
+def ratio_error(t: Timed, ref: Timed, rounds: list[int], draws: int = 400) -> float:
+    """Half the width of the 95 % bootstrap interval of p50(t) / p50(ref), relative to it, resampling whole rounds
+    (both candidates' runs of a drawn round together): round-to-round drift of the machine is most of the noise
+    here, and the rounds are what pairs the two candidates. inf for fewer than 2 shared rounds."""
+    shared = [r for r in rounds if r in t.times.get(0, {}) and r in ref.times.get(0, {})]
+    if len(shared) < 2:
+        return math.inf
+    ours = [np.asarray(t.times[0][r]) for r in shared]
+    theirs = [np.asarray(ref.times[0][r]) for r in shared]
+    point = float(np.median(np.concatenate(ours)) / np.median(np.concatenate(theirs)))
+    rng = np.random.default_rng(0)
+    drawn = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(shared), len(shared))
+        drawn.append(np.median(np.concatenate([ours[i] for i in pick]))
+                     / np.median(np.concatenate([theirs[i] for i in pick])))
+    low, high = np.percentile(drawn, [2.5, 97.5])
+    return float((high - low) / 2 / point)
+
+
+def _worst_ratio_error(timed: list[Timed], reference: str, foreign: list[float | None], plan: Plan) -> float:
+    """The largest ratio error over the candidates still timed (the reference's own p50 error where there is no
+    reference to divide by)."""
+    ref = next((t for t in timed if t.name == reference and t.error is None), None)
+    live = [t for t in timed if t.error is None and t.stopped is None and not t.time_boxed]
+    if ref is None:
+        return max((relative_error(t.samples(0, used_rounds(t, foreign, plan))) for t in live), default=0.0)
+    return max((ratio_error(t, ref, used_rounds(t, foreign, plan)) for t in live if t is not ref), default=0.0)
 
 
 def _take_turn(t: Timed, r: int, *, pause: float, progress: Any) -> None:
@@ -241,13 +280,3 @@ def time_box(live: list[Timed], plan: Plan) -> None:
             t.runs = max(2, min(t.runs, int(plan.box_ms / p50[t.name])))
 
 
-def _settled(t: Timed, r: int, foreign: list[float | None], plan: Plan) -> bool:
-    if len(t.rounds) < plan.min_rounds:
-        return False
-    return t.time_boxed or relative_error(t.samples(0, used_rounds(t, foreign, plan))) <= plan.rel_error
-
-
-def _verdict(t: Timed, foreign: list[float | None], plan: Plan) -> str:
-    samples = t.samples(0, used_rounds(t, foreign, plan))
-    return f"p50 {statistics.median(samples):.2f} ms ±{relative_error(samples):.1%} ({len(samples)} runs" + \
-        (", time-boxed)" if t.time_boxed else ")")
