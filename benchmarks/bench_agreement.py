@@ -1,6 +1,6 @@
 """Does the fast default bench give the ratios a long one gives? One machine, one build, back-to-back runs.
 
-`distilforge bench` stops its rounds once every p50 ratio to eager is known within ±5 % (a 95 % bootstrap interval
+`distilforge bench` stops its rounds once every p50 ratio to eager is known within ±10 % (a 95 % bootstrap interval
 over whole rounds). This script runs, on the same build, the default bench, then a long fixed one (--rounds 20
 --runs 10: 200 latency runs per candidate), then the default again, and compares every ratio the report prints:
 each candidate's p50 ÷ eager's, ÷ its floor, and ours ÷ Optimum's. A ratio of a fast run agrees with the long

@@ -180,10 +180,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="only these artifacts (eager, the floor and the peer always run)")
     bn.add_argument("--rounds", type=_positive_int, default=None,
                     help="time every candidate for exactly this many interleaved rounds (default: until every p50 "
-                         "ratio to eager is known within --rel-error, 4 to 12 rounds)")
+                         "ratio to eager is known within --rel-error, 4 to 10 rounds)")
     bn.add_argument("--rel-error", type=_percent, default=None, metavar="PCT",
                     help="stop the rounds once every p50 ratio to eager is known within +-PCT%% (95%% "
-                         "interval; default: 5)")
+                         "interval; default: 10)")
     bn.add_argument("--runs", type=_positive_int, default=None,
                     help="batch 1 inferences per candidate per round (default: 5)")
     bn.add_argument("--quick", action="store_true", help="a smoke test: 2 rounds x 3 runs")
@@ -429,10 +429,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from distilforge.predict import load
+    from distilforge.artifacts.manifest import read_manifest
+    from distilforge.predict import default_target, load
     from distilforge.predict.decode import describe
 
-    predictor = load(args.dir, args.target, threads=args.threads)
+    target = args.target or default_target(args.dir, read_manifest(args.dir))
+    if not target.startswith("torchscript:"):  # only the tokenizer is needed from transformers: no torch (1.5 s, not 8)
+        os.environ.setdefault("USE_TORCH", "0")
+    predictor = load(args.dir, target, threads=args.threads)
     results = predictor(*args.texts, question=args.question, context=args.context, choices=args.choices)
     if args.json:
         print(json.dumps({"target": predictor.target, "task": predictor.head.task, "results": results}, indent=2))

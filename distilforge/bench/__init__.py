@@ -69,10 +69,10 @@ class BenchSettings:
 
     runs: int = 5
     min_rounds: int = 4
-    max_rounds: int = 12
-    rel_error: float = 0.05
+    max_rounds: int = 10
+    rel_error: float = 0.10  # on 2 shared cores eager's p50 alone moves by 5-10 % between runs minutes apart
     sweep_runs: int = 3
-    sweep_budget_ms: float = 300.0
+    sweep_budget_ms: float = 150.0
     warmup: int = 5
     pause: float = 0.05  # seconds between hand-offs
     max_foreign: float = 0.10  # leave out rounds in which other processes used more of the CPU (if enough stay)
