@@ -38,20 +38,18 @@ def run(out: Path, settings: BenchSettings, peer: bool, label: str) -> tuple[dic
 
 
 def ratios(report: dict) -> dict[str, tuple[float, float]]:
-    """name -> (ratio, its stated relative error): every ratio the report prints. A ratio to eager carries the
-    row's own `ratio_eager_rel_error`; ours ÷ Optimum's the two rows' combined; a ratio to the floor the row's and
-    the floor's p50 errors combined."""
+    """name -> (ratio, its stated relative error): every ratio the report prints, with the row's own
+    `ratio_eager_rel_error` / `ratio_floor_rel_error` (bootstrap over rounds); ours ÷ Optimum's the two rows'
+    ratio-to-eager errors combined."""
     rows = {r["target"]: r for r in report["results"] if r.get("latency_ms")}
     to_eager = {t: r.get("ratio_eager_rel_error") or 0.0 for t, r in rows.items()}
     p50_error = {t: r.get("p50_rel_error") or 0.0 for t, r in rows.items()}
-    floor_error = ((report.get("floor") or {}).get("p50_rel_error")) or {}
     out = {}
     for t, r in rows.items():
         if t != "eager" and r.get("ratio_eager"):
             out[f"{t} / eager"] = (r["ratio_eager"], to_eager[t])
         if r.get("ratio_floor"):
-            klass = "int8" if r["precision_class"] == "int8" else "fp32"
-            out[f"{t} / floor"] = (r["ratio_floor"], math.hypot(p50_error[t], floor_error.get(klass) or 0.0))
+            out[f"{t} / floor"] = (r["ratio_floor"], r.get("ratio_floor_rel_error") or p50_error[t])
     for c in (report.get("peer") or {}).get("comparisons") or []:
         out[f"{c['ours']} / {c['peer']}"] = (c["ratio"], math.hypot(to_eager.get(c["ours"], 0.0),
                                                                      to_eager.get(c["peer"], 0.0)))
@@ -82,6 +80,8 @@ def main() -> int:
     parser.add_argument("--long-rounds", type=int, default=20)
     parser.add_argument("--long-runs", type=int, default=10)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--also-fixed", metavar="R,N", help="also a fixed run of R rounds x N runs (e.g. 8,10: the "
+                        "default before the adaptive plan), compared with the long run the same way")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/bench_agreement.<cpu class>.json")
     args = parser.parse_args()
     peer = not args.no_peer
@@ -91,6 +91,13 @@ def main() -> int:
     second, second_s = run(args.dir, BenchSettings(), peer, "fast 2")
     against_long = compare(first, long) + compare(second, long)
     between_fast = compare(first, second)
+    fixed = None
+    if args.also_fixed:
+        rounds, runs = (int(x) for x in args.also_fixed.split(","))
+        fixed_report, fixed_s = run(args.dir, BenchSettings.fixed(rounds, runs), peer, f"fixed {rounds}x{runs}")
+        fixed_rows = compare(fixed_report, long)
+        fixed = {"plan": {"rounds": rounds, "runs": runs}, "seconds": round(fixed_s, 1), **summary(fixed_rows),
+                 "rows": fixed_rows, "run": fixed_report}
     result = {
         "machine": long["machine"], "threads": long["threads"],
         "seconds": {"fast_1": round(first_s, 1), "long": round(long_s, 1), "fast_2": round(second_s, 1)},
@@ -98,6 +105,7 @@ def main() -> int:
         "fast_plan": first["method"]["stopping"],
         "fast_vs_long": {**summary(against_long), "rows": against_long},
         "fast_vs_fast": {**summary(between_fast), "rows": between_fast},
+        "fixed_vs_long": fixed,
         "runs": {"fast_1": first, "long": long, "fast_2": second},
     }
     out = args.out or RESULTS / f"bench_agreement.{long['machine']['cpu_class']}.json"
@@ -111,6 +119,10 @@ def main() -> int:
     f = result["fast_vs_fast"]
     print(f"fast vs fast: {f['agree']}/{f['ratios']} within; |difference| median {f['median_abs_difference']:.1%}, "
           f"max {f['max_abs_difference']:.1%}")
+    if fixed:
+        print(f"fixed {fixed['plan']['rounds']}x{fixed['plan']['runs']} ({fixed['seconds']:.0f} s) vs long: "
+              f"{fixed['agree']}/{fixed['ratios']} within; |difference| median {fixed['median_abs_difference']:.1%}, "
+              f"max {fixed['max_abs_difference']:.1%}")
     for r in against_long:
         if not r["agrees"]:
             print(f"  outside: {r['ratio']}: fast {r['fast']:.3f} vs long {r['long']:.3f} "

@@ -382,6 +382,9 @@ def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float
         floor_ms = floor.for_class(c.precision_class) if floor else None
         row["ratio_eager"] = p50 / eager_p50 if p50 and eager_p50 else None
         row["ratio_floor"] = p50 / floor_ms if p50 and floor_ms else None
+        floor_timed = by_name.get(f"floor:{'int8' if c.precision_class == 'int8' else 'fp32'}")
+        row["ratio_floor_rel_error"] = (_ratio_error(by_name[c.target], floor_timed, used_rounds(
+            by_name[c.target], foreign, plan)) if row["ratio_floor"] and c.target in by_name else None)
         row["notes"] = c.notes + _timing_notes(row, settings) + ([f"error: {c.error}"] if c.error else [])
         row["error"] = c.error
         row.update(c.row_extra)
