@@ -42,8 +42,8 @@ def test_two_builds_are_byte_identical(tiny_checkpoints, tmp_path):
 
 
 def test_an_entry_does_not_depend_on_the_targets_built_beside_it(built, tiny_checkpoints, tmp_path):
-    """A format's targets share one conversion per build (exporters/common.shared_conversion), so each entry,
-    warnings included, must be the same built alone as built with its siblings."""
+    """A format's targets share one conversion per build (exporters/common.shared_conversion), so each entry must be
+    the same built alone as built with its siblings: files, details, validation, ladder."""
     from conftest import TINY_TOLERANCES
 
     from distilforge.options import BuildOptions
@@ -57,4 +57,8 @@ def test_an_entry_does_not_depend_on_the_targets_built_beside_it(built, tiny_che
                    options=BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES)))
     assert [a["target"] for a in result.manifest["artifacts"]] == alone
     for entry in result.manifest["artifacts"]:
-        assert entry == with_siblings[entry["target"]], entry["target"]
+        # every key but `warnings`: libraries warn once per process (torch.jit.trace's deprecation, JAX's os.fork
+        # notice), so what a build records there depends on what ran before it in the same process
+        other = with_siblings[entry["target"]]
+        assert {k: v for k, v in entry.items() if k != "warnings"} == {k: v for k, v in other.items()
+                                                                        if k != "warnings"}, entry["target"]

@@ -3,15 +3,16 @@
 import hashlib
 import json
 import re
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from distilforge.artifacts.environment import LOCK_FILE, lock_record
 
+tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's; the lock is for CPython 3.11")
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / LOCK_FILE
 
