@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="only these artifacts (eager, the floor and the peer always run)")
     bn.add_argument("--rounds", type=_positive_int, default=None,
                     help="time every candidate for exactly this many interleaved rounds (default: until every p50 "
-                         "ratio to eager is known within --rel-error, 4 to 10 rounds)")
+                         "ratio to eager is known within --rel-error, 4 to 6 rounds)")
     bn.add_argument("--rel-error", type=_percent, default=None, metavar="PCT",
                     help="stop the rounds once every p50 ratio to eager is known within +-PCT%% (95%% "
                          "interval; default: 10)")

@@ -69,7 +69,7 @@ class BenchSettings:
 
     runs: int = 5
     min_rounds: int = 4
-    max_rounds: int = 10
+    max_rounds: int = 6
     rel_error: float = 0.10  # on 2 shared cores eager's p50 alone moves by 5-10 % between runs minutes apart
     sweep_runs: int = 3
     sweep_budget_ms: float = 150.0
