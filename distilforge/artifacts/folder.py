@@ -24,7 +24,8 @@ CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "added_tokens.json")
 
-# How each format's folder loads in the runtime its users already run (README "Use an artifact", tested)
+# How each format's folder loads in the runtime its users already run (README "Use an artifact" and
+# docs/artifact-folders.md show the lines; tests/test_readme.py runs them)
 LOADERS = {
     "onnx": "optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)",
     "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder)",
