@@ -244,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 5)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 2)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
     p.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
