@@ -47,7 +47,9 @@ def test_bench_measures_every_artifact_and_eager(built):
         assert r["load_ms"] > 0 and r["peak_rss_mb"] > 0 and r["bytes"] > 0
         assert r["rounds"] == 2 and r["samples"] == 6  # --quick: 2 rounds x 3 runs, whatever the error
         low, high = r["p50_interval_ms"]
-        assert low <= lat["p50"] <= high and r["p50_rel_error"] >= 0 and r["time_boxed"] is False
+        assert low <= lat["p50"] <= high and r["p50_rel_error"] >= 0
+        # on a tiny model eager can be over 10x slower than ORT: then it is time-boxed, and says so
+        assert r["time_boxed"] is any(n.startswith("time-boxed") for n in r["notes"])
         assert r["by_sequence"]["32"] > 0 and r["by_sequence"]["384"] is None  # the tiny model takes 64 at most
         assert all(r["throughput"][b] > 0 for b in ("1", "4", "16"))
         assert r["seq"] == 64
