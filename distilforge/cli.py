@@ -141,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--tflite-shapes", metavar="BxS,...", default="",
                    help="fixed shapes for TFLite signatures, e.g. 1x128,1x384 (multiple choice: BxCxS; "
                         "default 1x128, or the model's maximum if shorter)")
+    b.add_argument("--executorch-max-shape", metavar="BxS", default="",
+                   help="the largest input an ExecuTorch program takes, e.g. 1x256 (multiple choice: BxCxS); its "
+                        "activation memory is planned for it (default 4x the model's maximum positions; multiple "
+                        "choice 4x4x it)")
     b.add_argument("--calibration", type=Path, metavar="FILE",
                    help="calibration text for static INT8: .txt (a text a line), .jsonl or .csv with a 'text' "
                         "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
@@ -305,6 +309,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     targets = _split_targets(args.targets)
     options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
+                           executorch_max_shape=_max_shape(args.executorch_max_shape),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples,
                            int8_cpu=args.int8_cpu)
     head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
@@ -379,6 +384,17 @@ def _percent(text: str) -> float:
     if not 0 < value < 100:
         raise argparse.ArgumentTypeError(f"{text!r}: give a percentage between 0 and 100, e.g. 2")
     return value / 100
+
+
+def _max_shape(text: str) -> tuple[int, ...]:
+    from distilforge.options import parse_shapes
+
+    if not text:
+        return ()
+    shapes = parse_shapes(text, "--executorch-max-shape")
+    if len(shapes) != 1:
+        raise UsageError(f"--executorch-max-shape {text!r}: give one shape, e.g. 1x256")
+    return shapes[0]
 
 
 def _split_targets(text: str | None) -> list[str] | None:

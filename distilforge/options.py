@@ -22,6 +22,9 @@ class BuildOptions:
     # Shapes for fixed-shape formats (TFLite), as given: (batch, sequence) or (batch, choices, sequence).
     # Empty means each format's default (TFLite: 1 x min(128, the model's maximum)).
     tflite_shapes: tuple[tuple[int, ...], ...] = ()
+    # ExecuTorch's upper bounds, (batch, sequence) or (batch, choices, sequence); empty: 4 x the model's maximum
+    # (multiple choice 4 x 4 x it). See exporters/executorch.py.
+    executorch_max_shape: tuple[int, ...] = ()
     calibration_file: Path | None = None  # None: the shipped text
     calibration_samples: int = 128
     calibration: CalibrationSet | None = None  # loaded by the pipeline when a chosen target needs it

@@ -250,6 +250,8 @@ def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], opt
         exporter_options["onnx_opset"] = options.onnx_opset
     if target.format == "tflite":
         exporter_options["tflite_shapes"] = [list(s) for s in options.tflite_shapes]
+    if target.format == "executorch":
+        exporter_options["executorch_max_shape"] = list(options.executorch_max_shape)
     if target.calibrated and options.calibration:
         exporter_options["calibration"] = options.calibration.record()
     tolerance = options.tolerances[precision_class(target.precision)]
@@ -379,7 +381,8 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
         labelled = sum(decisions(source.ckpt.info, b.case) for b in eval_batches(*task[:2], max_length=task[2]))
     cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
-                             fixed_shapes=artifact.fixed_shapes, seed=options.seed, counted=labelled)
+                             fixed_shapes=artifact.fixed_shapes, max_shape=artifact.max_shape, seed=options.seed,
+                             counted=labelled)
     with IsolatedRunner(target.open_runner, out, artifact, options.threads) as runner:
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task)
@@ -390,9 +393,7 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
 
 def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
     """Labelled texts are truncated to what the artifact takes, as they would be in deployment."""
-    if artifact.fixed_shapes:
-        return min(max_length, max(s[-1] for s in artifact.fixed_shapes))
-    return max_length
+    return min(max_length, artifact.longest_sequence or max_length)
 
 
 def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
@@ -423,6 +424,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "seed": options.seed,
             "onnx_opset": options.onnx_opset,
             "tflite_shapes": [list(s) for s in options.tflite_shapes] or "default",
+            "executorch_max_shape": list(options.executorch_max_shape) or "default",
             "calibration": options.calibration.record() if options.calibration else None,
             "eval": source.eval_set.record() if source.eval_set else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},

@@ -14,17 +14,20 @@ from pathlib import Path
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
 from distilforge.errors import MissingBackendError, UnsupportedTargetError
+from distilforge.exporters import executorch as executorch_export
 from distilforge.exporters import onnx as onnx_export
 from distilforge.exporters import openvino as openvino_export
 from distilforge.exporters import tflite as tflite_export
 from distilforge.exporters import torchscript as torchscript_export
 from distilforge.options import BuildOptions
+from distilforge.quantize import executorch as executorch_quantize
 from distilforge.quantize import onnx as onnx_quantize
 from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.quantize import torchscript as torchscript_quantize
 from distilforge.quantize.ladder import Rung
 from distilforge.validate.runners import Runner
+from distilforge.validate.runners import executorch as executorch_runner
 from distilforge.validate.runners import onnx as onnx_runner
 from distilforge.validate.runners import openvino as openvino_runner
 from distilforge.validate.runners import tflite as tflite_runner
@@ -76,6 +79,8 @@ _OPENVINO = ("openvino",)
 _OV = "OpenVINO (CPU plugin, f32 hint)"
 _TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
 _LITERT = "LiteRT Interpreter (XNNPACK)"
+_EXECUTORCH = ("executorch", "torchao")
+_ET = "ExecuTorch runtime (XNNPACK delegate)"
 
 
 def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
@@ -116,6 +121,14 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _LITERT, tflite_export.check_options, ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS)),
     Target("tflite:int8-static", tflite_quantize.export_int8_static, tflite_runner.open_runner, "tflite", _TFLITE,
            _LITERT, tflite_export.check_options, calibrated=True, ladder=_rungs(tflite_quantize.STATIC_RUNGS)),
+    Target("executorch:fp32", executorch_export.export_fp32, executorch_runner.open_runner, "executorch",
+           _EXECUTORCH, _ET, executorch_export.check_options),
+    Target("executorch:int8-dynamic", executorch_quantize.export_int8_dynamic, executorch_runner.open_runner,
+           "executorch", _EXECUTORCH, _ET, executorch_export.check_options,
+           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS)),
+    Target("executorch:int8-static", executorch_quantize.export_int8_static, executorch_runner.open_runner,
+           "executorch", _EXECUTORCH, _ET, executorch_export.check_options, calibrated=True,
+           ladder=_rungs(executorch_quantize.STATIC_RUNGS)),
 )}
 
 

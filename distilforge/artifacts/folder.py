@@ -31,6 +31,7 @@ LOADERS = {
     "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder)",
     "torchscript": "torch.jit.load(folder + '/model.pt')",
     "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')",
+    "executorch": "executorch.runtime.Runtime.get().load_program(folder + '/model.pte').load_method('forward')",
 }
 OPTIMUM_HEADS = {
     "DistilBertModel": "FeatureExtraction", "DistilBertForMaskedLM": "MaskedLM",
@@ -91,6 +92,7 @@ def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
         if validation else None,
         "validated_on": entry.get("validated_on"),
         "int8": _int8(entry),
+        "program": _program(entry, files),
         "checkpoint_files": [{"path": f["path"], "sha256": f["sha256"]} for f in checkpoint.get("files", [])],
         "files": files,
     }
@@ -112,6 +114,22 @@ def _int8(entry: dict[str, Any]) -> dict[str, Any] | None:
     if not details.get("int8_cpu") and not ladder:
         return None
     return {"recipe": ladder.get("kept"), "int8_cpu": details.get("int8_cpu")}
+
+
+def _program(entry: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What an app calling an ExecuTorch program needs: the method, its inputs in order with dtypes, the bounds
+    of each axis, the memory the runtime allocates for it, and the tokenizer files beside it."""
+    details = entry.get("details") or {}
+    if "method" not in details:
+        return None
+    return {"file": next(f["path"] for f in files if f["path"].endswith(".pte")), "method": details["method"],
+            "inputs_in_order": [{"name": s["name"], "dtype": s["dtype"], "shape": s["shape"]}
+                                for s in entry["inputs"]],
+            "outputs_in_order": [s["name"] for s in entry["outputs"]],
+            "bounds": details.get("bounds"), "planned_memory_bytes": details.get("planned_memory_bytes"),
+            "tokenizer_files": [f["path"] for f in files if f.get("role") == "tokenizer"],
+            "note": "inputs must be contiguous int64; the runtime checks only an input's element count, so keep "
+                    "every axis within its bounds"}
 
 
 def card_problems(out: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:

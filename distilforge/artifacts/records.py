@@ -59,6 +59,19 @@ class ExportedArtifact:
         return sum(f.bytes for f in self.files if f.role == "model")
 
     @property
+    def max_shape(self) -> tuple[int, ...] | None:
+        """Dynamic formats exported with upper bounds (ExecuTorch): the largest (batch, [choices,] sequence) taken."""
+        shape = self.details.get("max_shape")
+        return tuple(shape) if shape else None
+
+    @property
+    def longest_sequence(self) -> int | None:
+        """The longest sequence it takes when that is less than any model's (fixed shapes, bounds); None: no limit."""
+        if self.fixed_shapes:
+            return max(s[-1] for s in self.fixed_shapes)
+        return self.max_shape[-1] if self.max_shape else None
+
+    @property
     def model_files(self) -> list[FileRecord]:
         return [f for f in self.files if f.role == "model"]
 

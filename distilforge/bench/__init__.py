@@ -235,14 +235,16 @@ def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, set
     spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=record,
                         runner=runner_ref(target.open_runner))
     fixed = [tuple(s) for s in record["fixed_shapes"]] if record.get("fixed_shapes") else None
-    seq = model.seq if not fixed or max(s[-1] for s in fixed) >= model.seq else max(s[-1] for s in fixed)
+    bounds = tuple(record["details"]["max_shape"]) if record.get("details", {}).get("max_shape") else None
+    longest = max(s[-1] for s in fixed) if fixed else bounds[-1] if bounds else model.seq
+    seq = min(model.seq, longest)
     c = Candidate(record["target"], "artifact", precision_class(target.precision), int(record["bytes"]), spec, seq)
     c.notes += verify_files(out, record)  # still timed: the figures say what the changed file does
     if not target.installed():
         c.error = f"its backend is not installed: pip install 'distilforge[{target.extra}]'"
     if target.precision == "int8-weights":
         c.notes.append("weights-only INT8: compute runs in fp32, so the int8 floor is out of reach by design")
-    _plan_shapes(c, model, fixed)
+    _plan_shapes(c, model, fixed, bounds)
     return c
 
 
@@ -275,10 +277,12 @@ def _peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, setting
     return c
 
 
-def _plan_shapes(c: Candidate, model: Model, fixed: list[tuple[int, ...]] | None) -> None:
-    """Index 0: 1 x seq (latency); then the other sequence lengths it takes; then the batch sizes at seq."""
+def _plan_shapes(c: Candidate, model: Model, fixed: list[tuple[int, ...]] | None,
+                 bounds: tuple[int, ...] | None = None) -> None:
+    """Index 0: 1 x seq (latency); then the other sequence lengths it takes; then the batch sizes at seq (those
+    within its bounds)."""
     c.shape_index(1, c.seq)
-    longest = max(s[-1] for s in fixed) if fixed else model.max_seq
+    longest = max(s[-1] for s in fixed) if fixed else bounds[-1] if bounds else model.max_seq
     declared = sorted({s[-1] for s in fixed}) if fixed else []
     padded, missing = [], []
     for s in SEQUENCES:
@@ -289,7 +293,13 @@ def _plan_shapes(c: Candidate, model: Model, fixed: list[tuple[int, ...]] | None
         else:
             missing.append(s)
     for b in BATCHES:
-        c.shape_index(b, c.seq)
+        if not bounds or b <= bounds[0]:
+            c.shape_index(b, c.seq)
+    if bounds and (missing or bounds[0] < BATCHES[-1]):
+        over = [str(b) for b in BATCHES if b > bounds[0]]
+        c.notes.append(f"exported for at most {'x'.join(map(str, bounds))}"
+                       + (f": batch {', '.join(over)} not taken" if over else "")
+                       + (f"; seq {', '.join(map(str, missing))} not taken" if missing else ""))
     if fixed:
         shapes = ", ".join("x".join(map(str, s)) for s in fixed)
         c.notes.append(f"fixed shapes {shapes}: its runner pads smaller inputs into them"

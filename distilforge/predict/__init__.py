@@ -32,8 +32,8 @@ class Predictor:
     config: dict[str, Any]
     tokenizer: Any
     runner: Any
-    longest: int  # tokens per row the artifact takes: its fixed shapes' sequence, else the model's maximum
-    fixed: bool
+    longest: int  # tokens per row the artifact takes: its fixed shapes' or bounds' sequence, else the model's maximum
+    fixed: bool  # it takes fewer tokens than the model: longer texts are refused, not cut
 
     def __call__(self, *texts: str, question: str | None = None, context: str | None = None,
                  choices: list[str] | None = None) -> list[dict[str, Any]]:
@@ -53,8 +53,9 @@ class Predictor:
                              return_overflowing_tokens=False)
         full = len(self.tokenizer(text, pair)["input_ids"])
         if full > self.longest and self.fixed:
-            raise UsageError(f"{self.target}: the text is {full} tokens and this fixed-shape artifact takes at most "
-                             f"{self.longest}; shorten it or rebuild with a longer --tflite-shapes")
+            flag = "--executorch-max-shape" if self.target.startswith("executorch") else "--tflite-shapes"
+            raise UsageError(f"{self.target}: the text is {full} tokens and this artifact takes at most "
+                             f"{self.longest}; shorten it or rebuild with a longer {flag}")
         return decode.Encoded(text=pair if pair is not None else text, ids=list(enc["input_ids"]),
                               offsets=[tuple(o) for o in enc["offset_mapping"]],
                               special=[bool(s) for s in enc["special_tokens_mask"]],
@@ -131,11 +132,11 @@ def load(out_dir: str | Path, target: str | None = None, *, threads: int = 1) ->
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as e:
         raise OutputDirError(f"{source}: no tokenizer to turn text into token ids ({e})") from None
-    fixed = [s[-1] for s in artifact.fixed_shapes or []]
-    longest = max(fixed) if fixed else int(config.get("max_position_embeddings", 512))
+    maximum = int(config.get("max_position_embeddings", 512))
+    longest = min(maximum, artifact.longest_sequence or maximum)
     runner = get_target(record["target"]).open_runner(out, artifact, threads)
     return Predictor(target=record["target"], folder=folder, head=head, config=config, tokenizer=tokenizer,
-                     runner=runner, longest=longest, fixed=bool(fixed))
+                     runner=runner, longest=longest, fixed=longest < maximum)
 
 
 def _record(out: Path, manifest: dict[str, Any], target: str) -> dict[str, Any]:

@@ -48,23 +48,26 @@ class Case:
 
 
 def validation_cases(info: CheckpointInfo, tokenizer: Any, texts: Sequence[str], *,
-                     fixed_shapes: Sequence[tuple[int, ...]] | None = None, seed: int = 0,
-                     counted: int = 0) -> list[Case]:
+                     fixed_shapes: Sequence[tuple[int, ...]] | None = None,
+                     max_shape: tuple[int, ...] | None = None, seed: int = 0, counted: int = 0) -> list[Case]:
     """The shape grid (cut to a fixed-shape artifact's longest sequence, plus its declared shapes) and a real-text
     batch, the same rows for every format; then more batches until the head's decisions, with the `counted` ones
-    the labelled data adds, reach MIN_DECISIONS."""
+    the labelled data adds, reach MIN_DECISIONS. An artifact with upper bounds (`max_shape`) gets every case cut
+    to them."""
     rng = np.random.default_rng(seed)
     fits = Fits(info.max_length, None)
     if fixed_shapes:  # the runner pads sequences and chunks batches; a multiple-choice signature fixes the choices
         fits = Fits(min(info.max_length, max(s[-1] for s in fixed_shapes)),
                     fixed_shapes[0][1] if info.head.multiple_choice else None)
+    if max_shape:
+        fits = Fits(min(info.max_length, max_shape[-1]), None, max_shape)
     shapes = [_grid_shape(b, s, fits.choices or c, fits.longest, info.head.multiple_choice)
               for (b, s), c in zip(DYNAMIC_GRID, CHOICES_GRID, strict=False)]
     if fixed_shapes:
         shapes += [tuple(s) for s in fixed_shapes] + [_smaller_than(tuple(fixed_shapes[0]))]
-    cases = [_random_case(shape, info, rng) for shape in dict.fromkeys(shapes)]
+    cases = [_random_case(shape, info, rng) for shape in dict.fromkeys(fits.cut(s) for s in shapes)]
     if tokenizer is not None and texts:
-        cases.append(_text_case(tokenizer, texts, info, 0, TEXT_BATCH, fits))
+        cases.append(fits.cut_case(_text_case(tokenizer, texts, info, 0, fits.rows(TEXT_BATCH), fits)))
     return cases + _top_up(cases, info, tokenizer, texts, rng, fits, counted)
 
 
@@ -74,6 +77,20 @@ class Fits:
 
     longest: int
     choices: int | None
+    bounds: tuple[int, ...] | None = None  # the largest (batch, [choices,] sequence) it takes
+
+    def cut(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(min(a, b) for a, b in zip(shape, self.bounds, strict=True)) if self.bounds else shape
+
+    def rows(self, wanted: int) -> int:
+        return min(wanted, self.bounds[0]) if self.bounds else wanted
+
+    def cut_case(self, case: Case) -> Case:
+        shape = self.cut(case.shape)
+        if shape == case.shape:
+            return case
+        index = tuple(slice(0, n) for n in shape)
+        return Case(f"{case.name} cut to {'x'.join(map(str, shape))}", {k: v[index] for k, v in case.inputs.items()})
 
 
 def decisions(info: CheckpointInfo, case: Case) -> int:
@@ -94,15 +111,15 @@ def _top_up(cases: list[Case], info: CheckpointInfo, tokenizer: Any, texts: Sequ
             rng: np.random.Generator, fits: Fits, counted: int) -> list[Case]:
     have = counted + sum(decisions(info, c) for c in cases)
     extra: list[Case] = []
-    start = TEXT_BATCH
+    start = fits.rows(TEXT_BATCH)
     while have and have < MIN_DECISIONS:
         if tokenizer is not None and texts:
-            case = _text_case(tokenizer, texts, info, start, TOP_UP_BATCH, fits)
-            start += TOP_UP_BATCH
+            case = fits.cut_case(_text_case(tokenizer, texts, info, start, fits.rows(TOP_UP_BATCH), fits))
+            start += fits.rows(TOP_UP_BATCH)
         else:
             seq = min(TOP_UP_SEQUENCE, fits.longest)
             choices = fits.choices or CHOICES_GRID[0]
-            shape = (TOP_UP_BATCH, choices, seq) if info.head.multiple_choice else (TOP_UP_BATCH, seq)
+            shape = fits.cut((TOP_UP_BATCH, choices, seq) if info.head.multiple_choice else (TOP_UP_BATCH, seq))
             case = _random_case(shape, info, rng, name=f"random {len(extra) + 1} {'x'.join(map(str, shape))}")
         extra.append(case)
         have += decisions(info, case)

@@ -1,0 +1,165 @@
+"""ExecuTorch: torch.export with bounded dynamic batch and sequence, lowered to XNNPACK, saved as a `.pte` program.
+
+ExecuTorch plans all activation memory ahead of time for the largest shape the program accepts, and its runtime
+only checks an input's element count, so every artifact carries upper bounds (`--executorch-max-shape`, default
+4 x the model's maximum positions; multiple choice 4 x 4 x it): they go into the manifest and the card, and the
+runner refuses anything outside them. The planned memory grows with the bounds (the default model: 42 MB per row
+of 512 tokens), which is why the default batch is small.
+
+Traps, measured with executorch 1.5.1 and torch 2.13:
+- the QA head's `logits.split(1, dim=-1)` makes memory planning freeze the batch size to the example's (a
+  4 x 128 input then fails "Attempted to resize a bounded tensor"): the wrapper computes the QA tail itself
+  with `unbind(-1)`, which keeps it dynamic and gives the same numbers;
+- inputs must be int64 and contiguous;
+- LayerNorm, the embedding lookups and the mask ops stay outside XNNPACK, so the graph runs as many delegate
+  pieces with portable ops between them.
+INT8 (quantize/executorch.py) starts from the same wrapper and the same bounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
+from distilforge.errors import ExportError, UsageError, first_line
+from distilforge.exporters.common import (
+    example_inputs,
+    file_records,
+    head_module,
+    input_specs,
+    output_specs,
+    quiet,
+)
+from distilforge.options import BuildOptions
+
+MODEL_FILE = "model.pte"
+METHOD = "forward"
+DEFAULT_MAX_BATCH = 4
+DEFAULT_MAX_CHOICES = 4
+
+
+def max_shape(info: CheckpointInfo, options: BuildOptions) -> tuple[int, ...]:
+    """The largest (batch, [choices,] sequence) the program takes: --executorch-max-shape or the default."""
+    multiple_choice = info.head.multiple_choice
+    asked = options.executorch_max_shape
+    if not asked:
+        return ((DEFAULT_MAX_BATCH, DEFAULT_MAX_CHOICES, info.max_length) if multiple_choice
+                else (DEFAULT_MAX_BATCH, info.max_length))
+    if len(asked) != (3 if multiple_choice else 2):
+        raise UsageError(f"--executorch-max-shape {_text(asked)}: {info.head.architecture} takes "
+                         + ("BATCHxCHOICESxSEQUENCE" if multiple_choice else "BATCHxSEQUENCE"))
+    if asked[-1] > info.max_length:
+        raise UsageError(f"--executorch-max-shape {_text(asked)}: sequence {asked[-1]} is longer than the model's "
+                         f"maximum of {info.max_length} positions")
+    return tuple(asked)
+
+
+def check_options(info: CheckpointInfo, options: BuildOptions) -> None:
+    max_shape(info, options)
+
+
+def bounds_record(info: CheckpointInfo, shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """Each input axis's [min, max], as the manifest and the card give them."""
+    return {axis: [1, size] for axis, size in zip(info.head.input_axes, shape, strict=True)}
+
+
+def _text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def wrap(ckpt: LoadedCheckpoint) -> Any:
+    """`forward(input_ids, attention_mask) -> tuple of the head's outputs`, with the QA tail rewritten (see the
+    module docstring)."""
+    if ckpt.head.task != "question-answering":
+        return head_module(ckpt)
+    import torch
+
+    class QuestionAnswering(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            hidden = self.model.distilbert(input_ids=input_ids, attention_mask=attention_mask)[0]
+            start, end = self.model.qa_outputs(self.model.dropout(hidden)).unbind(-1)
+            return start.contiguous(), end.contiguous()
+
+    return QuestionAnswering(ckpt.model).eval()
+
+
+def example_tensors(ckpt: LoadedCheckpoint) -> tuple[Any, ...]:
+    import torch
+
+    return tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
+
+
+def dynamic_shapes(ckpt: LoadedCheckpoint, shape: tuple[int, ...]) -> dict[str, dict[int, Any]]:
+    """One Dim per input axis, shared by both inputs; an axis bounded to 1 is static."""
+    from torch.export import Dim
+
+    axes = {}
+    for i, (axis, size) in enumerate(zip(ckpt.head.input_axes, shape, strict=True)):
+        if size > 1:
+            axes[i] = Dim(axis, min=1, max=size)
+    return {"input_ids": axes, "attention_mask": axes}
+
+
+def export_program(module: Any, ckpt: LoadedCheckpoint, shape: tuple[int, ...], target: str) -> Any:
+    """torch.export.export of `module` with the bounded dynamic axes."""
+    import torch
+
+    inputs = example_tensors(ckpt)
+    if shape[0] == 1:  # the example batch must fit the bounds
+        inputs = tuple(t[:1] for t in inputs)
+    try:
+        return torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes(ckpt, shape), strict=False)
+    except Exception as e:
+        raise ExportError(f"{target}: torch.export failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+def lower(program: Any, target: str) -> Any:
+    """XNNPACK-delegated `.pte` program (an ExecutorchProgramManager). Quantized embeddings become
+    `quantized_decomposed::embedding_byte` (QuantFusionPass), which the runtime's quantized kernels run."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    try:
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        return edge.to_executorch(ExecutorchBackendConfig(
+            extract_delegate_segments=True,
+            do_quant_fusion_and_const_prop=True))
+    except Exception as e:
+        raise ExportError(f"{target}: ExecuTorch lowering failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+def program_facts(manager: Any) -> dict[str, Any]:
+    """What the lowered program says of itself: planned activation memory and how much XNNPACK runs."""
+    plan = manager.executorch_program.execution_plan[0]
+    return {"planned_memory_bytes": int(sum(plan.non_const_buffer_sizes)),
+            "xnnpack_delegates": len(plan.delegates),
+            "portable_ops": sorted({op.name for op in plan.operators})}
+
+
+def record(ckpt: LoadedCheckpoint, folder: Path, target: str, shape: tuple[int, ...], facts: dict[str, Any],
+           details: dict[str, Any], warnings: list[str]) -> ExportedArtifact:
+    from importlib.metadata import version
+
+    return ExportedArtifact(
+        target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
+        details={"exporter": "torch.export + executorch.exir.to_edge_transform_and_lower (XnnpackPartitioner)",
+                 "executorch": version("executorch"), "method": METHOD, "max_shape": list(shape),
+                 "bounds": bounds_record(ckpt.info, shape), **facts, **details},
+        warnings=warnings)
+
+
+def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+    target = "executorch:fp32"
+    shape = max_shape(ckpt.info, options)
+    import torch
+
+    with quiet() as captured, torch.no_grad():
+        manager = lower(export_program(wrap(ckpt), ckpt, shape, target), target)
+        (folder / MODEL_FILE).write_bytes(bytes(manager.buffer))
+    return record(ckpt, folder, target, shape, program_facts(manager), {"weights": "fp32"}, captured.warnings)

@@ -1,0 +1,55 @@
+"""ExecuTorch programs under ExecuTorch's own runtime (`executorch.runtime`, the pybindings of the C++ runtime
+with the XNNPACK delegate and the portable and quantized kernels), method `forward`.
+
+The runtime only checks an input's element count against its planned memory, so a shape outside the exported
+bounds could run and return garbage: the runner refuses it first, with the bounds in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.errors import UsageError
+from distilforge.validate.runners import cast_inputs
+
+
+class InputOutOfBounds(UsageError):
+    """An input shape the program was not exported for."""
+
+
+def check_bounds(artifact: ExportedArtifact, shape: tuple[int, ...]) -> None:
+    bounds = artifact.details["bounds"]
+    if len(shape) != len(bounds) or any(not lo <= size <= hi for size, (lo, hi) in zip(shape, bounds.values(),
+                                                                                          strict=False)):
+        allowed = ", ".join(f"{axis} {lo}-{hi}" for axis, (lo, hi) in bounds.items())
+        raise InputOutOfBounds(f"{artifact.target}: input shape {'x'.join(map(str, shape))} is outside the bounds "
+                               f"it was exported with ({allowed}); rebuild with a larger --executorch-max-shape")
+
+
+class ExecuTorchRunner:
+    def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int) -> None:
+        import executorch.kernels.quantized  # noqa: F401  the quantized embedding kernels
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
+
+        _unsafe_reset_threadpool(threads)  # XNNPACK's threads (the only setter the Python runtime has)
+        self.program = Runtime.get().load_program(str(model_path))
+        self.method = self.program.load_method(artifact.details["method"])
+        self.artifact = artifact
+        self.output_names = tuple(o.name for o in artifact.outputs)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        fed = cast_inputs(self.artifact, inputs)
+        check_bounds(self.artifact, fed["input_ids"].shape)
+        out = self.method.execute([torch.from_numpy(fed[s.name]) for s in self.artifact.inputs])
+        return {name: t.numpy().astype(np.float32, copy=True) for name, t in zip(self.output_names, out, strict=True)}
+
+
+def open_runner(out_dir: Path, artifact: ExportedArtifact, threads: int) -> ExecuTorchRunner:
+    model_file = next(f for f in artifact.files if f.path.endswith(".pte"))
+    return ExecuTorchRunner(out_dir / model_file.path, artifact, threads)
