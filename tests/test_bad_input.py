@@ -568,6 +568,28 @@ def _(ctx: Ctx) -> Bad:
     return Bad(ctx.build("--tflite-shapes", "1x2x16", targets="tflite:fp32"), ("1x2x16", "multiple-choice"))
 
 
+@case("executorch-max-shape-malformed")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--executorch-max-shape", "4x", targets="executorch:fp32"), ("'4x'", "BATCHxSEQUENCE"))
+
+
+@case("executorch-max-shape-two")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--executorch-max-shape", "1x16,2x32", targets="executorch:fp32"), ("1x16,2x32", "one shape"))
+
+
+@case("executorch-max-shape-too-long")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--executorch-max-shape", "1x9999", targets="executorch:fp32"),
+               ("1x9999", "longer than the model's maximum of 64"))
+
+
+@case("executorch-max-shape-rank")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--executorch-max-shape", "1x2x16", targets="executorch:fp32"),
+               ("1x2x16", "takes BATCHxSEQUENCE"))
+
+
 # ---- the output directory ----------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from distilforge.validate.tolerances import DEFAULT_TOLERANCES
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-FORMATS = ("onnx", "openvino", "torchscript", "tflite")
+FORMATS = ("onnx", "openvino", "torchscript", "tflite", "executorch")
 # Where the loading lines live: (file, the section holding them)
 LOADING_SECTIONS = ((README, "Use an artifact"), (DOCS / "artifact-folders.md", "Loading a folder in its runtime"))
 

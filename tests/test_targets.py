@@ -15,7 +15,8 @@ from distilforge.targets import TARGETS
 TESTED_TARGETS = {"onnx:fp32", "onnx:fp32-optimized", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static",
                   "torchscript:fp32", "torchscript:int8-dynamic", "openvino:fp32", "openvino:fp16",
                   "openvino:int8-weights", "openvino:int8-static",
-                  "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static"}
+                  "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static",
+                  "executorch:fp32", "executorch:int8-dynamic", "executorch:int8-static"}
 def test_every_target_is_tested():
     assert set(TARGETS) == TESTED_TARGETS, "add every registered target to TESTED_TARGETS"
 

@@ -17,6 +17,7 @@ MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 190, 40, 55
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 FORMAT_COLORS = {"onnx": "#1f77b4", "openvino": "#9467bd", "tflite": "#e8710a", "torchscript": "#2ca02c",
+                 "executorch": "#17becf",
                  "eager": "#444444", "optimum": "#b8860b"}
 PEER_DASHES = ("1 4", "6 2 1 2")  # peer rows (Optimum's) in the line plot, one per peer model
 FAILED_COLOR = "#d62728"

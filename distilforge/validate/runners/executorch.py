@@ -7,6 +7,10 @@ bounds could run and return garbage: the runner refuses it first, with the bound
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +35,23 @@ def check_bounds(artifact: ExportedArtifact, shape: tuple[int, ...]) -> None:
 
 class ExecuTorchRunner:
     def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int) -> None:
-        import executorch.kernels.quantized  # noqa: F401  the quantized embedding kernels
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
+        with _native_stderr_muted():  # the C++ runtime logs its CPU probing and thread count on stderr
+            import executorch.kernels.quantized  # noqa: F401  the quantized embedding kernels
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            from executorch.runtime import Runtime
 
-        _unsafe_reset_threadpool(threads)  # XNNPACK's threads (the only setter the Python runtime has)
-        self.program = Runtime.get().load_program(str(model_path))
-        self.method = self.program.load_method(artifact.details["method"])
+            _unsafe_reset_threadpool(threads)  # XNNPACK's threads (the only setter the Python runtime has)
+            self.program = Runtime.get().load_program(str(model_path))
+            self.method = self.program.load_method(artifact.details["method"])
+            self._warm_up(artifact)  # the first run probes the CPU (and logs it)
         self.artifact = artifact
         self.output_names = tuple(o.name for o in artifact.outputs)
+
+    def _warm_up(self, artifact: ExportedArtifact) -> None:
+        import torch
+
+        shape = tuple(1 for _ in artifact.details["bounds"])
+        self.method.execute([torch.ones(shape, dtype=torch.int64) for _ in artifact.inputs])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -48,6 +60,19 @@ class ExecuTorchRunner:
         check_bounds(self.artifact, fed["input_ids"].shape)
         out = self.method.execute([torch.from_numpy(fed[s.name]) for s in self.artifact.inputs])
         return {name: t.numpy().astype(np.float32, copy=True) for name, t in zip(self.output_names, out, strict=True)}
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def open_runner(out_dir: Path, artifact: ExportedArtifact, threads: int) -> ExecuTorchRunner:

@@ -1,0 +1,105 @@
+"""ExecuTorch: bounds (the runner refuses what the program was not exported for), a smaller bound built and
+validated inside it, the QA head's dynamic batch, the card an app reads, and INT8's smaller file.
+
+Every head x target is built and validated in tests/test_targets.py (the session's `built` fixture)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import installed_targets
+
+from distilforge.artifacts.records import ExportedArtifact
+
+pytestmark = pytest.mark.skipif("executorch:fp32" not in installed_targets(), reason="executorch not installed")
+
+
+def _entry(result, target):
+    return next(e for e in result.manifest["artifacts"] if e["target"] == target)
+
+
+def _runner(result, target):
+    from distilforge.validate.runners.executorch import open_runner
+
+    return open_runner(result.out, ExportedArtifact.from_dict(_entry(result, target)), 1)
+
+
+def _inputs(shape, vocab=40):
+    rng = np.random.default_rng(0)
+    return {"input_ids": rng.integers(5, vocab, size=shape, dtype=np.int64),
+            "attention_mask": np.ones(shape, dtype=np.int64)}
+
+
+@pytest.mark.parametrize("shape", [(5, 8), (2, 65), (2, 2, 8), (0, 8)])
+def test_runner_refuses_shapes_outside_the_bounds(built, shape):
+    from distilforge.validate.runners.executorch import InputOutOfBounds
+
+    runner = _runner(built("seq-single"), "executorch:fp32")
+    with pytest.raises(InputOutOfBounds, match=r"outside the bounds it was exported with \(batch 1-4, sequence "
+                                               r"1-64\); rebuild with a larger --executorch-max-shape"):
+        runner.run(_inputs(shape))
+
+
+def test_qa_takes_every_batch_up_to_its_bound(built, tiny_checkpoints):
+    """transformers' QA head splits its logits with `split`, which froze the batch to the example's; the
+    exporter's `unbind` keeps it dynamic."""
+    import torch
+
+    from distilforge.checkpoint import load_checkpoint
+
+    result = built("qa")
+    runner = _runner(result, "executorch:fp32")
+    model = load_checkpoint(tiny_checkpoints["qa"]).model
+    for shape in [(1, 64), (4, 64), (4, 3), (3, 17)]:
+        fed = _inputs(shape)
+        out = runner.run(fed)
+        with torch.no_grad():
+            ref = model(**{k: torch.from_numpy(v) for k, v in fed.items()})
+        assert out["start_logits"].shape == shape
+        np.testing.assert_allclose(out["start_logits"], ref.start_logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(out["end_logits"], ref.end_logits.numpy(), atol=1e-4)
+
+
+def test_a_smaller_bound_is_built_validated_and_recorded(tiny_checkpoints, tmp_path, built):
+    from distilforge.options import BuildOptions
+    from distilforge.pipeline import build
+
+    result = build(tiny_checkpoints["multiple-choice"], tmp_path / "out", targets=["executorch:fp32"],
+                   options=BuildOptions(executorch_max_shape=(1, 2, 32)))
+    entry = _entry(result, "executorch:fp32")
+    assert entry["validation"]["passed"], result.failures
+    assert entry["details"]["bounds"] == {"batch": [1, 1], "choices": [1, 2], "sequence": [1, 32]}
+    assert result.manifest["settings"]["executorch_max_shape"] == [1, 2, 32]
+    assert all(c["shape"][0] == 1 and c["shape"][1] <= 2 and c["shape"][2] <= 32
+               for c in entry["validation"]["cases"])
+    default = _entry(built("multiple-choice"), "executorch:fp32")["details"]["planned_memory_bytes"]
+    assert entry["details"]["planned_memory_bytes"] < default / 4  # 1x2x32 against 4x4x64
+
+
+def test_the_card_says_what_an_app_calls(built):
+    result = built("multiple-choice")
+    for target in ("executorch:fp32", "executorch:int8-dynamic", "executorch:int8-static"):
+        folder = result.out / target.replace(":", "-")
+        card = json.loads((folder / "distilforge.json").read_text())
+        program = card["program"]
+        assert program["method"] == "forward" and (folder / program["file"]).is_file()
+        assert [i["name"] for i in program["inputs_in_order"]] == ["input_ids", "attention_mask"]
+        assert {i["dtype"] for i in program["inputs_in_order"]} == {"int64"}
+        assert program["outputs_in_order"] == ["logits"]
+        assert program["bounds"] == {"batch": [1, 4], "choices": [1, 4], "sequence": [1, 64]}
+        assert program["planned_memory_bytes"] > 0
+        assert program["tokenizer_files"] and all((result.out / f).is_file() for f in program["tokenizer_files"])
+        assert card["loads_with"].startswith("executorch.runtime.Runtime.get().load_program(")
+
+
+def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
+    result = built("masked-lm")
+    fp32 = _entry(result, "executorch:fp32")
+    for target in ("executorch:int8-dynamic", "executorch:int8-static"):
+        entry = _entry(result, target)
+        assert entry["bytes"] < fp32["bytes"] / 2, (entry["bytes"], fp32["bytes"])
+        assert entry["details"]["embedding_tables_int8"] == 2
+        assert "quantized_decomposed::embedding_byte" in entry["details"]["portable_ops"]
+        assert "aten::embedding" not in entry["details"]["portable_ops"]
