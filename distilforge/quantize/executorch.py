@@ -19,6 +19,7 @@ lowered to XNNPACK like the fp32 program (exporters/executorch.py).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, targ
     if static and calibration is None:
         raise ExportError(f"{target}: needs calibration data and none was given")
     with quiet() as captured, torch.no_grad():
-        module = wrap(ckpt)
+        module = copy.deepcopy(wrap(ckpt))  # quantize_embeddings replaces modules: the checkpoint's model stays as is
         tables = quantize_embeddings(module)
         quantizer = _quantizer(module, rung, static)
         graph = export_program(module, ckpt, shape, target).module()
