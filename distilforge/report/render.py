@@ -175,13 +175,13 @@ def fidelity_plot(data: ReportData) -> str:
 def fidelity_caption(data: ReportData) -> str:
     axis = "latency p50 at batch 1" if data.bench is not None else "size on disk"
     return (f"Each marker is one artifact, numbered as in the table (E: the eager reference), coloured by format "
-            f"(ONNX blue, OpenVINO purple, TFLite orange, TorchScript green; peers are hollow diamonds, failed "
-            f"artifacts hollow red). Across: {axis}. Up: further from eager: 1 − the lowest cosine similarity between "
-            f"its outputs and eager's over every validation case, on a log scale; a value below {FLOOR_TEXT} "
-            "(an fp32 artifact's float32 rounding; eager's own 0) is drawn at the floor. The dashed line joins the "
-            "Pareto front of this plane: the passed artifacts that no other passed artifact beats on both axes. "
-            "The key gives each one's task metric and its difference from eager's, which on a saturated task does "
-            "not separate artifacts.")
+            "(ONNX blue, OpenVINO purple, TFLite orange, TorchScript green, ExecuTorch teal; peers are hollow "
+            f"diamonds, failed artifacts hollow red). Across: {axis}. Up: further from eager: 1 − the lowest cosine "
+            "similarity between its outputs and eager's over every validation case, on a log scale; a value below "
+            f"{FLOOR_TEXT} (an fp32 artifact's float32 rounding; eager's own 0) is drawn at the floor. The dashed "
+            "line joins the Pareto front of this plane: the passed artifacts that no other passed artifact beats on "
+            "both axes. The key gives each one's task metric and its difference from eager's, which on a saturated "
+            "task does not separate artifacts.")
 
 
 def _key_note(r: Row, data: ReportData) -> str:
