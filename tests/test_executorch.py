@@ -63,19 +63,26 @@ def test_qa_takes_every_batch_up_to_its_bound(built, tiny_checkpoints):
 
 
 def test_a_smaller_bound_is_built_validated_and_recorded(tiny_checkpoints, tmp_path, built):
+    """A batch bound of 1 exports that axis static, and a sequence bound under the exporters' example length of 16
+    cuts the example (and the INT8 recipes' examples) to it."""
+    from conftest import TINY_TOLERANCES
+
     from distilforge.options import BuildOptions
     from distilforge.pipeline import build
+    from distilforge.validate.tolerances import parse_overrides
 
-    result = build(tiny_checkpoints["multiple-choice"], tmp_path / "out", targets=["executorch:fp32"],
-                   options=BuildOptions(executorch_max_shape=(1, 2, 32)))
-    entry = _entry(result, "executorch:fp32")
-    assert entry["validation"]["passed"], result.failures
-    assert entry["details"]["bounds"] == {"batch": [1, 1], "choices": [1, 2], "sequence": [1, 32]}
-    assert result.manifest["settings"]["executorch_max_shape"] == [1, 2, 32]
-    assert all(c["shape"][0] == 1 and c["shape"][1] <= 2 and c["shape"][2] <= 32
-               for c in entry["validation"]["cases"])
+    targets = ["executorch:fp32", "executorch:int8-dynamic"]
+    result = build(tiny_checkpoints["multiple-choice"], tmp_path / "out", targets=targets,
+                   options=BuildOptions(executorch_max_shape=(1, 2, 8), tolerances=parse_overrides(TINY_TOLERANCES)))
+    assert result.manifest["settings"]["executorch_max_shape"] == [1, 2, 8]
     default = _entry(built("multiple-choice"), "executorch:fp32")["details"]["planned_memory_bytes"]
-    assert entry["details"]["planned_memory_bytes"] < default / 4  # 1x2x32 against 4x4x64
+    for target in targets:
+        entry = _entry(result, target)
+        assert entry["validation"]["passed"], result.failures
+        assert entry["details"]["bounds"] == {"batch": [1, 1], "choices": [1, 2], "sequence": [1, 8]}
+        assert all(c["shape"][0] == 1 and c["shape"][1] <= 2 and c["shape"][2] <= 8
+                   for c in entry["validation"]["cases"])
+        assert entry["details"]["planned_memory_bytes"] < default / 4  # 1x2x8 against 4x4x64
 
 
 def test_the_card_says_what_an_app_calls(built):

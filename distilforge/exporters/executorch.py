@@ -26,6 +26,7 @@ from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
 from distilforge.errors import ExportError, UsageError, first_line
 from distilforge.exporters.common import (
     example_inputs,
+    example_shape,
     file_records,
     head_module,
     input_specs,
@@ -89,10 +90,12 @@ def wrap(ckpt: LoadedCheckpoint) -> Any:
     return QuestionAnswering(ckpt.model).eval()
 
 
-def example_tensors(ckpt: LoadedCheckpoint) -> tuple[Any, ...]:
+def example_tensors(ckpt: LoadedCheckpoint, bounds: tuple[int, ...]) -> tuple[Any, ...]:
+    """The exporters' example batch, each axis cut to the bounds (an axis bounded to 1 is exported static)."""
     import torch
 
-    return tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
+    shape = tuple(min(size, bound) for size, bound in zip(example_shape(ckpt.head), bounds, strict=True))
+    return tuple(torch.from_numpy(v) for v in example_inputs(ckpt, shape).values())
 
 
 def dynamic_shapes(ckpt: LoadedCheckpoint, shape: tuple[int, ...]) -> dict[str, dict[int, Any]]:
@@ -110,9 +113,7 @@ def export_program(module: Any, ckpt: LoadedCheckpoint, shape: tuple[int, ...], 
     """torch.export.export of `module` with the bounded dynamic axes."""
     import torch
 
-    inputs = example_tensors(ckpt)
-    if shape[0] == 1:  # the example batch must fit the bounds
-        inputs = tuple(t[:1] for t in inputs)
+    inputs = example_tensors(ckpt, shape)
     try:
         return torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes(ckpt, shape), strict=False)
     except Exception as e:

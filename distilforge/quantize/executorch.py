@@ -205,7 +205,7 @@ def _samples(ckpt: LoadedCheckpoint, calibration: CalibrationSet | None,
     from distilforge.quantize.calibration import fit_to_shape
 
     if calibration is None:
-        return [example_tensors(ckpt)]
+        return [example_tensors(ckpt, bounds)]
     longest, rows = bounds[-1], min(CALIBRATION_BATCH, bounds[0])
     samples = sorted((fit_to_shape(s, (*s["input_ids"].shape[:-1], min(longest, s["input_ids"].shape[-1])))
                       for s in calibration.samples), key=lambda s: s["input_ids"].shape[-1])
