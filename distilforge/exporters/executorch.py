@@ -121,8 +121,8 @@ def export_program(module: Any, ckpt: LoadedCheckpoint, shape: tuple[int, ...], 
 
 
 def lower(program: Any, target: str) -> Any:
-    """XNNPACK-delegated `.pte` program (an ExecutorchProgramManager). Quantized embeddings become
-    `quantized_decomposed::embedding_byte` (QuantFusionPass), which the runtime's quantized kernels run."""
+    """XNNPACK-delegated `.pte` program (an ExecutorchProgramManager). `do_quant_fusion_and_const_prop` folds the
+    INT8 recipes' weight dequantization into constants, as ExecuTorch's own LLM export does."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
