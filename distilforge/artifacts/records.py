@@ -66,7 +66,7 @@ class ExportedArtifact:
 
     @property
     def longest_sequence(self) -> int | None:
-        """The longest sequence it takes when that is less than any model's (fixed shapes, bounds); None: no limit."""
+        """The longest sequence its fixed shapes or bounds take; None: no limit but the model's."""
         if self.fixed_shapes:
             return max(s[-1] for s in self.fixed_shapes)
         return self.max_shape[-1] if self.max_shape else None

@@ -33,7 +33,7 @@ class Predictor:
     tokenizer: Any
     runner: Any
     longest: int  # tokens per row the artifact takes: its fixed shapes' or bounds' sequence, else the model's maximum
-    fixed: bool  # it takes fewer tokens than the model: longer texts are refused, not cut
+    fixed: bool  # it has fixed shapes or bounds: longer texts are refused, not cut
 
     def __call__(self, *texts: str, question: str | None = None, context: str | None = None,
                  choices: list[str] | None = None) -> list[dict[str, Any]]:
@@ -136,7 +136,7 @@ def load(out_dir: str | Path, target: str | None = None, *, threads: int = 1) ->
     longest = min(maximum, artifact.longest_sequence or maximum)
     runner = get_target(record["target"]).open_runner(out, artifact, threads)
     return Predictor(target=record["target"], folder=folder, head=head, config=config, tokenizer=tokenizer,
-                     runner=runner, longest=longest, fixed=longest < maximum)
+                     runner=runner, longest=longest, fixed=artifact.longest_sequence is not None)
 
 
 def _record(out: Path, manifest: dict[str, Any], target: str) -> dict[str, Any]:
