@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/distilforge predict artifacts "the striker scored twice in the final"
 
 test: $(STAMP)
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check distilforge tests benchmarks
