@@ -24,6 +24,7 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
     import torch
 
     inputs = tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
+    _fresh_compilation_unit()
     with quiet() as captured, torch.inference_mode():
         try:
             traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
@@ -39,3 +40,14 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
         details={"exporter": "torch.jit.trace", "torch": torch.__version__, **details},
         warnings=captured.warnings,
     )
+
+
+def _fresh_compilation_unit() -> None:
+    """Trace into a new TorchScript compilation unit. The process-wide one numbers each class compiled again
+    (`___torch_mangle_N`), and those names are in the saved file: without this, the bytes would depend on what
+    was traced earlier in the same process (another target, another build-many task on the same worker)."""
+    import torch
+
+    torch.jit._state._python_cu = torch._C.CompilationUnit()
+    torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
+    torch.jit._state._clear_class_state()
