@@ -47,6 +47,7 @@ from distilforge.errors import (
     DistilforgeError,
     ExportError,
     OutputDirError,
+    UsageError,
     first_line,
 )
 from distilforge.options import BuildOptions
@@ -98,11 +99,39 @@ class BuildResult:
         return lines
 
 
+@dataclass(frozen=True)
+class Part:
+    """Build only some of the chosen targets: the K-th of N round-robin slices (`--shard K/N`, a CI matrix), or
+    the named ones (a `build-many` task). Everything else (settings, reference, calibration) is the whole
+    build's, so `distilforge merge` can put the parts together into the manifest one build would write."""
+
+    index: int = 1
+    count: int = 1
+    names: tuple[str, ...] = ()
+
+    def pick(self, chosen: list[Target]) -> list[Target]:
+        if self.names:
+            return [t for t in chosen if t.name in self.names]
+        return chosen[self.index - 1::self.count]
+
+    def record(self, picked: list[Target]) -> dict[str, Any]:
+        return {"shard": None if self.names else f"{self.index}/{self.count}", "targets": [t.name for t in picked]}
+
+
+def parse_shard(text: str) -> Part:
+    """'2/3' -> the second of three slices."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise UsageError(f"--shard {text!r}: give K/N with 1 <= K <= N, e.g. 2/3")
+    return Part(index=int(index), count=int(count))
+
+
 def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *, targets: list[str] | None = None,
           options: BuildOptions | None = None, force: bool = False,
           progress: Progress | Callable[[str], None] | None = None,
           eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False,
-          on_loaded: Callable[[Source], None] | None = None) -> BuildResult:
+          on_loaded: Callable[[Source], None] | None = None, part: Part | None = None,
+          reuse: dict[str, dict[str, Any]] | None = None) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
@@ -111,7 +140,9 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     unchanged since the last build into `out` is reused (see artifacts/cache.py) unless `rebuild`.
     `progress`: what is shown while it runs (distilforge/progress.py); a plain callable gets each message.
     `on_loaded(source)` runs once the checkpoint is loaded and checked, before any target (`build --bench`
-    starts the peer's commands there)."""
+    starts the peer's commands there). `part`: build only a slice of the targets (the manifest records it as
+    `part`). `reuse`: entries from elsewhere whose files the caller has verified (build-many's driver), taken
+    when both their cache keys match; their files are not in `out`."""
     options = options or BuildOptions()
     progress = as_progress(progress)
     chosen = resolve_targets(targets)
@@ -137,7 +168,11 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     options = _with_calibration(options, source, chosen)
     if on_loaded:
         on_loaded(source)
-    progress.phase("build", len(chosen))
+    picked = part.pick(chosen) if part else chosen
+    if not picked:
+        raise UsageError(f"{part.record(picked)['shard'] or ', '.join(part.names)}: no target to build in this part "
+                         f"of {len(chosen)} target(s)")
+    progress.phase("build", len(picked))
     reference = Reference(eager_runner(source.ckpt, options.threads))
     created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
@@ -145,10 +180,12 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             clean_staging(out)
             previous = {} if rebuild else load_previous(out)
             begin_build(out)
-            entries = build_targets(chosen, source, out, options, reference, progress, keep_going=keep_going,
-                                    previous=previous)
+            entries = build_targets(picked, source, out, options, reference, progress, keep_going=keep_going,
+                                    previous=previous, reuse=reuse or {})
             progress.step("manifest", "writing")
             manifest = _manifest(source, entries, reference, options, chosen)
+            if part:
+                manifest["part"] = part.record(picked)
             write_manifest(out, manifest)
             end_build(out)
         except OSError as e:
@@ -214,13 +251,15 @@ def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
 
 def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
                   progress: Progress, *, keep_going: bool,
-                  previous: dict[str, dict[str, Any]]) -> list[ArtifactEntry]:
+                  previous: dict[str, dict[str, Any]],
+                  reuse: dict[str, dict[str, Any]] | None = None) -> list[ArtifactEntry]:
     """Each target in turn (reused when its inputs are unchanged); stop at the first failure unless keep_going."""
     entries: list[ArtifactEntry] = []
     files = source.ckpt.info.file_hashes()
     for target in chosen:
         keys = _cache_keys(target, source, files, options)
-        entry = _reuse(target, previous.get(target.name), keys, source, out, options, reference, progress)
+        entry = _verified_elsewhere((reuse or {}).get(target.name), keys)
+        entry = entry or _reuse(target, previous.get(target.name), keys, source, out, options, reference, progress)
         entry = entry or build_target(target, source, out, options, reference, progress)
         entry.cache = keys.to_dict()
         entries.append(entry)
@@ -263,6 +302,16 @@ def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], opt
     validation = {"tolerance": asdict(tolerance), "eval": source.eval_set.record() if source.eval_set else None,
                   "cpu": cpu}
     return cache_keys(export, validation)
+
+
+def _verified_elsewhere(previous: dict[str, Any] | None, keys: CacheKeys) -> ArtifactEntry | None:
+    """An entry whose files someone else holds and has verified, when it was exported and validated from the same
+    inputs as this build would (both keys)."""
+    if not previous or previous.get("error") or previous.get("cache") != keys.to_dict():
+        return None
+    entry = ArtifactEntry.from_dict(previous)
+    entry.reused = "all"
+    return entry
 
 
 def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, source: Source, out: Path,
