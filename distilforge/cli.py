@@ -35,6 +35,9 @@ examples:
   distilforge build --out artifacts                 # the built-in default model, every installed target
   distilforge build ./my-checkpoint --out out --targets onnx:fp32
   distilforge build ./my-checkpoint --out out --eval dev.jsonl   # task metrics on your labelled data
+  distilforge build ./my-checkpoint --out s2 --shard 2/3         # one job of a CI matrix
+  distilforge merge s1 s2 s3 --out out              # the shards' outputs as one build's
+  distilforge build-many plan.toml --out root       # many checkpoints, fanned out on Ray
   distilforge validate out                          # re-check hashes and outputs from the manifest
   distilforge bench out                             # time every artifact, Optimum's peer, eager and the GEMM floor
   distilforge report out --max-size-mb 30           # report.json/.md/.html and which artifact to ship
@@ -163,9 +166,42 @@ def _parser() -> argparse.ArgumentParser:
                    help="export and validate every target again, even those whose inputs have not changed")
     b.add_argument("--keep-going", action="store_true",
                    help="when a target fails, build the others anyway (default: stop at the first failure)")
+    b.add_argument("--shard", metavar="K/N",
+                   help="build only the K-th of N round-robin slices of the targets (a CI matrix job); "
+                        "'distilforge merge' puts the N outputs together")
     b.add_argument("--bench", action="store_true", help="then benchmark DIR as 'distilforge bench' does")
     b.add_argument("--no-peer", action="store_true", help="with --bench: no Optimum peer rows")
     b.set_defaults(func=_cmd_build)
+
+    m = sub.add_parser("merge", help="put the outputs of 'build --shard K/N' (or build-many's parts) together",
+                       description="Check that every PART was built from the same checkpoint bytes, settings, tool "
+                                   "and distilforge versions, that together they hold every target of the build "
+                                   "and agree where they overlap, and every file's sha256; then write --out with the "
+                                   "manifest one unsharded build would have written. Nothing is written on a "
+                                   "mismatch (exit 2).")
+    m.add_argument("parts", nargs="+", type=Path, metavar="PART", help="output directories of the shards")
+    m.add_argument("--out", required=True, type=Path, metavar="DIR", help="the merged output directory")
+    m.add_argument("--force", action="store_true", help="merge into a non-empty directory without a manifest")
+    m.add_argument("--mixed-cpus", action="store_true",
+                   help="merge parts validated on different CPU classes (e.g. a CI matrix on mixed runners); each "
+                        "artifact's validated_on says which CPU its figures are from")
+    m.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    m.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
+    m.set_defaults(func=_cmd_merge)
+
+    bm = sub.add_parser("build-many", help="build many checkpoints as Ray tasks, merged per checkpoint",
+                        description="Run each (checkpoint, target) build of PLAN (a TOML file, see docs/build-many.md) "
+                                    "as a Ray task with the CPUs it asks for, then merge each checkpoint's parts into "
+                                    "ROOT/<name> as one 'distilforge build' would write it. Without --ray-address, "
+                                    "Ray starts on this machine. Exit 1 if any target failed.")
+    bm.add_argument("plan", type=Path, metavar="PLAN", help="the plan file (TOML)")
+    bm.add_argument("--out", required=True, type=Path, metavar="ROOT", help="one output directory per checkpoint")
+    bm.add_argument("--ray-address", metavar="ADDR",
+                    help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' for the one started on this machine "
+                         "with 'ray start'); default: start Ray here")
+    bm.add_argument("--quiet", "-q", action="store_true", help="print only errors")
+    bm.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
+    bm.set_defaults(func=_cmd_build_many)
 
     v = sub.add_parser("validate", help="re-check an output directory against its manifest",
                        description="Verify every file's size and sha256, the checkpoint's files, and re-run "
@@ -302,7 +338,7 @@ def _wall_time(args: argparse.Namespace, started: float) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from distilforge.options import BuildOptions, parse_shapes
-    from distilforge.pipeline import build
+    from distilforge.pipeline import build, parse_shard
     from distilforge.validate.tolerances import parse_overrides
 
     started = time.monotonic()
@@ -319,11 +355,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
         head_start.append(start_head_start(source.ckpt.info.path, source.ckpt.head.task, options.threads))
 
+    part = parse_shard(args.shard) if args.shard else None
+    if part and args.bench:
+        raise UsageError("--bench with --shard: a shard holds some of the artifacts; bench the merged directory")
     try:
         with _progress(args) as progress:
             result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                            progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
-                           rebuild=args.rebuild, on_loaded=start_peer if args.bench and not args.no_peer else None)
+                           rebuild=args.rebuild, on_loaded=start_peer if args.bench and not args.no_peer else None,
+                           part=part)
             progress.close()  # the build's display ends here (the bench's phases start their own)
             benched = _bench(args, args.out, threads=options.threads, progress=progress,
                              peer_head_start=head_start[0] if head_start else None) if args.bench else None
@@ -404,6 +444,36 @@ def _split_targets(text: str | None) -> list[str] | None:
     if not names:
         raise UsageError(f"--targets {text!r}: no target named")
     return names
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from distilforge.artifacts.manifest import ArtifactEntry
+    from distilforge.artifacts.merge import merge
+    from distilforge.pipeline import BuildResult
+
+    manifest = merge(args.parts, args.out, force=args.force, mixed_cpus=args.mixed_cpus)
+    result = BuildResult(args.out, manifest, [ArtifactEntry.from_dict(a) for a in manifest["artifacts"]])
+    _report(args, result.entries, result.failures, title=f"distilforge merge {len(args.parts)} part(s) -> {args.out}",
+            extra={"manifest": str(args.out / "manifest.json")})
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _cmd_build_many(args: argparse.Namespace) -> int:
+    from distilforge.many.run import build_many
+    from distilforge.report.summary import print_many
+
+    started = time.monotonic()
+    with _progress(args) as progress:
+        result = build_many(args.plan, args.out, address=args.ray_address, progress=progress)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print_many(result)
+    for outcome in result.outcomes:
+        for line in ([outcome.error] if outcome.error else outcome.failed):
+            _err(f"distilforge: FAILED {outcome.name}: {line}")
+    _wall_time(args, started)
+    return EXIT_OK if result.passed else EXIT_FAILED
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

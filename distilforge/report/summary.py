@@ -65,3 +65,24 @@ def _agreement(row: dict[str, Any]) -> str:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def print_many(result: Any, *, console: Any = None) -> None:
+    """build-many's summary: a row per checkpoint, and where its tasks ran (distilforge/many/run.py)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from distilforge.progress import format_duration
+
+    console = console or Console(width=max(Console().width, 140))
+    table = Table(title=f"distilforge build-many -> {result.root}")
+    for col in ("checkpoint", "targets", "passed", "failed", "up to date", "task time", "nodes (tasks)", "status"):
+        table.add_column(col, justify="left" if col in ("checkpoint", "nodes (tasks)", "status") else "right")
+    for o in result.outcomes:
+        status = "[green]pass[/]" if o.ok else "[red]NOT BUILT[/]" if o.error else "[red]FAIL[/]"
+        nodes = ", ".join(f"{n} ({k})" for n, k in sorted(o.nodes.items()))
+        table.add_row(o.name, str(o.targets), str(o.passed), str(len(o.failed) or ("-" if o.error else 0)),
+                      str(o.reused), format_duration(o.task_seconds), nodes, status)
+    table.caption = (f"{len(result.nodes)} Ray node(s): "
+                     + ", ".join(f"{n[:8]} {addr}" for n, addr in sorted(result.nodes.items())))
+    console.print(table)
