@@ -11,6 +11,7 @@ Cases that leave the output directory alone are run twice: against a path that d
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -678,6 +680,151 @@ def _(ctx: Ctx) -> Bad:
     ctx.out.mkdir()
     (ctx.out / "manifest.json").write_text('{"schema_version": 1, "checkpoint": {}, "settings": {}}')
     return Bad(["validate", str(ctx.out)], ("manifest.json", "'artifacts' is missing"), out_states=("prepared",))
+
+
+# ---- merge and build-many: parts and plans --------------------------------------------------------------
+
+_PARTS: dict[tuple[str, str], Path] = {}
+PART_TARGETS = "onnx:fp32,torchscript:fp32"
+
+
+def shard(ctx: Ctx, key: str, k: int, *extra: str) -> Path:
+    """Shard k/2 of PART_TARGETS for a tiny checkpoint, built once per session, copied for the case."""
+    from distilforge.options import BuildOptions
+    from distilforge.pipeline import Part, build
+    from distilforge.validate.tolerances import parse_overrides
+
+    cache = (key, f"{k}{extra}")
+    if cache not in _PARTS:
+        where = Path(tempfile.mkdtemp(prefix="merge-parts-")) / f"{key}-{k}"
+        build(ctx.tiny[key], where, targets=PART_TARGETS.split(","), part=Part(index=k, count=2),
+              options=BuildOptions(threads=1, tolerances=parse_overrides(list(extra))))
+        _PARTS[cache] = where
+    copy = ctx.tmp / f"{key}-{k}-{len(list(ctx.tmp.glob(f'{key}-{k}-*')))}"
+    shutil.copytree(_PARTS[cache], copy)
+    return copy
+
+
+def rewrite_manifest(folder: Path, change: Callable[[dict], None]) -> None:
+    """Edit a part's manifest and give it a matching digest, as a build with other inputs would have written it."""
+    from distilforge.artifacts.manifest import manifest_digest
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    manifest["digest"] = manifest_digest(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def merge_argv(ctx: Ctx, *parts: Path) -> list[str]:
+    return ["merge", *map(str, parts), "--out", str(ctx.out)]
+
+
+@case("shard-malformed")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--shard", "4/3"), ("--shard '4/3'", "K/N"))
+
+
+@case("merge-other-checkpoint")
+def _(ctx: Ctx) -> Bad:
+    other = shard(ctx, "token", 2)
+    return Bad(merge_argv(ctx, shard(ctx, "seq-single", 1), other),
+               (str(other), "different checkpoint bytes", "config.json"))
+
+
+@case("merge-other-settings")
+def _(ctx: Ctx) -> Bad:
+    other = shard(ctx, "seq-single", 2, "fp32.max_abs=0.001")
+    return Bad(merge_argv(ctx, shard(ctx, "seq-single", 1), other), (str(other), "different settings", "max_abs"))
+
+
+@case("merge-other-tools")
+def _(ctx: Ctx) -> Bad:
+    other = shard(ctx, "seq-single", 2)
+    rewrite_manifest(other, lambda m: m["tools"].update(distilforge="0.0.1"))
+    return Bad(merge_argv(ctx, shard(ctx, "seq-single", 1), other),
+               (str(other), "different tool versions", "tools.distilforge"))
+
+
+@case("merge-shard-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(merge_argv(ctx, shard(ctx, "seq-single", 1)), ("no part has torchscript:fp32", "every shard"))
+
+
+@case("merge-overlap-differs")
+def _(ctx: Ctx) -> Bad:
+    one, other = shard(ctx, "seq-single", 1), shard(ctx, "seq-single", 1)
+    path = other / "onnx-fp32" / "model.onnx"
+    path.write_bytes(path.read_bytes() + b"\0")
+
+    def rehash(m: dict) -> None:
+        f = next(f for f in m["artifacts"][0]["files"] if f["path"] == "onnx-fp32/model.onnx")
+        f["bytes"], f["sha256"] = path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+    rewrite_manifest(other, rehash)
+    return Bad(merge_argv(ctx, one, shard(ctx, "seq-single", 2), other),
+               (str(other), "onnx:fp32 with different bytes", "overlap"))
+
+
+@case("merge-file-changed")
+def _(ctx: Ctx) -> Bad:
+    one = shard(ctx, "seq-single", 1)
+    with open(one / "onnx-fp32" / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    return Bad(merge_argv(ctx, one, shard(ctx, "seq-single", 2)),
+               (str(one), "onnx-fp32/model.onnx", "the manifest says"))
+
+
+@case("merge-manifest-edited")
+def _(ctx: Ctx) -> Bad:
+    one = shard(ctx, "seq-single", 1)
+    manifest = json.loads((one / "manifest.json").read_text())
+    manifest["passed"] = not manifest["passed"]
+    (one / "manifest.json").write_text(json.dumps(manifest))
+    return Bad(merge_argv(ctx, one, shard(ctx, "seq-single", 2)), ("manifest.json", "edited after the build"))
+
+
+@case("merge-not-an-output")
+def _(ctx: Ctx) -> Bad:
+    (ctx.tmp / "empty").mkdir()
+    return Bad(merge_argv(ctx, shard(ctx, "seq-single", 1), ctx.tmp / "empty"), ("manifest.json", "not found"))
+
+
+def plan_case(ctx: Ctx, text: str) -> list[str]:
+    plan = ctx.file("plan.toml", text)
+    return ["build-many", str(plan), "--out", str(ctx.out)]
+
+
+@case("plan-not-toml")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, "targets = [\n"), ("plan.toml", "not a valid TOML file"))
+
+
+@case("plan-unknown-key")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, f'thread = 1\n[[checkpoint]]\npath = "{ctx.ckpt}"\n'),
+               ("plan.toml", "unknown key 'thread'"))
+
+
+@case("plan-no-checkpoint")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, 'targets = ["onnx:fp32"]\n'), ("plan.toml", "no [[checkpoint]] entries"))
+
+
+@case("plan-file-missing")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, f'[[checkpoint]]\npath = "{ctx.ckpt}"\neval = "dev.jsonl"\n'),
+               ("plan.toml", "checkpoint[0].eval", "dev.jsonl: no such file"))
+
+
+@case("plan-duplicate-name")
+def _(ctx: Ctx) -> Bad:
+    entry = f'[[checkpoint]]\npath = "{ctx.ckpt}"\n'
+    return Bad(plan_case(ctx, entry * 2), ("plan.toml", "ROOT/ckpt", "distinct names"))
+
+
+@case("plan-unknown-target")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, f'targets = ["onnx:int3"]\n[[checkpoint]]\npath = "{ctx.ckpt}"\n'),
+               ("plan.toml", "onnx:int3"))
 
 
 def test_disk_full_after_an_earlier_build_lists_nothing_half_written(tmp_path: Path, tiny_checkpoints: dict[str, Path],

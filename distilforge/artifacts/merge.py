@@ -115,7 +115,8 @@ def _check_same(first: PartDir, other: PartDir, mixed_cpus: bool) -> None:
         if key == "checkpoint":  # the files' hashes first: they say which file differs
             a, b = _without_path(a), _without_path(b)
             if a and b and a.get("files") != b.get("files"):
-                a, b, key = a.get("files"), b.get("files"), "checkpoint.files"
+                a, b = ({f["path"]: f["sha256"] for f in r.get("files", [])} for r in (a, b))
+                key = "checkpoint.files"
         if a != b:
             raise MergeError(f"{other.path}: built from different {what} than {first.path} "
                              f"({_first_difference(a, b, key)}); rebuild the parts with the same inputs")
