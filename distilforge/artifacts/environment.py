@@ -6,6 +6,7 @@ import hashlib
 import os
 import platform
 import re
+import site
 from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ def _canonical(name: str) -> str:
 
 
 def _installed_versions() -> dict[str, str]:
-    return {_canonical(d.metadata["Name"]): d.version for d in distributions() if d.metadata["Name"]}
+    """What is installed in the environment's site-packages. Not everything on sys.path: importing setuptools puts
+    its _vendor folder there, whose older packaging, platformdirs and tomli would then count as installed (and
+    whether a library imported it before the manifest is written depends on what ran before in the process)."""
+    paths = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    return {_canonical(d.metadata["Name"]): d.version for d in distributions(path=paths) if d.metadata["Name"]}
 
 
 def machine_info(threads: int) -> dict[str, Any]:
