@@ -11,8 +11,11 @@ last run into ROOT is not exported again: its entry goes to the task, which reus
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -82,10 +85,25 @@ def build_many(plan_path: str | Path, root: str | Path, *, address: str | None =
         nodes = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes() if n.get("Alive")}
         progress.note(f"ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s); "
                       f"{len(plan.tasks)} task(s) of {plan.threads} CPU(s) each")
-        outcomes = _run(ray, plan, root, progress, max_retries)
+        with contextlib.redirect_stdout(_RayMessages(progress)):  # Ray prints its cluster's errors on stdout
+            outcomes = _run(ray, plan, root, progress, max_retries)
     finally:
         ray.shutdown()
     return ManyResult(root=root, outcomes=outcomes, nodes=nodes, wall_seconds=time.monotonic() - started)
+
+
+class _RayMessages(io.TextIOBase):
+    """Where Ray's messages to the driver go while tasks run ("Task run_task failed. There are 3 retries
+    remaining..."): a progress note per message (its first line), so `--json` keeps stdout to itself."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+        if line and line[0]:
+            self.progress.note(f"ray: {line[0]}")
+        return len(text)
 
 
 def _connect(address: str | None) -> Any:
