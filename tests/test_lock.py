@@ -3,6 +3,8 @@
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -77,3 +79,13 @@ def test_the_manifest_records_the_repos_lock(tiny_checkpoints, tmp_path):
     assert manifest == result.manifest
     assert manifest["lock"]["sha256"] == hashlib.sha256(LOCK.read_bytes()).hexdigest()
     assert list(manifest).index("lock") == list(manifest).index("tools") + 1
+
+
+def test_lock_record_does_not_depend_on_what_was_imported_before():
+    """setuptools puts its _vendor folder (old packaging, platformdirs, tomli) on sys.path when imported: that must
+    not change what the manifest says is installed (a build-many task and a sequential build must agree)."""
+    code = ("from distilforge.artifacts.environment import lock_record; a = lock_record(); import setuptools; "
+            "import sys; assert any('_vendor' in p for p in sys.path), sys.path; b = lock_record(); "
+            "assert a == b, (a['differs'], b['differs'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
