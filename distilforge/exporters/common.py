@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
+import sysconfig
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -100,17 +102,29 @@ class Captured:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[Captured]:
-    """Capture Python warnings, stdout and stderr, and mute chatty library loggers."""
+    """Capture Python warnings, stdout and stderr, and mute chatty library loggers.
+
+    What is recorded must not depend on what ran before in the process (a sequential build and a build-many task
+    give the same manifest): torch's warn-once warnings are raised every time; left out are warnings raised while a
+    module is being imported (which only the first importer sees) and the standard library's own deprecation
+    notices to a library (e.g. importlib.resources.read_binary, which ExecuTorch calls once behind a cache)."""
     captured = Captured()
     buffer = io.StringIO()
+    caught: list[warnings.WarningMessage] = []
     loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch.export", "onnxscript", "nncf",
                                               "openvino", "absl", "tensorflow", "transformers")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buffer), \
-            contextlib.redirect_stderr(buffer):
+
+    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if not _importing() and not _from_the_standard_library():
+            caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
+            _torch_warn_always():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         try:
             yield captured
         finally:
@@ -118,6 +132,42 @@ def quiet() -> Iterator[Captured]:
                 lg.setLevel(level)
             captured.output = buffer.getvalue()
             captured.warnings = _unique_messages(caught)
+
+
+def _importing() -> bool:
+    """Whether the current call stack is inside an import."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
+_INSTALLED = tuple({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})  # may lie under _STDLIB
+
+
+def _from_the_standard_library() -> bool:
+    """Whether the code that called warnings.warn is the standard library's (not a library in site-packages)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in (__file__, warnings.__file__):
+        frame = frame.f_back
+    name = frame.f_code.co_filename if frame is not None else ""
+    return name.startswith(_STDLIB) and not name.startswith(_INSTALLED) and "-packages" not in name
+
+
+@contextlib.contextmanager
+def _torch_warn_always() -> Iterator[None]:
+    """torch.set_warn_always(True): torch's TORCH_WARN_ONCE warnings are raised every time, not once a process."""
+    import torch
+
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        yield
+    finally:
+        torch.set_warn_always(before)
 
 
 def _unique_messages(caught: list[warnings.WarningMessage]) -> list[str]:

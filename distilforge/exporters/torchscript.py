@@ -4,7 +4,10 @@ still load `.pt` files, so the target stays and the warning goes into the manife
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
@@ -25,16 +28,22 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
 
     inputs = tuple(torch.from_numpy(v) for v in example_inputs(ckpt).values())
     _fresh_compilation_unit()
-    with quiet() as captured, torch.inference_mode():
-        try:
+
+    def trace_and_save() -> bytes:
+        with torch.inference_mode():
             traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
+            return buffer.getvalue()
+
+    with quiet() as captured:
+        try:
+            data = _in_a_new_thread(trace_and_save)
         except Exception as e:
             raise ExportError(f"{target}: torch.jit.trace failed: {type(e).__name__}: {first_line(e)}") from e
     # Written by Python, not by torch.jit.save: libtorch aborts the whole process (std::terminate in a
     # destructor) when the disk fills up under its file writer; here it is an OSError like any other.
-    (folder / MODEL_FILE).write_bytes(buffer.getvalue())
+    (folder / MODEL_FILE).write_bytes(data)
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.jit.trace", "torch": torch.__version__, **details},
@@ -51,3 +60,23 @@ def _fresh_compilation_unit() -> None:
     torch.jit._state._python_cu = torch._C.CompilationUnit()
     torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
     torch.jit._state._clear_class_state()
+
+
+def _in_a_new_thread(fn: Callable[[], bytes]) -> bytes:
+    """fn() in a thread of its own. torch.jit.trace keeps the whole Python call stack of every traced op in the
+    file's debug info, so the caller's frames (the CLI, the Python API, a build-many task) would change the bytes;
+    a new thread's stack starts at threading's bootstrap, the same whoever calls."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            result["error"] = e
+
+    thread = threading.Thread(target=run, name="distilforge-trace")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
