@@ -207,8 +207,37 @@ def test_manifest_keys_match_a_real_manifest(built):
     table = {row[0].strip("`"): row[1] for row in table_rows(section(DOCS / "manifest.md", "The manifest"))}
     manifest = json.loads((built("seq-single").out / "manifest.json").read_text())
     top = {key.removesuffix("[]") for key in table if "." not in key}
-    assert top == set(manifest), "docs/manifest.md's top-level keys differ from a real manifest's"
+    assert top - {"part"} == set(manifest), "docs/manifest.md's top-level keys differ from a real manifest's"
+    assert "part" in top  # a shard's manifest (tests/test_many.py checks its value)
     entry_keys = set().union(*(set(a) for a in manifest["artifacts"]))
     assert documented_keys(table["artifacts[]"]) == entry_keys, "artifacts[] keys differ from docs/manifest.md"
     validation_keys = set().union(*(set(a["validation"]) for a in manifest["artifacts"] if a["validation"]))
     assert documented_keys(table["artifacts[].validation"]) == validation_keys
+
+
+def test_readme_ci_matrix_is_valid_yaml_whose_commands_parse():
+    """The GitHub Actions example: real YAML, its shards cover 1..N once, and every distilforge line parses."""
+    import shlex
+
+    import yaml
+
+    from distilforge.cli import _parser
+
+    block = section(README, "Many checkpoints, many machines").split("```yaml\n", 1)[1].split("```", 1)[0]
+    jobs = yaml.safe_load(block)["jobs"]
+    matrix = jobs["shard"]["strategy"]["matrix"]["k"]
+    assert jobs["merge"]["needs"] == "shard"
+    commands = []
+    for job in jobs.values():
+        for step in job["steps"]:
+            for part in step.get("run", "").split("&&"):
+                if "distilforge" in part:
+                    commands.append(part.strip())
+    shards = []
+    for k in matrix:
+        for line in commands:
+            args = _parser().parse_args(shlex.split(line.replace("${{ matrix.k }}", str(k)))[1:])
+            if args.command == "build":
+                shards.append(args.shard)
+    assert sorted(shards) == [f"{k}/{len(matrix)}" for k in sorted(matrix)]
+    assert any(shlex.split(line)[1] == "merge" for line in commands)
