@@ -827,6 +827,12 @@ def _(ctx: Ctx) -> Bad:
                ("plan.toml", "onnx:int3"))
 
 
+@case("ray-address-unreachable")
+def _(ctx: Ctx) -> Bad:
+    argv = plan_case(ctx, f'targets = ["onnx:fp32"]\n[[checkpoint]]\npath = "{ctx.ckpt}"\n')
+    return Bad(argv + ["--ray-address", "127.0.0.1:1"], ("--ray-address 127.0.0.1:1", "nothing answers there"))
+
+
 def test_disk_full_after_an_earlier_build_lists_nothing_half_written(tmp_path: Path, tiny_checkpoints: dict[str, Path],
                                                                       capfd: pytest.CaptureFixture[str]) -> None:
     """Out of space while replacing an earlier build: like a killed build, no manifest vouches for anything,

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from typing import Any
 from distilforge.artifacts.layout import STAGING_PREFIX, check_out_dir
 from distilforge.artifacts.manifest import read_manifest, verify_files
 from distilforge.artifacts.merge import link_or_copy, merge
-from distilforge.errors import DistilforgeError, MissingBackendError, first_line
+from distilforge.errors import DistilforgeError, MissingBackendError, UsageError, first_line
 from distilforge.many.plan import CheckpointPlan, Plan, read_plan
 from distilforge.many.task import TaskResult, TaskSpec, run_task, unpack
 from distilforge.progress import Progress, as_progress
@@ -92,6 +93,19 @@ def build_many(plan_path: str | Path, root: str | Path, *, address: str | None =
     return ManyResult(root=root, outcomes=outcomes, nodes=nodes, wall_seconds=time.monotonic() - started)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail at once on an address nothing listens at (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: give HOST:PORT of the cluster's head, e.g. 10.0.0.1:6379, "
+                         "or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); "
+                         "is the cluster's head running ('ray start --head')?") from None
+
+
 class _RayMessages(io.TextIOBase):
     """Where Ray's messages to the driver go while tasks run ("Task run_task failed. There are 3 retries
     remaining..."): a progress note per message (its first line), so `--json` keeps stdout to itself."""
@@ -115,13 +129,16 @@ def _connect(address: str | None) -> Any:
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "USE_TF", "TF_CPP_MIN_LOG_LEVEL") if k in os.environ}
     kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
                                   runtime_env={"env_vars": env} if env else None)
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise DistilforgeError(f"ray: cannot {'join ' + address if address else 'start'}: {first_line(e)}") from None
+        raise UsageError(f"--ray-address {address}: cannot join: {first_line(e)}" if address
+                         else f"ray: cannot start on this machine: {first_line(e)}") from None
     return ray
 
 
