@@ -185,8 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--mixed-cpus", action="store_true",
                    help="merge parts validated on different CPU classes (e.g. a CI matrix on mixed runners); each "
                         "artifact's validated_on says which CPU its figures are from")
-    m.add_argument("--quiet", "-q", action="store_true", help="print only errors")
-    m.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
+    _output_options(m)
     m.set_defaults(func=_cmd_merge)
 
     bm = sub.add_parser("build-many", help="build many checkpoints as Ray tasks, merged per checkpoint",
@@ -199,8 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     bm.add_argument("--ray-address", metavar="ADDR",
                     help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' for the one started on this machine "
                          "with 'ray start'); default: start Ray here")
-    bm.add_argument("--quiet", "-q", action="store_true", help="print only errors")
-    bm.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
+    _output_options(bm)
     bm.set_defaults(func=_cmd_build_many)
 
     v = sub.add_parser("validate", help="re-check an output directory against its manifest",
@@ -285,9 +283,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="threads per runtime (default: 2)")
+    _output_options(p)
+    p.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of a table")
-    p.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
 
 
 def _positive_int(text: str) -> int:
