@@ -13,7 +13,8 @@ from typing import Any
 
 from distilforge.artifacts.hashing import sha256_file
 from distilforge.errors import CheckpointError, first_line
-from distilforge.heads import ARCHITECTURES, HeadSpec, find_head
+from distilforge.heads import ARCHITECTURES, SENTENCE_HEAD, HeadSpec, find_head
+from distilforge.sentence import SentencePooling, check_dimension, is_sentence_transformers, read_sentence_pooling
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -29,10 +30,21 @@ class CheckpointInfo:
     head: HeadSpec
     weight_files: tuple[Path, ...]
     has_tokenizer: bool
+    sentence: SentencePooling | None = None  # a sentence-transformers folder's pooling
+
+    @property
+    def model_dir(self) -> Path:
+        """The folder with config.json, the weights and the tokenizer (a sentence-transformers folder may keep
+        its transformer in a subfolder)."""
+        return self.path / self.sentence.transformer if self.sentence else self.path
 
     @property
     def max_length(self) -> int:
-        return int(self.config.get("max_position_embeddings", 512))
+        """The longest input: the model's positions, or a sentence-transformers folder's max_seq_length."""
+        positions = int(self.config.get("max_position_embeddings", 512))
+        if self.sentence and self.sentence.max_seq_length:
+            return min(positions, self.sentence.max_seq_length)
+        return positions
 
     @property
     def vocab_size(self) -> int:
@@ -51,12 +63,17 @@ class CheckpointInfo:
             out["problem_type"] = self.head.problem_type
         if "id2label" in c and self.head.task in ("text-classification", "token-classification"):
             out["num_labels"] = len(c["id2label"])
+        if self.sentence:
+            out["sentence_transformers"] = self.sentence.record()
         return out
 
     def file_hashes(self) -> list[dict[str, Any]]:
-        """sha256 of every regular file in the checkpoint directory (not recursive)."""
-        return [{"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
-                for p in sorted(self.path.iterdir()) if p.is_file()]
+        """sha256 of every regular file in the checkpoint directory (not recursive), and in the folders of a
+        sentence-transformers folder's modules."""
+        folders = [self.path, *(self.path / d for d in (self.sentence.module_dirs if self.sentence else ()))]
+        files = sorted({p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file()})
+        return [{"path": p.relative_to(self.path).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                for p in files]
 
 
 @dataclass
@@ -80,10 +97,23 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         raise CheckpointError(f"{path}: no such checkpoint directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (a checkpoint is a folder with config.json and weights)")
+    if is_sentence_transformers(path):
+        return _inspect_sentence_transformers(path)
     config = _read_config(path / "config.json")
     head = _detect_head(path / "config.json", config)
     return CheckpointInfo(path=path.resolve(), config=config, head=head,
                           weight_files=_find_weights(path), has_tokenizer=_has_tokenizer(path))
+
+
+def _inspect_sentence_transformers(path: Path) -> CheckpointInfo:
+    """A sentence-transformers folder: its transformer is a DistilBERT whatever config.json's architectures say
+    (sentence-transformers loads it as the base model), then pooling."""
+    pooling = read_sentence_pooling(path)
+    model_dir = path / pooling.transformer
+    config = _read_config(model_dir / "config.json")
+    check_dimension(model_dir / "config.json", pooling, config)
+    return CheckpointInfo(path=path.resolve(), config=config, head=SENTENCE_HEAD, weight_files=_find_weights(model_dir),
+                          has_tokenizer=_has_tokenizer(model_dir), sentence=pooling)
 
 
 def _read_config(config_path: Path) -> dict[str, Any]:
@@ -227,17 +257,21 @@ def _load_model(info: CheckpointInfo) -> Any:
     import torch
     import transformers
 
-    cls = getattr(transformers, info.head.architecture)
+    cls = transformers.DistilBertModel if info.sentence else getattr(transformers, info.head.architecture)
     try:
         # ignore_mismatched_sizes: a tensor of the wrong shape is listed in `loading`, named, rather than
         # raised as "Error(s) in loading state_dict for Linear:" with the name on a later line
-        model, loading = cls.from_pretrained(str(info.path), output_loading_info=True, ignore_mismatched_sizes=True,
+        model, loading = cls.from_pretrained(str(info.model_dir), output_loading_info=True, ignore_mismatched_sizes=True,
                                              dtype=torch.float32, local_files_only=True)
     except Exception as e:  # transformers raises many types for a bad file
         raise CheckpointError(f"{info.weight_files[0]}: weights cannot be loaded: {_first_line(e)}") from None
     problems = _loading_problems(loading, model, info.weight_files)
     if problems:
         raise CheckpointError(f"{info.weight_files[0]}: weights do not match config.json: {problems}")
+    if info.sentence:
+        from distilforge.sentence import sentence_model
+
+        return sentence_model(model.eval(), info.sentence)
     return model.eval()
 
 
@@ -303,9 +337,9 @@ def _load_tokenizer(info: CheckpointInfo) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(info.path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(info.model_dir), local_files_only=True)
     except Exception as e:
-        raise CheckpointError(f"{info.path}: tokenizer files cannot be loaded: {_first_line(e)}") from None
+        raise CheckpointError(f"{info.model_dir}: tokenizer files cannot be loaded: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:

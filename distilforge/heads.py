@@ -11,8 +11,9 @@ from dataclasses import dataclass
 #   "class"     argmax over the last axis (per row, or per kept token)
 #   "labels"    the sign of every logit (multi-label: sigmoid > 0.5)
 #   "position"  argmax over the sequence axis, padded positions excluded (QA spans)
+#   "neighbour" each row's nearest other row of its batch by cosine (embeddings; batches of 3 rows or more)
 #   None        no discrete decision (hidden states, regression)
-AGREEMENT_KINDS = ("class", "labels", "position", None)
+AGREEMENT_KINDS = ("class", "labels", "position", "neighbour", None)
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class OutputSpec:
     name: str
     per_token: bool  # has a sequence axis right after batch (and choices); compare kept positions only
     agreement: str | None
+    row_cosine: bool = False  # cosine per row (an embedding each), the lowest reported; else over the whole output
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class HeadSpec:
         return self.architecture + (f"/{self.problem_type}" if self.problem_type else "")
 
 
+SENTENCE_TRANSFORMER = "SentenceTransformer"
+
+
 def _head(arch: str, task: str, *outputs: OutputSpec, problem_type: str | None = None,
           multiple_choice: bool = False) -> HeadSpec:
     return HeadSpec(arch, problem_type, task, tuple(outputs), multiple_choice)
@@ -69,9 +74,14 @@ HEADS: tuple[HeadSpec, ...] = (
           OutputSpec("start_logits", True, "position"), OutputSpec("end_logits", True, "position")),
     _head("DistilBertForMultipleChoice", "multiple-choice", OutputSpec("logits", False, "class"),
           multiple_choice=True),
+    # a sentence-transformers folder (sentence.py): a DistilBertModel, then pooling and maybe normalization
+    _head(SENTENCE_TRANSFORMER, "sentence-similarity", OutputSpec("last_hidden_state", True, None),
+          OutputSpec("sentence_embedding", False, "neighbour", row_cosine=True)),
 )
 
-ARCHITECTURES = tuple(dict.fromkeys(h.architecture for h in HEADS))
+# what config.json's `architectures` may name (a sentence-transformers folder is found by its modules.json)
+ARCHITECTURES = tuple(dict.fromkeys(h.architecture for h in HEADS if h.architecture != SENTENCE_TRANSFORMER))
+SENTENCE_HEAD = next(h for h in HEADS if h.architecture == SENTENCE_TRANSFORMER)
 
 
 def find_head(architecture: str, problem_type: str | None) -> HeadSpec | None:

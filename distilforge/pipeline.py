@@ -17,7 +17,7 @@ from typing import Any
 
 from distilforge.artifacts.cache import CacheKeys, cache_keys, load_previous, reusable, save_progress
 from distilforge.artifacts.environment import cpu_record, machine_info, tool_versions
-from distilforge.artifacts.folder import add_companions, card_problems, write_card
+from distilforge.artifacts.folder import add_companions, add_sentence_files, card_problems, write_card
 from distilforge.artifacts.layout import (
     begin_build,
     check_out_dir,
@@ -361,7 +361,10 @@ def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, compani
     model (unless already there), then the card; the entry lists every file."""
     files = [f for f in entry.artifact.files if f.role != "card"]
     if companions:
-        files = [f for f in files if f.role == "model"] + add_companions(source.ckpt.info.path, folder, folder.name)
+        info = source.ckpt.info
+        files = [f for f in files if f.role == "model"] + add_companions(info.model_dir, folder, folder.name)
+        if info.sentence:
+            files += add_sentence_files(info.path, info.sentence, folder, folder.name)
     entry.artifact.files = files  # what the card lists: every file but itself
     card = write_card(folder, entry.to_dict(), source.record)
     entry.artifact.files = files + [card]

@@ -16,6 +16,7 @@ from typing import Any
 
 from distilforge import __version__
 from distilforge.artifacts.records import FileRecord
+from distilforge.sentence import SentencePooling, sentence_module_files
 
 CARD = "distilforge.json"
 CARD_VERSION = 1
@@ -51,6 +52,18 @@ def add_companions(checkpoint: Path, folder: Path, prefix: str) -> list[FileReco
             shutil.copyfile(source, folder / name)
             records.append(_record(folder, name, prefix, role))
     return records
+
+
+def add_sentence_files(root: Path, pooling: SentencePooling, folder: Path, prefix: str) -> list[FileRecord]:
+    """A sentence-transformers checkpoint's module files, so `SentenceTransformer(folder, backend="onnx")` (or
+    "openvino") loads the folder: modules.json with the transformer in the folder itself, the pooling's config and
+    the transformer's sentence-transformers configs. Records as add_companions gives them (role "config")."""
+    written = []
+    for name, data in sentence_module_files(root, pooling).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        written.append(_record(folder, name, prefix, "config"))
+    return written
 
 
 def write_card(folder: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> FileRecord:

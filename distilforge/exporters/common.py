@@ -73,12 +73,14 @@ def output_specs(ckpt: LoadedCheckpoint, dtype: str = "float32",
     for out in head.outputs:
         dims: tuple[int | str, ...] = batch_seq if out.per_token else batch_seq[:1]
         last = _last_dim(head.task, config)
+        if out.name == "sentence_embedding" and ckpt.info.sentence:
+            last = ckpt.info.sentence.embedding_dimension
         specs.append(TensorSpec(out.name, dtype, dims + ((last,) if last else ())))
     return specs
 
 
 def _last_dim(task: str, config: dict[str, Any]) -> int | None:
-    if task == "feature-extraction":
+    if task in ("feature-extraction", "sentence-similarity"):
         return int(config.get("dim", 768))
     if task == "fill-mask":
         return int(config["vocab_size"])
