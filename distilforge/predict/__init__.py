@@ -45,7 +45,10 @@ class Predictor:
         if not texts:
             raise UsageError(f"{self.target}: give at least one TEXT")
         rows = [self._encode(t) for t in texts]  # all checked before any runs
-        return [self._decode(self._run([row]), 0, row) for row in rows]  # one at a time, as validation scores them
+        results = [self._decode(self._run([row]), 0, row) for row in rows]  # one at a time, as validation scores them
+        if task == "sentence-similarity" and len(results) == 2:
+            results.append(decode.similarity(*results))
+        return results
 
     def _encode(self, text: str, pair: str | None = None) -> decode.Encoded:
         enc = self.tokenizer(text, pair, truncation="only_second" if pair else True, max_length=self.longest,
@@ -86,6 +89,8 @@ class Predictor:
             if not result["masks"]:
                 raise UsageError(f"{self.target}: a fill-mask model needs a {self.tokenizer.mask_token} in the text: "
                                  f"{row.text!r}")
+        elif task == "sentence-similarity":
+            result = decode.sentence_embedding(outputs["sentence_embedding"][i])
         else:
             result = decode.embedding(outputs["last_hidden_state"][i], row)
         return {"text": row.text, **result, **({"truncated": True} if row.truncated else {})}
@@ -133,6 +138,8 @@ def load(out_dir: str | Path, target: str | None = None, *, threads: int = 1) ->
     except (OSError, ValueError) as e:
         raise OutputDirError(f"{source}: no tokenizer to turn text into token ids ({e})") from None
     maximum = int(config.get("max_position_embeddings", 512))
+    sentence = manifest["checkpoint"].get("config", {}).get("sentence_transformers") or {}
+    maximum = min(maximum, sentence.get("max_seq_length") or maximum)
     longest = min(maximum, artifact.longest_sequence or maximum)
     runner = get_target(record["target"]).open_runner(out, artifact, threads)
     return Predictor(target=record["target"], folder=folder, head=head, config=config, tokenizer=tokenizer,

@@ -121,8 +121,27 @@ def embedding(hidden: np.ndarray, row: Encoded) -> dict[str, Any]:
             "mean_norm": float(np.linalg.norm(kept.mean(axis=0)))}
 
 
+def sentence_embedding(vector: np.ndarray) -> dict[str, Any]:
+    """A sentence-transformers model's embedding of one text: its size, its L2 norm (1 when the model
+    normalizes), and the vector itself."""
+    return {"dimension": int(vector.shape[-1]), "norm": float(np.linalg.norm(vector.astype(np.float64))),
+            "embedding": [float(x) for x in vector]}
+
+
+def similarity(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The cosine similarity of two texts' embeddings (results of sentence_embedding)."""
+    a, b = np.asarray(first["embedding"], dtype=np.float64), np.asarray(second["embedding"], dtype=np.float64)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return {"text": f"{first['text']} | {second['text']}", "texts": [first["text"], second["text"]],
+            "cosine": float(a @ b / norms) if norms else 0.0}
+
+
 def describe(task: str, result: dict[str, Any]) -> str:
     """The one line `distilforge predict` prints for a result."""
+    if "cosine" in result:
+        return f"cosine {result['cosine']:.4f}"
+    if "embedding" in result:
+        return f"sentence_embedding {result['dimension']} dims, norm {result['norm']:.4f}"
     if "value" in result:
         return f"{result['value']:.4f}"
     if "labels" in result:

@@ -61,7 +61,8 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
             if problem:
                 failures.append(problem)
                 continue
-            m = compare_output(case.name, case.shape, spec, expected[spec.name], actual[spec.name], case.mask)
+            m = compare_output(case.name, case.shape, spec, expected[spec.name], actual[spec.name], case.mask,
+                               texts=case.texts)
             metrics.append(m)
             failures += check_output(artifact.target, m, tolerance)
     for spec in head.outputs:

@@ -6,20 +6,22 @@ import numpy as np
 
 from distilforge.artifacts.records import OutputMetrics, Tolerance, overall_agreement
 from distilforge.heads import OutputSpec
+from distilforge.validate.inputs import NEIGHBOUR_MIN_ROWS
 
 
 def compare_output(case_name: str, shape: tuple[int, ...], spec: OutputSpec, reference: np.ndarray,
-                   actual: np.ndarray, mask: np.ndarray) -> OutputMetrics:
-    """Metrics for one output of one case. Shapes must already match."""
+                   actual: np.ndarray, mask: np.ndarray, *, texts: bool = False) -> OutputMetrics:
+    """Metrics for one output of one case (`texts`: its rows are real text). Shapes must already match."""
     ref, got = _kept(reference, mask, spec), _kept(actual, mask, spec)
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     diff = np.abs(ref64 - got64)
-    decisions = _agreeing_decisions(spec, reference, actual, mask)
+    decisions = _agreeing_decisions(spec, reference, actual, mask, texts)
     return OutputMetrics(
         case=case_name, shape=shape, output=spec.name,
         max_abs=float(diff.max()) if diff.size else 0.0,
         mean_abs=float(diff.mean()) if diff.size else 0.0,
-        cosine=_cosine(ref64.ravel(), got64.ravel()) if diff.size >= 2 else None,
+        cosine=_row_cosine(ref64, got64) if spec.row_cosine else
+        _cosine(ref64.ravel(), got64.ravel()) if diff.size >= 2 else None,
         agreement=float(np.mean(decisions)) if decisions is not None else None,
         decisions=int(decisions.size) if decisions is not None else 0,
         compared=int(diff.size),
@@ -42,8 +44,24 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+def _row_cosine(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """The lowest cosine between a row of the reference and the same row of the artifact (one embedding each)."""
+    rows = [_cosine(a, b) for a, b in zip(ref.reshape(len(ref), -1), got.reshape(len(got), -1), strict=True)]
+    return min(rows) if rows else None
+
+
+def nearest_neighbours(embeddings: np.ndarray) -> np.ndarray:
+    """Each row's nearest other row by cosine (rows of a batch of at least 3)."""
+    e = embeddings.astype(np.float64)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    unit = e / np.where(norms == 0, 1.0, norms)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(-1)
+
+
 def _agreeing_decisions(spec: OutputSpec, reference: np.ndarray, actual: np.ndarray,
-                        mask: np.ndarray) -> np.ndarray | None:
+                        mask: np.ndarray, texts: bool) -> np.ndarray | None:
     """A boolean per discrete decision: does the artifact decide as the reference does?"""
     if spec.agreement == "class":
         ref, got = _kept(reference, mask, spec), _kept(actual, mask, spec)
@@ -55,6 +73,10 @@ def _agreeing_decisions(spec: OutputSpec, reference: np.ndarray, actual: np.ndar
         ref = np.where(keep, reference, -np.inf).argmax(-1)
         got = np.where(keep, actual, -np.inf).argmax(-1)
         return (ref == got).ravel()
+    if spec.agreement == "neighbour":  # among real texts; random ids have no meaning to be near in
+        if not texts or reference.shape[0] < NEIGHBOUR_MIN_ROWS:
+            return None
+        return nearest_neighbours(reference) == nearest_neighbours(actual)
     return None
 
 

@@ -11,6 +11,8 @@ import numpy as np
 from distilforge.checkpoint import CheckpointInfo
 from distilforge.heads import OutputSpec
 
+NEIGHBOUR_MIN_ROWS = 3  # rows of real text a batch needs for nearest-neighbour decisions (two: each other's)
+
 # The example the exporters trace with: (batch, sequence), and choices for multiple choice.
 EXPORT_BATCH, EXPORT_SEQUENCE, EXPORT_CHOICES = 2, 16, 2
 # Dynamic-shape grid: (batch, sequence). 61 is never seen at export; None is the model's maximum. A fixed-shape
@@ -37,6 +39,7 @@ class Case:
     # keep the granularity of a batch while each text's output is the one it gets alone.
     rows_alone: bool = False
     per_token: tuple[str, ...] = ()  # outputs with a sequence axis after the batch axis
+    texts: bool = False  # rows of real text (nearest-neighbour decisions are made among these only)
 
     @property
     def mask(self) -> np.ndarray:
@@ -90,7 +93,8 @@ class Fits:
         if shape == case.shape:
             return case
         index = tuple(slice(0, n) for n in shape)
-        return Case(f"{case.name} cut to {'x'.join(map(str, shape))}", {k: v[index] for k, v in case.inputs.items()})
+        return Case(f"{case.name} cut to {'x'.join(map(str, shape))}", {k: v[index] for k, v in case.inputs.items()},
+                    texts=case.texts)
 
 
 def decisions(info: CheckpointInfo, case: Case) -> int:
@@ -104,6 +108,8 @@ def _output_decisions(spec: OutputSpec, case: Case, info: CheckpointInfo) -> int
         return int(case.mask.sum())
     if spec.agreement == "labels":
         return case.shape[0] * info.num_labels
+    if spec.agreement == "neighbour":
+        return case.shape[0] if case.texts and case.shape[0] >= NEIGHBOUR_MIN_ROWS else 0
     return case.shape[0]  # one class per row (or per question for multiple choice), one position per row
 
 
@@ -177,7 +183,7 @@ def _text_case(tokenizer: Any, texts: Sequence[str], info: CheckpointInfo, start
         encoded = {k: v.reshape(rows, choices, -1) for k, v in encoded.items()}
     first = start * choices % len(texts) + 1
     dims = "x".join(map(str, encoded["input_ids"].shape))
-    return Case(f"text {first}-{first + rows * choices - 1} {dims}", encoded)
+    return Case(f"text {first}-{first + rows * choices - 1} {dims}", encoded, texts=True)
 
 
 def tokenize(tokenizer: Any, task: str, texts: Sequence[str], *, rows: int, max_length: int,

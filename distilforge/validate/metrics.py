@@ -41,6 +41,16 @@ def pearson(gold: Sequence[float], predicted: Sequence[float]) -> float:
     return float(np.corrcoef(gold_a, pred_a)[0, 1] * 100.0)
 
 
+def spearman(gold: Sequence[float], predicted: Sequence[float]) -> float:
+    """Spearman's rank correlation in points (the STS benchmark's figure); constant input: 0, as pearson."""
+    from scipy.stats import spearmanr
+
+    gold_a, pred_a = np.asarray(gold, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    if np.ptp(gold_a) == 0 or np.ptp(pred_a) == 0:
+        return 0.0
+    return float(spearmanr(gold_a, pred_a).statistic * 100.0)
+
+
 def mse(gold: Sequence[float], predicted: Sequence[float]) -> float:
     from sklearn.metrics import mean_squared_error
 

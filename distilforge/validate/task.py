@@ -11,6 +11,7 @@ One kind of labelled data per head (the `--eval FILE` formats, .jsonl or .csv):
 | token           | tokens, tags (lists, IOB2; csv: spaces)  | entity_f1, entity_precision, _recall  |
 | qa              | question, context, answer (in context)   | f1, exact_match (SQuAD normalization) |
 | multiple_choice | prompt, choices (list; csv: `a|b`), label| accuracy                              |
+| similarity      | sentence1, sentence2, score (number)     | spearman, pearson (x100, of the cosine)|
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ if TYPE_CHECKING:
 # can depend on its neighbours (measured on the default model: one held-out text was "finance" like eager's in a
 # batch of 16 and "sports" alone).
 EVAL_BATCH = 16
-PER_TOKEN = {"token": ("logits",), "qa": ("start_logits", "end_logits")}  # outputs with a sequence axis
+PER_TOKEN = {"token": ("logits",), "qa": ("start_logits", "end_logits"),  # outputs with a sequence axis
+             "similarity": ("last_hidden_state",)}
 MAX_ANSWER_TOKENS = 30  # longest answer span considered, in tokens (as in Hugging Face's QA examples)
 CSV_LIST_SEPARATOR = "|"  # csv: labels and choices; tokens and tags are separated by whitespace
 
 GATED = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "pearson", "token": "entity_f1",
-         "qa": "f1", "multiple_choice": "accuracy"}
+         "qa": "f1", "multiple_choice": "accuracy", "similarity": "spearman"}
 
 
 def eval_kind(head: HeadSpec) -> str | None:
@@ -53,7 +55,7 @@ def eval_kind(head: HeadSpec) -> str | None:
         return {"single_label_classification": "single_label", "multi_label_classification": "multi_label",
                 "regression": "regression"}[head.problem_type or "single_label_classification"]
     return {"token-classification": "token", "question-answering": "qa",
-            "multiple-choice": "multiple_choice"}.get(head.task)
+            "multiple-choice": "multiple_choice", "sentence-similarity": "similarity"}.get(head.task)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def check_eval_head(head: HeadSpec, path: str | Path) -> str:
     kind = eval_kind(head)
     if kind is None:
         raise UsageError(f"--eval {path}: {head.architecture} has no labels to score (--eval needs a "
-                         "classification, regression, token-classification, QA or multiple-choice head)")
+                         "classification, regression, token-classification, QA or multiple-choice head, or a "
+                         "sentence-transformers model)")
     return kind
 
 
@@ -109,7 +112,7 @@ def load_eval_set(path: str | Path, info: CheckpointInfo, tokenizer: Any) -> Eva
     parse = _PARSERS[kind]
     names = _label_names(info.config) if kind in ("single_label", "multi_label", "token") else ()
     examples = [parse(_Row(path, line, row), names) for line, row in rows]
-    if kind == "regression" and len({label for _, label in examples}) < 2:
+    if kind in ("regression", "similarity") and len({label for _, label in examples}) < 2:
         raise DataFileError(f"{path}: every label is the same value; Pearson correlation is undefined")
     return EvalSet(inputs=tuple(i for i, _ in examples), labels=tuple(label for _, label in examples),
                    source=given, kind=kind, sha256=sha256_file(path), path=str(path.resolve()), label_names=names)
@@ -203,15 +206,23 @@ def _multi_label(row: _Row, names: Sequence[str]) -> tuple[tuple[Any, ...], Any]
 
 
 def _regression(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
-    value = row.get("label")
+    return (row.text("text"),), _number(row, "label")
+
+
+def _similarity(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...], Any]:
+    return (row.text("sentence1"), row.text("sentence2")), _number(row, "score")
+
+
+def _number(row: _Row, name: str) -> float:
+    value = row.get(name)
     if row.csv:
         try:
             value = float(value)
         except ValueError:
-            raise row.error(f"label {value!r} is not a number") from None
+            raise row.error(f"{name} {value!r} is not a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(_as_float(value)):
-        raise row.error(f"label {_short(value)} must be a finite number")
-    return (row.text("text"),), float(value)
+        raise row.error(f"{name} {_short(value)} must be a finite number")
+    return float(value)
 
 
 def _as_float(value: float) -> float:
@@ -255,7 +266,7 @@ def _multiple_choice(row: _Row, _names: Sequence[str]) -> tuple[tuple[Any, ...],
 
 _PARSERS: dict[str, Callable[[_Row, Sequence[str]], tuple[tuple[Any, ...], Any]]] = {
     "single_label": _single_label, "multi_label": _multi_label, "regression": _regression, "token": _token,
-    "qa": _qa, "multiple_choice": _multiple_choice}
+    "qa": _qa, "multiple_choice": _multiple_choice, "similarity": _similarity}
 
 
 @dataclass(frozen=True)
@@ -276,7 +287,7 @@ def eval_batches(tokenizer: Any, eval_set: EvalSet, *, max_length: int) -> list[
         chunk = eval_set.inputs[start:stop]
         inputs, align = _ENCODERS[eval_set.kind](tokenizer, chunk, max_length)
         shape = "x".join(map(str, inputs["input_ids"].shape))
-        case = Case(f"eval {start + 1}-{stop} {shape}", inputs, rows_alone=True,
+        case = Case(f"eval {start + 1}-{stop} {shape}", inputs, rows_alone=True, texts=True,
                     per_token=PER_TOKEN.get(eval_set.kind, ()))
         batches.append(EvalBatch(case, start, align))
     return batches
@@ -341,8 +352,14 @@ def _encode_choices(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length
     return {k: v.reshape(len(chunk), choices, -1) for k, v in _ids(encoded).items()}, ()
 
 
+def _encode_pairs(tokenizer: Any, chunk: Sequence[tuple[Any, ...]], max_length: int) -> tuple[dict, tuple]:
+    """Each pair's two texts as two rows, one after the other (each embedded by itself)."""
+    return _encode_texts(tokenizer, [(text,) for pair in chunk for text in pair], max_length)
+
+
 _ENCODERS = {"single_label": _encode_texts, "multi_label": _encode_texts, "regression": _encode_texts,
-             "token": _encode_words, "qa": _encode_qa, "multiple_choice": _encode_choices}
+             "token": _encode_words, "qa": _encode_qa, "multiple_choice": _encode_choices,
+             "similarity": _encode_pairs}
 
 
 def score(eval_set: EvalSet, batches: Sequence[EvalBatch], outputs: Sequence[dict[str, np.ndarray]]
@@ -417,5 +434,17 @@ def _score_choice(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Seq
     return {"accuracy": metrics.accuracy(eval_set.labels, predicted)}
 
 
+def _score_similarity(eval_set: EvalSet, _batches: Sequence[EvalBatch], outputs: Sequence[dict]
+                      ) -> dict[str, float]:
+    """The cosine of each pair's embeddings against its gold score, as sentence-transformers'
+    EmbeddingSimilarityEvaluator ranks them."""
+    embeddings = np.concatenate([o["sentence_embedding"] for o in outputs]).astype(np.float64)
+    first, second = embeddings[0::2], embeddings[1::2]
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    cosine = (first * second).sum(axis=1) / np.where(norms == 0, 1.0, norms)
+    return {"spearman": metrics.spearman(eval_set.labels, cosine), "pearson": metrics.pearson(eval_set.labels, cosine)}
+
+
 _SCORERS = {"single_label": _score_single, "multi_label": _score_multi, "regression": _score_regression,
-            "token": _score_token, "qa": _score_qa, "multiple_choice": _score_choice}
+            "token": _score_token, "qa": _score_qa, "multiple_choice": _score_choice,
+            "similarity": _score_similarity}
