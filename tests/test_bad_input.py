@@ -318,6 +318,68 @@ def _(ctx: Ctx) -> Bad:
     return Bad(ctx.build(), ("ckpt", "tokenizer files cannot be loaded"))
 
 
+# ---- sentence-transformers folders (modules.json) --------------------------------------------------------
+
+
+def _sentence_folder(ctx: Ctx) -> Path:
+    """sentence-transformers 2.x's layout over the tiny base model: 0_Transformer/, 1_Pooling/, 2_Normalize/."""
+    from tiny import write_legacy_sentence_folder
+
+    return write_legacy_sentence_folder(ctx.tiny["base"], ctx.tmp / "st")
+
+
+def _edit_json(path: Path, edit: Callable[[object], object]) -> Path:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return path
+
+
+@case("sentence-modules-not-json")
+def _(ctx: Ctx) -> Bad:
+    folder = _sentence_folder(ctx)
+    (folder / "modules.json").write_text("[{")
+    return Bad(ctx.build(checkpoint=folder), ("modules.json", "not valid JSON"))
+
+
+@case("sentence-unsupported-module")
+def _(ctx: Ctx) -> Bad:
+    folder = _sentence_folder(ctx)
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    _edit_json(folder / "modules.json", lambda modules: [*modules, dense])
+    return Bad(ctx.build(checkpoint=folder), ("modules.json", "module 'sentence_transformers.models.Dense' is not "
+                                                              "supported"))
+
+
+@case("sentence-transformer-folder-missing")
+def _(ctx: Ctx) -> Bad:
+    folder = _sentence_folder(ctx)
+    shutil.rmtree(folder / "0_Transformer")
+    return Bad(ctx.build(checkpoint=folder), ("modules.json", "'0_Transformer' has no config.json"))
+
+
+@case("sentence-pooling-unsupported")
+def _(ctx: Ctx) -> Bad:
+    folder = _sentence_folder(ctx)
+    _edit_json(folder / "1_Pooling" / "config.json", lambda c: {**c, "pooling_mode_mean_tokens": False,
+                                                                "pooling_mode_weightedmean_tokens": True})
+    return Bad(ctx.build(checkpoint=folder), ("1_Pooling/config.json", "pooling mode 'weightedmean' is not supported"))
+
+
+@case("sentence-pooling-dimension")
+def _(ctx: Ctx) -> Bad:
+    folder = _sentence_folder(ctx)
+    _edit_json(folder / "1_Pooling" / "config.json", lambda c: {**c, "word_embedding_dimension": 48})
+    return Bad(ctx.build(checkpoint=folder), ("0_Transformer/config.json", "dim is 32, but the Pooling module pools "
+                                                                           "48-wide token embeddings"))
+
+
+@case("eval-similarity-no-score")
+def _(ctx: Ctx) -> Bad:
+    path = ctx.file("sts.jsonl", _jsonl({"sentence1": "up", "sentence2": "down", "score": 1.0},
+                                        {"sentence1": "up", "sentence2": "rain"}))
+    return Bad(ctx.build("--eval", str(path), checkpoint=_sentence_folder(ctx)),
+               ("sts.jsonl:2:", "missing field 'score'"))
+
+
 # ---- calibration files (--calibration) ---------------------------------------------------------------
 
 

@@ -110,3 +110,16 @@ def test_a_single_value_has_no_cosine():
     two = compare_output("c", (2, 8), OutputSpec("logits", False, None), np.array([[1.0], [2.0]]),
                          np.array([[-1.0], [2.0]]), np.ones((2, 8), dtype=np.int64))
     assert two.cosine == pytest.approx(0.6)
+
+
+def test_nearest_neighbour_agreement_over_text_rows():
+    embedding = OutputSpec("sentence_embedding", False, "neighbour", row_cosine=True)
+    ref = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    got = ref.copy()
+    got[1] = [0.2, 0.8]  # row 1's nearest becomes row 3 (and row 0 keeps row 1)
+    m = compare_output("c", (4, 8), embedding, ref, got, np.ones((4, 8)), texts=True)
+    assert m.decisions == 4 and m.agreement == pytest.approx(0.75)
+    assert m.cosine == pytest.approx(float(ref[1] @ got[1] / np.linalg.norm(ref[1]) / np.linalg.norm(got[1])))
+    # random token ids, or two rows (each the other's nearest), make no decision
+    assert compare_output("c", (4, 8), embedding, ref, got, np.ones((4, 8))).agreement is None
+    assert compare_output("c", (2, 8), embedding, ref[:2], got[:2], np.ones((2, 8)), texts=True).agreement is None

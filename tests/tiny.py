@@ -84,3 +84,44 @@ def add_outlier_feature(checkpoint: Path, *, value: float = 300.0) -> Path:
         weights[name.replace("lin1.bias", "lin2.weight")][:, 0] = 0.0
     save_file(weights, str(path), metadata={"format": "pt"})
     return checkpoint
+
+
+def save_sentence_transformer(base: Path, out: Path, pooling: str | list[str] = "mean",
+                              normalize: bool = True) -> Path:
+    """A sentence-transformers folder over the tiny DistilBertModel at `base`, written by sentence-transformers'
+    own classes (SentenceTransformer.save: the transformer in the folder's root)."""
+    from sentence_transformers import SentenceTransformer, models
+
+    transformer = models.Transformer(str(base))
+    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)]
+    if normalize:
+        modules.append(models.Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(out))
+    return out
+
+
+def write_legacy_sentence_folder(base: Path, out: Path, modes: tuple[str, ...] = ("mean",), normalize: bool = True,
+                                 max_seq_length: int | None = 24) -> Path:
+    """The layout sentence-transformers 2.x wrote (e.g. multi-qa-distilbert-cos-v1's): the transformer in
+    0_Transformer/ with sentence_bert_config.json, `sentence_transformers.models.*` type names and the
+    pooling_mode_*_tokens flags in 1_Pooling/config.json. Written by hand; the tests load it in
+    sentence-transformers to compare."""
+    import json
+    import shutil
+
+    shutil.copytree(base, out / "0_Transformer")
+    (out / "0_Transformer" / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+    modules = [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "2_Normalize").mkdir()
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "1_Pooling").mkdir()
+    dim = json.loads((base / "config.json").read_text())["dim"]
+    flags = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
+             "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": dim, **{flag: mode in modes for mode, flag in flags.items()}}))
+    return out
