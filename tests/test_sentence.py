@@ -141,3 +141,20 @@ def test_folder_loads_in_sentence_transformers(built_sentence, sentence_models, 
     want = _encode(sentence_models["mean-normalize"], TEXTS)
     cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cosine.min() > (0.999999 if target.endswith("fp32") else 0.99), cosine
+
+
+def test_optimum_sentence_export_is_validated_as_a_peer(built_sentence, sentence_models, tmp_path):
+    """Optimum exports a sentence-transformers folder with `token_embeddings` (sentence-transformers' name); the
+    peer's runner reads it as last_hidden_state, so both outputs are held to our reference and rules."""
+    from distilforge.artifacts.manifest import read_manifest
+    from distilforge.bench.peer import peer_options, run_peer_commands, validate_peer
+    from distilforge.pipeline import source_for
+
+    result, _ = built_sentence
+    manifest = read_manifest(result.out)
+    models = run_peer_commands(tmp_path / "peer", sentence_models["mean-normalize"], "sentence-similarity", "--avx2",
+                               lambda _: None)
+    assert models[0].artifact.details["output_names_as"] == {"token_embeddings": "last_hidden_state"}
+    validate_peer(tmp_path, models, source_for(manifest), peer_options(manifest, 1), lambda _: None)
+    for model in models:
+        assert model.error is None and model.entry.validation.passed, (model.error, model.entry)

@@ -293,6 +293,10 @@ def start_head_start(checkpoint: Path, task: str, threads: int) -> PeerHeadStart
     return PeerHeadStart(Path(checkpoint), task, optimum_flag(machine["flags"], machine["arch"]))
 
 
+# Optimum's sentence-transformers export calls the token vectors token_embeddings (sentence-transformers' name)
+PEER_OUTPUT_NAMES = {"token_embeddings": "last_hidden_state"}
+
+
 def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
     """The model Optimum wrote in `folder` (inside `root`, which is or becomes DIR/peer): its ONNX file
     (+ external data) and its graph's inputs/outputs."""
@@ -303,8 +307,10 @@ def describe_model(root: Path, folder: Path, target: str, command: list[str], se
     inputs, outputs = graph_specs(models[0])
     files = [FileRecord.of(root, p) for p in (models[0], *data)]
     files = [FileRecord(f"{PEER_DIR}/{f.path}", f.bytes, f.sha256) for f in files]  # relative to DIR
+    renamed = {o.name: PEER_OUTPUT_NAMES[o.name] for o in outputs if o.name in PEER_OUTPUT_NAMES}
     artifact = ExportedArtifact(target=target, files=files, inputs=inputs, outputs=outputs,
-                                details={"tool": "optimum-cli", "command": shlex.join(command)})
+                                details={"tool": "optimum-cli", "command": shlex.join(command),
+                                         **({"output_names_as": renamed} if renamed else {})})
     return PeerModel(target=target, command=shlex.join(command), seconds=seconds, artifact=artifact)
 
 

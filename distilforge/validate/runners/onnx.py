@@ -27,10 +27,13 @@ class OnnxRunner:
                                             disabled_optimizers=disabled)
         self.artifact = artifact
         self.output_names = tuple(o.name for o in artifact.outputs)
+        # a graph we did not write (the peer's) may name an output otherwise: graph name -> the head's name
+        self.renamed = dict(artifact.details.get("output_names_as") or {})
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(list(self.output_names), cast_inputs(self.artifact, inputs))
-        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=False)}
+        return {self.renamed.get(name, name): np.asarray(v, dtype=np.float32)
+                for name, v in zip(self.output_names, values, strict=False)}
 
 
 def open_runner(out_dir: Path, artifact: ExportedArtifact, threads: int) -> OnnxRunner:
