@@ -5,7 +5,9 @@ with a small library (h5py for Keras' `tf_model.h5`, msgpack for Flax's `flax_mo
 tensors under the names, in the layout and as the float32 values transformers' own TF/Flax-to-PyTorch conversion
 gives them; checkpoint.py then builds the PyTorch model from that state dict through `from_pretrained`, so a
 missing or wrong-shaped tensor is the same one-line error as for safetensors. Importing this package imports
-nothing heavy; a reader's library is imported when a file is read.
+nothing heavy; a reader's library is imported when a file is read. A `model.safetensors` that TensorFlow or Flax
+wrote (`save_pretrained(safe_serialization=True)`; its metadata's `format` is `tf` / `flax`) is read by the same
+readers (`read_safetensors`): transformers would otherwise import TensorFlow / Flax to convert it.
 """
 
 from __future__ import annotations
@@ -45,13 +47,35 @@ def find(path: Path) -> tuple[WeightsFormat, Path] | None:
     return None
 
 
+SAFETENSORS_FORMATS = {"tf": "tensorflow", "flax": "flax"}  # save_pretrained(safe_serialization=True)'s metadata
+
+
 def framework_of(weight_files: tuple[Path, ...]) -> str:
-    """Which framework wrote the weights `weight_files` (as checkpoint.py found them) hold."""
+    """Which framework wrote the weights `weight_files` (as checkpoint.py found them) hold. A `model.safetensors`
+    that TensorFlow or Flax wrote says so in its metadata (`format`: `tf`, `flax`; PyTorch's say `pt`)."""
     first = weight_files[0].name if weight_files else ""
     for fmt in FORMATS:
         if first in (fmt.file, fmt.index):
             return fmt.framework
-    return PYTORCH
+    tensors = [f for f in weight_files if f.suffix == ".safetensors"]
+    return SAFETENSORS_FORMATS.get(_safetensors_format(tensors[0]) if tensors else None, PYTORCH)
+
+
+def _safetensors_format(path: Path) -> str | None:
+    """The `format` of a safetensors file's metadata; None where it has none or cannot be read (checkpoint.py
+    reports an unreadable file when it loads it)."""
+    import json
+    import struct
+
+    try:
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:
+                return None
+            metadata = json.loads(f.read(length)).get("__metadata__") or {}
+        return metadata.get("format") if isinstance(metadata, dict) else None
+    except (OSError, struct.error, ValueError, AttributeError):
+        return None
 
 
 def foreign_files(path: Path) -> tuple[Path, ...]:
@@ -67,11 +91,12 @@ def read_state_dict(framework: str, weight_files: tuple[Path, ...]) -> dict[str,
     """PyTorch-named float32 tensors from `weight_files` (an index first, then its shards; or one file).
 
     Raises CheckpointError naming the file that cannot be read."""
-    fmt = next(f for f in FORMATS if f.framework == framework)
-    files = weight_files[1:] if weight_files[0].name == fmt.index else weight_files[:1]
+    reader = importlib.import_module(next(f.reader for f in FORMATS if f.framework == framework))
     state_dict: dict[str, Any] = {}
-    for f in files:
-        state_dict.update(importlib.import_module(fmt.reader).read(f))
+    for f in weight_files:
+        if f.name.endswith(".index.json"):
+            continue
+        state_dict.update(reader.read_safetensors(f) if f.suffix == ".safetensors" else reader.read(f))
     return state_dict
 
 

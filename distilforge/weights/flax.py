@@ -65,6 +65,20 @@ def read(path: Path) -> dict[str, np.ndarray]:
     return state_dict
 
 
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """`model.safetensors` that Flax's save_pretrained(safe_serialization=True) wrote: the tree flattened with dots
+    (`distilbert.embeddings.LayerNorm.scale`), bfloat16 kept as such (read through torch, which has it)."""
+    import torch
+    from safetensors.torch import load_file
+
+    state_dict = {}
+    for name, tensor in load_file(str(path)).items():
+        value = tensor.to(torch.float32) if tensor.is_floating_point() else tensor
+        key, array = _pytorch_name(tuple(name.split(".")), value.numpy())
+        state_dict[key] = array
+    return state_dict
+
+
 def _leaves(path: Path, node: dict, keys: tuple[str, ...]) -> Any:
     for key, value in node.items():
         here = (*keys, str(key))

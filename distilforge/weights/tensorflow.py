@@ -43,6 +43,19 @@ def read(path: Path) -> dict[str, np.ndarray]:
                                   f"{first_line(e)}") from None
 
 
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """`model.safetensors` that TF's save_pretrained(safe_serialization=True) wrote: the variables' names less the
+    model's level (`distilbert/embeddings/word_embeddings/weight:0`)."""
+    from safetensors.numpy import load_file
+
+    variables = [(f"model/{name}", _float32(value)) for name, value in load_file(str(path)).items()]
+    return dict(_converted(variables))
+
+
+def _float32(value: np.ndarray) -> np.ndarray:
+    return value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+
+
 def _variables(path: Path, handle: Any, h5py: Any) -> list[tuple[str, np.ndarray]]:
     """(TF variable name with a leading model level, value) for every variable the file stores, in file order."""
     layer_names = _attribute(handle, "layer_names")
@@ -77,8 +90,7 @@ def _attribute(node: Any, name: str) -> list[str]:
 
 
 def _array(dataset: Any) -> np.ndarray:
-    value = np.asarray(dataset[()])
-    return value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+    return _float32(np.asarray(dataset[()]))
 
 
 def _converted(variables: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
