@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilforge import weights
 from distilforge.artifacts.hashing import sha256_file
 from distilforge.errors import CheckpointError, first_line
 from distilforge.heads import ARCHITECTURES, SENTENCE_HEAD, HeadSpec, find_head
@@ -30,6 +31,8 @@ class CheckpointInfo:
     head: HeadSpec
     weight_files: tuple[Path, ...]
     has_tokenizer: bool
+    framework: str = weights.PYTORCH  # which framework wrote the weights: "pytorch", "tensorflow" or "flax"
+    ignored_files: tuple[Path, ...] = ()  # TF/Flax weights beside PyTorch's, which win
     sentence: SentencePooling | None = None  # a sentence-transformers folder's pooling
 
     @property
@@ -101,8 +104,8 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         return _inspect_sentence_transformers(path)
     config = _read_config(path / "config.json")
     head = _detect_head(path / "config.json", config)
-    return CheckpointInfo(path=path.resolve(), config=config, head=head,
-                          weight_files=_find_weights(path), has_tokenizer=_has_tokenizer(path))
+    return CheckpointInfo(path=path.resolve(), config=config, head=head, has_tokenizer=_has_tokenizer(path),
+                          **_weights_of(path))
 
 
 def _inspect_sentence_transformers(path: Path) -> CheckpointInfo:
@@ -112,8 +115,17 @@ def _inspect_sentence_transformers(path: Path) -> CheckpointInfo:
     model_dir = path / pooling.transformer
     config = _read_config(model_dir / "config.json")
     check_dimension(model_dir / "config.json", pooling, config)
-    return CheckpointInfo(path=path.resolve(), config=config, head=SENTENCE_HEAD, weight_files=_find_weights(model_dir),
-                          has_tokenizer=_has_tokenizer(model_dir), sentence=pooling)
+    return CheckpointInfo(path=path.resolve(), config=config, head=SENTENCE_HEAD, has_tokenizer=_has_tokenizer(model_dir),
+                          sentence=pooling, **_weights_of(model_dir))
+
+
+def _weights_of(folder: Path) -> dict[str, Any]:
+    """The weight files, the framework that wrote them and TF/Flax files left aside (PyTorch's win)."""
+    weight_files = _find_weights(folder)
+    framework = weights.framework_of(weight_files)
+    ignored = weights.foreign_files(folder) if framework == weights.PYTORCH else ()
+    return {"weight_files": weight_files, "framework": framework,
+            "ignored_files": tuple(p.resolve() for p in ignored)}
 
 
 def _read_config(config_path: Path) -> dict[str, Any]:
@@ -224,8 +236,12 @@ def _find_weights(path: Path) -> tuple[Path, ...]:
     for name in WEIGHT_FILES:
         if (path / name).is_file():
             return (path / name,)
+    foreign = weights.find(path)  # TensorFlow's or Flax's, when there are no PyTorch weights
+    if foreign is not None:
+        fmt, found = foreign
+        return (found, *_shards_of(found)) if found.name == fmt.index else (found,)
     raise CheckpointError(f"{path}: no weights found; expected one of "
-                          f"{', '.join(WEIGHT_FILES + INDEX_FILES)}")
+                          f"{', '.join(WEIGHT_FILES + INDEX_FILES + weights.FILE_NAMES)}")
 
 
 def _shards_of(index: Path) -> tuple[Path, ...]:
@@ -258,14 +274,22 @@ def _load_model(info: CheckpointInfo) -> Any:
     import transformers
 
     cls = transformers.DistilBertModel if info.sentence else getattr(transformers, info.head.architecture)
+    # TF/Flax weights: read without TF/Flax into PyTorch names (distilforge/weights/), then the same loading
+    state_dict = None if info.framework == weights.PYTORCH else weights.torch_state_dict(info.framework,
+                                                                                            info.weight_files)
     try:
         # ignore_mismatched_sizes: a tensor of the wrong shape is listed in `loading`, named, rather than
         # raised as "Error(s) in loading state_dict for Linear:" with the name on a later line
-        model, loading = cls.from_pretrained(str(info.model_dir), output_loading_info=True, ignore_mismatched_sizes=True,
-                                             dtype=torch.float32, local_files_only=True)
+        kwargs = dict(output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32,
+                      local_files_only=True)
+        if state_dict is None:
+            model, loading = cls.from_pretrained(str(info.model_dir), **kwargs)
+        else:
+            config = cls.config_class.from_pretrained(str(info.model_dir), local_files_only=True)
+            model, loading = cls.from_pretrained(None, config=config, state_dict=state_dict, **kwargs)
     except Exception as e:  # transformers raises many types for a bad file
         raise CheckpointError(f"{info.weight_files[0]}: weights cannot be loaded: {_first_line(e)}") from None
-    problems = _loading_problems(loading, model, info.weight_files)
+    problems = _loading_problems(loading, model, info.weight_files, state_dict)
     if problems:
         raise CheckpointError(f"{info.weight_files[0]}: weights do not match config.json: {problems}")
     if info.sentence:
@@ -306,17 +330,26 @@ def _check_safetensors_length(f: Path) -> None:
         raise CheckpointError(f"{f}: truncated: {actual} bytes, the header needs {expected}")
 
 
-def _loading_problems(loading: dict[str, Any], model: Any, weight_files: tuple[Path, ...]) -> str:
+def _loading_problems(loading: dict[str, Any], model: Any, weight_files: tuple[Path, ...],
+                      state_dict: dict[str, Any] | None = None) -> str:
+    """`state_dict`: TF/Flax weights as read (PyTorch names and layout); a tensor the model has no place for is
+    refused there too, since the renaming is ours (transformers only warns)."""
     missing = [k for k in loading.get("missing_keys", []) if not k.endswith("position_ids")]
     mismatched = [k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", [])]
+    unexpected = sorted(loading.get("unexpected_keys", [])) if state_dict is not None else []
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
     if mismatched:
         name = mismatched[0]
         expected = tuple(model.state_dict()[name].shape) if name in model.state_dict() else "?"
+        stored = _stored_shape(weight_files, name) if state_dict is None else \
+            tuple(state_dict[name].shape) if name in state_dict else "?"
         parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {name}: "
-                     f"{_stored_shape(weight_files, name)} in the file, {expected} for config.json")
+                     f"{stored} in the file, {expected} for config.json")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensor(s) that {model.__class__.__name__} has no place for, "
+                     f"e.g. {unexpected[0]}")
     return "; ".join(parts)
 
 

@@ -312,6 +312,7 @@ def _silence_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("USE_TF", "0")  # transformers would import TensorFlow (seconds, and noise) otherwise
+    os.environ.setdefault("USE_FLAX", "0")  # ... and JAX, where Flax is installed (the test-only fixtures extra)
     warnings.filterwarnings("ignore")
     for name in ("torch", "transformers", "onnxscript", "nncf", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)

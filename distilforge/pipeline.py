@@ -39,7 +39,7 @@ from distilforge.artifacts.manifest import (
     write_manifest,
 )
 from distilforge.artifacts.records import ExportedArtifact, Tolerance
-from distilforge.checkpoint import LoadedCheckpoint, inspect_checkpoint, load_checkpoint
+from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint, inspect_checkpoint, load_checkpoint
 from distilforge.errors import (
     BuildFailure,
     CheckpointError,
@@ -156,6 +156,8 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             check_eval_head(info.head, eval_file)
     progress.step("checkpoint" if checkpoint else "the built-in default model", "loading")
     source = load_source(checkpoint, eval_file)
+    if source.ckpt.info.ignored_files:
+        progress.note(ignored_weights_note(source.ckpt.info))
     for target in chosen:
         if target.check:
             target.check(source.ckpt.info, options)
@@ -500,9 +502,17 @@ def checkpoint_record(source: Source) -> dict[str, Any]:
         "labels": labels(info.config, info.head.task),
         "config": info.summary(),
         "has_tokenizer": info.has_tokenizer,
+        "framework": info.framework,
+        "ignored_files": [p.name for p in info.ignored_files],
         "files": info.file_hashes(),
         "provenance": source.ckpt.provenance or None,
     }
+
+
+def ignored_weights_note(info: CheckpointInfo) -> str:
+    """A folder with PyTorch weights and TensorFlow/Flax ones: PyTorch's are used (docs/inputs.md)."""
+    ignored = ", ".join(p.name for p in info.ignored_files)
+    return f"{info.path}: using the PyTorch weights ({info.weight_files[0].name}); ignoring {ignored}"
 
 
 def labels(config: dict[str, Any], task: str) -> dict[str, str] | None:

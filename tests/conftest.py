@@ -6,6 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("USE_FLAX", "0")  # transformers would import JAX where Flax is installed
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -74,3 +75,27 @@ def built(tiny_checkpoints, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """framework ("tensorflow", "flax") -> a folder of the tiny heads that framework wrote, with what it says about
+    them (tests/foreign.py). Both are made once per session, side by side, each in its own process (TensorFlow and
+    JAX stay out of this one); together about a minute on 2 cores."""
+    import importlib.util
+    import subprocess
+
+    from foreign import FRAMEWORKS, environment
+
+    missing = [m for m in ("tensorflow", "tf_keras", "flax") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: the TF/Flax fixtures need the 'fixtures' extra "
+                    "(make install)")
+    root = tmp_path_factory.mktemp("foreign")
+    script = Path(__file__).parent / "foreign.py"
+    runs = {fw: subprocess.Popen([sys.executable, str(script), fw, str(root / fw)], env=environment(fw),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for fw in FRAMEWORKS}
+    for fw, run in runs.items():
+        output, _ = run.communicate(timeout=1200)
+        assert run.returncode == 0, f"tests/foreign.py {fw} failed:\n{output[-4000:]}"
+    return {fw: root / fw for fw in FRAMEWORKS}

@@ -71,8 +71,8 @@ class Bad:
 class Ctx:
     """A case's inputs: a private copy of the tiny classifier, a place for files, the output path."""
 
-    def __init__(self, tmp: Path, tiny: dict[str, Path]) -> None:
-        self.tmp, self.tiny = tmp, tiny
+    def __init__(self, tmp: Path, tiny: dict[str, Path], request: pytest.FixtureRequest | None = None) -> None:
+        self.tmp, self.tiny, self.request = tmp, tiny, request
         self.ckpt = tmp / "ckpt"
         shutil.copytree(tiny["seq-single"], self.ckpt)
         self.out = tmp / "out"
@@ -85,6 +85,13 @@ class Ctx:
         path = self.tmp / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
         return path
+
+    def use_foreign(self, framework: str, key: str = "seq-single") -> Path:
+        """Make the case's checkpoint the tiny head TensorFlow or Flax wrote (tests/foreign.py); its weights file."""
+        assert self.request is not None
+        shutil.rmtree(self.ckpt)
+        shutil.copytree(self.request.getfixturevalue("foreign_checkpoints")[framework] / key, self.ckpt)
+        return self.ckpt / {"tensorflow": "tf_model.h5", "flax": "flax_model.msgpack"}[framework]
 
     def edit_config(self, **changes: object) -> Path:
         config = json.loads((self.ckpt / "config.json").read_text())
@@ -310,6 +317,134 @@ def _(ctx: Ctx) -> Bad:
 def _(ctx: Ctx) -> Bad:
     (ctx.ckpt / "model.safetensors.index.json").write_text("{ no")
     return Bad(ctx.build(), ("model.safetensors.index.json", "not a valid shard index"))
+
+
+# TensorFlow's tf_model.h5 and Flax's flax_model.msgpack (distilforge/weights/): the tiny classifier those
+# frameworks wrote, made once per session (the foreign_checkpoints fixture)
+
+Q_LIN = "distilbert/transformer/layer_._0/attention/q_lin/kernel:0"  # a TF variable name, less the model's level
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 192856\n"
+
+
+def _edit_h5(path: Path, change: Callable[..., None]) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        group = f["distilbert"]
+        name = next(n for n in group.attrs["weight_names"] if (n.decode() if isinstance(n, bytes) else n)
+                    .endswith(Q_LIN))
+        change(group, name.decode() if isinstance(name, bytes) else name)
+
+
+def _edit_msgpack(path: Path, change: Callable[[dict], None]) -> None:
+    import msgpack
+
+    tree = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)  # arrays stay ExtType
+    change(tree)
+    path.write_bytes(msgpack.packb(tree, use_bin_type=True))
+
+
+def _flax_array(shape: tuple[int, ...]):
+    import msgpack
+    import numpy as np
+
+    data = np.zeros(shape, dtype=np.float32)
+    return msgpack.ExtType(1, msgpack.packb((shape, "float32", data.tobytes()), use_bin_type=True))
+
+
+@case("tf-weights-not-hdf5")
+def _(ctx: Ctx) -> Bad:
+    ctx.use_foreign("tensorflow").write_bytes(b"PK\x03\x04 this is a zip, or something else entirely")
+    return Bad(ctx.build(), ("tf_model.h5", "not a readable HDF5 file"))
+
+
+@case("tf-weights-truncated")
+def _(ctx: Ctx) -> Bad:
+    weights = ctx.use_foreign("tensorflow")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return Bad(ctx.build(), ("tf_model.h5", "not a readable HDF5 file", "truncated"))
+
+
+@case("tf-weights-lfs-pointer")
+def _(ctx: Ctx) -> Bad:
+    ctx.use_foreign("tensorflow").write_text(LFS_POINTER)
+    return Bad(ctx.build(), ("tf_model.h5", "a Git LFS pointer, not the weights", "git lfs pull"))
+
+
+@case("tf-weights-missing-tensor")
+def _(ctx: Ctx) -> Bad:
+    def drop(group, name):
+        group.attrs["weight_names"] = [n for n in group.attrs["weight_names"]
+                                       if (n.decode() if isinstance(n, bytes) else n) != name]
+        del group[name]
+    _edit_h5(ctx.use_foreign("tensorflow"), drop)
+    return Bad(ctx.build(), ("tf_model.h5", "1 missing tensor(s), e.g. distilbert.transformer.layer.0.attention."
+                                            "q_lin.weight"))
+
+
+@case("tf-weights-wrong-tensor-shape")
+def _(ctx: Ctx) -> Bad:
+    def narrow(group, name):
+        value = group[name][()]
+        del group[name]
+        group.create_dataset(name, data=value[:, :16])
+    _edit_h5(ctx.use_foreign("tensorflow"), narrow)
+    return Bad(ctx.build(), ("tf_model.h5", "q_lin.weight: (16, 32) in the file, (32, 32) for config.json"))
+
+
+@case("tf-weights-unexpected-tensors")
+def _(ctx: Ctx) -> Bad:
+    ctx.use_foreign("tensorflow")
+    ctx.edit_config(architectures=["DistilBertModel"])  # the file holds a classifier
+    return Bad(ctx.build(), ("tf_model.h5", "unexpected tensor(s) that DistilBertModel has no place for",
+                             "classifier"))
+
+
+@case("tf-shard-missing")
+def _(ctx: Ctx) -> Bad:
+    ctx.use_foreign("tensorflow", "seq-single-sharded")
+    shard = sorted(ctx.ckpt.glob("tf_model-*.h5"))[0]
+    shard.unlink()
+    return Bad(ctx.build(), ("tf_model.h5.index.json", f"shard {shard.name} is missing"))
+
+
+@case("flax-weights-not-msgpack")
+def _(ctx: Ctx) -> Bad:
+    ctx.use_foreign("flax").write_bytes(b"PK\x03\x04 this is a zip, or something else entirely")
+    return Bad(ctx.build(), ("flax_model.msgpack", "not a readable Flax msgpack file"))
+
+
+@case("flax-weights-truncated")
+def _(ctx: Ctx) -> Bad:
+    weights = ctx.use_foreign("flax")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return Bad(ctx.build(), ("flax_model.msgpack", "not a readable Flax msgpack file", "incomplete input"))
+
+
+@case("flax-weights-missing-tensor")
+def _(ctx: Ctx) -> Bad:
+    def drop(tree):
+        del tree["distilbert"]["transformer"]["layer"]["0"]["attention"]["q_lin"]["kernel"]
+    _edit_msgpack(ctx.use_foreign("flax"), drop)
+    return Bad(ctx.build(), ("flax_model.msgpack", "1 missing tensor(s), e.g. distilbert.transformer.layer.0."
+                                                   "attention.q_lin.weight"))
+
+
+@case("flax-weights-wrong-tensor-shape")
+def _(ctx: Ctx) -> Bad:
+    def narrow(tree):
+        tree["distilbert"]["transformer"]["layer"]["0"]["attention"]["q_lin"]["kernel"] = _flax_array((32, 16))
+    _edit_msgpack(ctx.use_foreign("flax"), narrow)
+    return Bad(ctx.build(), ("flax_model.msgpack", "q_lin.weight: (16, 32) in the file, (32, 32) for config.json"))
+
+
+@case("flax-weights-unexpected-tensor")
+def _(ctx: Ctx) -> Bad:
+    def add(tree):
+        tree["pooler"] = {"kernel": _flax_array((32, 32)), "bias": _flax_array((32,))}
+    _edit_msgpack(ctx.use_foreign("flax"), add)
+    return Bad(ctx.build(), ("flax_model.msgpack", "2 unexpected tensor(s) that DistilBertForSequenceClassification "
+                                                   "has no place for, e.g. pooler.bias"))
 
 
 @case("tokenizer-broken")
@@ -921,8 +1056,8 @@ def test_disk_full_after_an_earlier_build_lists_nothing_half_written(tmp_path: P
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name: str, tmp_path: Path, tiny_checkpoints: dict[str, Path],
-                   capfd: pytest.CaptureFixture[str]) -> None:
-    ctx = Ctx(tmp_path, tiny_checkpoints)
+                   capfd: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> None:
+    ctx = Ctx(tmp_path, tiny_checkpoints, request)
     bad = CASES[name](ctx)
     try:
         _check(bad, ctx, capfd)

@@ -151,7 +151,7 @@ def run_command(command: list[str], step: str, started: list[subprocess.Popen] |
     another thread can stop it."""
     import os
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "USE_TF": "0", "USE_FLAX": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()
     try:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -39,7 +39,7 @@ class WorkerHandle:
     def __init__(self, spec: dict[str, Any], spec_path: Path, log: Path) -> None:
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         self.log = log
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "USE_TF": "0",
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "USE_TF": "0", "USE_FLAX": "0",
                "PYTHONWARNINGS": "ignore"}
         with log.open("w") as err:
             self.proc = subprocess.Popen([sys.executable, "-u", "-m", "distilforge.bench.worker", str(spec_path)],

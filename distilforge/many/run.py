@@ -126,7 +126,8 @@ def _connect(address: str | None) -> Any:
         import ray
     except ImportError:
         raise MissingBackendError("build-many runs on Ray: pip install 'distilforge[ray]'") from None
-    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "USE_TF", "TF_CPP_MIN_LOG_LEVEL") if k in os.environ}
+    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "USE_TF", "USE_FLAX", "TF_CPP_MIN_LOG_LEVEL")
+           if k in os.environ}
     kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
                                   runtime_env={"env_vars": env} if env else None)
     if address and address != "auto":
