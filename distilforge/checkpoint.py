@@ -115,8 +115,8 @@ def _inspect_sentence_transformers(path: Path) -> CheckpointInfo:
     model_dir = path / pooling.transformer
     config = _read_config(model_dir / "config.json")
     check_dimension(model_dir / "config.json", pooling, config)
-    return CheckpointInfo(path=path.resolve(), config=config, head=SENTENCE_HEAD, has_tokenizer=_has_tokenizer(model_dir),
-                          sentence=pooling, **_weights_of(model_dir))
+    return CheckpointInfo(path=path.resolve(), config=config, head=SENTENCE_HEAD,
+                          has_tokenizer=_has_tokenizer(model_dir), sentence=pooling, **_weights_of(model_dir))
 
 
 def _weights_of(folder: Path) -> dict[str, Any]:
