@@ -31,7 +31,7 @@ class CheckpointInfo:
     weight_files: tuple[Path, ...]
     has_tokenizer: bool
     framework: str = weights.PYTORCH  # which framework wrote the weights: "pytorch", "tensorflow" or "flax"
-    ignored_files: tuple[Path, ...] = ()  # TF/Flax weights beside PyTorch's, which win
+    ignored_files: tuple[Path, ...] = ()  # TF/Flax weight files beside the ones loaded (PyTorch's win)
 
     @property
     def max_length(self) -> int:
@@ -87,7 +87,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     head = _detect_head(path / "config.json", config)
     weight_files = _find_weights(path)
     framework = weights.framework_of(weight_files)
-    ignored = weights.foreign_files(path) if framework == weights.PYTORCH else ()
+    ignored = [p for p in weights.foreign_files(path) if p not in weight_files]
     return CheckpointInfo(path=path.resolve(), config=config, head=head, weight_files=weight_files,
                           has_tokenizer=_has_tokenizer(path), framework=framework,
                           ignored_files=tuple(p.resolve() for p in ignored))
@@ -305,7 +305,7 @@ def _loading_problems(loading: dict[str, Any], model: Any, weight_files: tuple[P
         name = mismatched[0]
         expected = tuple(model.state_dict()[name].shape) if name in model.state_dict() else "?"
         stored = _stored_shape(weight_files, name) if state_dict is None else \
-            tuple(state_dict[name].shape) if name in state_dict else "?"
+            weights.stored_shape(state_dict, name, model.base_model_prefix)
         parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {name}: "
                      f"{stored} in the file, {expected} for config.json")
     if unexpected:
