@@ -25,7 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -ra --durations=25 -m "not exhaustive"
 
-# everything, the exhaustive tests too (every installed target for TF- and Flax-written checkpoints: over an hour)
+# everything, the exhaustive tests too (every installed target for TF- and Flax-written checkpoints: 47 min more)
 test-all: $(STAMP)
 	$(PY) -m pytest -ra --durations=25
 

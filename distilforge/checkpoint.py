@@ -32,7 +32,7 @@ class CheckpointInfo:
     weight_files: tuple[Path, ...]
     has_tokenizer: bool
     framework: str = weights.PYTORCH  # which framework wrote the weights: "pytorch", "tensorflow" or "flax"
-    ignored_files: tuple[Path, ...] = ()  # TF/Flax weights beside PyTorch's, which win
+    ignored_files: tuple[Path, ...] = ()  # TF/Flax weight files beside the ones loaded (PyTorch's win)
     sentence: SentencePooling | None = None  # a sentence-transformers folder's pooling
 
     @property
@@ -123,7 +123,7 @@ def _weights_of(folder: Path) -> dict[str, Any]:
     """The weight files, the framework that wrote them and TF/Flax files left aside (PyTorch's win)."""
     weight_files = _find_weights(folder)
     framework = weights.framework_of(weight_files)
-    ignored = weights.foreign_files(folder) if framework == weights.PYTORCH else ()
+    ignored = [p for p in weights.foreign_files(folder) if p not in weight_files]
     return {"weight_files": weight_files, "framework": framework,
             "ignored_files": tuple(p.resolve() for p in ignored)}
 
@@ -344,7 +344,7 @@ def _loading_problems(loading: dict[str, Any], model: Any, weight_files: tuple[P
         name = mismatched[0]
         expected = tuple(model.state_dict()[name].shape) if name in model.state_dict() else "?"
         stored = _stored_shape(weight_files, name) if state_dict is None else \
-            tuple(state_dict[name].shape) if name in state_dict else "?"
+            weights.stored_shape(state_dict, name, model.base_model_prefix)
         parts.append(f"{len(mismatched)} tensor(s) of the wrong shape, e.g. {name}: "
                      f"{stored} in the file, {expected} for config.json")
     if unexpected:

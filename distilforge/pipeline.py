@@ -510,9 +510,12 @@ def checkpoint_record(source: Source) -> dict[str, Any]:
 
 
 def ignored_weights_note(info: CheckpointInfo) -> str:
-    """A folder with PyTorch weights and TensorFlow/Flax ones: PyTorch's are used (docs/inputs.md)."""
+    """A folder with several frameworks' weights: PyTorch's are used, else TensorFlow's (docs/inputs.md)."""
+    from distilforge.weights import FRAMEWORK_NAMES
+
     ignored = ", ".join(p.name for p in info.ignored_files)
-    return f"{info.path}: using the PyTorch weights ({info.weight_files[0].name}); ignoring {ignored}"
+    return (f"{info.path}: using the {FRAMEWORK_NAMES[info.framework]} weights ({info.weight_files[0].name}); "
+            f"ignoring {ignored}")
 
 
 def labels(config: dict[str, Any], task: str) -> dict[str, str] | None:

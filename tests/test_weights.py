@@ -140,11 +140,45 @@ def test_a_folder_with_pytorch_weights_too_uses_those_and_says_so(foreign_checkp
     assert record["framework"] == "pytorch"
     assert record["ignored_files"] == ["flax_model.msgpack", "tf_model.h5"]
 
+    # TensorFlow's and Flax's but no PyTorch weights: TensorFlow's, the other listed as ignored
+    for name in ("model.safetensors", "tokenizer.json"):
+        (folder / name).unlink()
+    info = inspect_checkpoint(folder)
+    assert info.framework == "tensorflow" and [p.name for p in info.weight_files] == ["tf_model.h5"]
+    assert [p.name for p in info.ignored_files] == ["flax_model.msgpack"]
+
     # docs/manifest.md lists the checkpoint record's keys
     from test_readme import DOCS, documented_keys, section, table_rows
 
     table = {row[0].strip("`"): row[1] for row in table_rows(section(DOCS / "manifest.md", "The manifest"))}
     assert documented_keys(table["checkpoint"]) == set(record)
+
+
+def test_a_base_models_wrong_shape_names_both_shapes(foreign_checkpoints, tmp_path):
+    """transformers names a base model's tensors without the `distilbert.` its TF/Flax files carry."""
+    import h5py
+
+    from distilforge.errors import CheckpointError
+
+    folder = tmp_path / "base"
+    shutil.copytree(foreign_checkpoints["tensorflow"] / "base", folder)
+    with h5py.File(folder / "tf_model.h5", "r+") as f:
+        group = f["distilbert"]
+        name = next(n for n in group.attrs["weight_names"] if n.endswith("layer_._1/ffn/lin1/kernel:0"))
+        value = group[name][()]
+        del group[name]
+        group.create_dataset(name, data=value[:, :48])
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(folder)
+    assert str(error.value) == (f"{folder.resolve()}/tf_model.h5: weights do not match config.json: 1 tensor(s) of "
+                                "the wrong shape, e.g. transformer.layer.1.ffn.lin1.weight: (48, 32) in the file, "
+                                "(64, 32) for config.json")
+
+
+# A tiny random QA head's start logits lie within 1e-4 of each other: on the TF-written one openvino:fp16 flipped
+# 1 of 109 start decisions (agreement 99.08 % < 99.5 %) at max abs diff 1.1e-4 and cosine 0.9999999, a near-tie
+# that fp16 rounding alone decides (as tests/tiny.py says of multiple choice). fp16 is held to 99 % here.
+FP16_TIES = ["fp16.min_agreement=0.99"]
 
 
 @pytest.mark.exhaustive
@@ -160,7 +194,7 @@ def test_every_installed_target_builds_from_tf_and_flax_weights(framework, key, 
     from distilforge.validate.tolerances import parse_overrides
 
     result = build(foreign_checkpoints[framework] / key, tmp_path / "out", targets=targets_for(key),
-                   options=BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES)), keep_going=True)
+                   options=BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES + FP16_TIES)), keep_going=True)
     assert result.passed, result.failures
     assert result.manifest["checkpoint"]["framework"] == framework
     assert sorted(a["target"] for a in result.manifest["artifacts"]) == sorted(targets_for(key))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 PYTORCH = "pytorch"
+FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "flax": "Flax"}
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,12 @@ def torch_state_dict(framework: str, weight_files: tuple[Path, ...]) -> dict[str
     import torch
 
     return {name: torch.from_numpy(value) for name, value in read_state_dict(framework, weight_files).items()}
+
+
+def stored_shape(state_dict: dict[str, Any], name: str, prefix: str) -> tuple[int, ...] | str:
+    """A tensor's shape as read (PyTorch's layout), by the name transformers reports (a base model's lacks the
+    `distilbert.` its head's files carry); '?' if absent."""
+    for key in (name, f"{prefix}.{name}"):
+        if key in state_dict:
+            return tuple(state_dict[key].shape)
+    return "?"
