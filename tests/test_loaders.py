@@ -11,7 +11,7 @@ import pytest
 from conftest import installed_targets
 from tiny import TINY_MODELS
 
-from distilforge.artifacts.folder import CARD, CONFIG, OPTIMUM_HEADS
+from distilforge.artifacts.folder import CARD, CONFIG, OPTIMUM_HEADS, precision_hint
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.targets import TARGETS
 
@@ -139,17 +139,23 @@ def test_openvino_folder_loads_in_optimum_intel(tiny, target, built, tiny_checkp
     assert {CONFIG, CARD, "openvino_model.xml", "openvino_model.bin"} <= {p.name for p in folder.iterdir()}
     inputs = _inputs(AutoTokenizer.from_pretrained(folder), tiny)
     names = [o["name"] for o in record["outputs"]]
+    # as the card's loads_with line says: without the hint, OpenVINO runs "fp32" in bf16 on an AVX-512 BF16 CPU
+    hint = {"INFERENCE_PRECISION_HINT": precision_hint(record)}
     if tiny.architecture == "DistilBertForMultipleChoice":  # no OVModelForMultipleChoice: OpenVINO's runtime, fed as
         import openvino as ov  # optimum-intel feeds its models (named int64 inputs, outputs read by name)
 
-        compiled = ov.Core().compile_model(str(folder / "openvino_model.xml"), "CPU")
+        compiled = ov.Core().compile_model(str(folder / "openvino_model.xml"), "CPU", hint)
         result_ov = compiled(inputs)
         got = {n: result_ov[compiled.output(n)] for n in names}
         _assert_same_outputs(got, _ours(result, record, inputs), names, target)
         return
     import optimum.intel
+    from openvino import Type as ov_type
 
-    model = getattr(optimum.intel, "OVModelFor" + OPTIMUM_HEADS[tiny.architecture]).from_pretrained(folder)
+    model = getattr(optimum.intel, "OVModelFor" + OPTIMUM_HEADS[tiny.architecture]).from_pretrained(
+        folder, ov_config=hint)
+    assert str(model.request.get_property("INFERENCE_PRECISION_HINT")) == str(
+        ov_type(hint["INFERENCE_PRECISION_HINT"])), "optimum-intel did not compile in the validated precision"
     got = model(**inputs)
     _assert_same_outputs(got, _ours(result, record, inputs), names, target)
     _check_pipeline(model, folder, tiny, tiny_checkpoints[tiny.key], record)

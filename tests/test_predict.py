@@ -210,8 +210,9 @@ def test_validate_catches_a_card_that_disagrees_with_the_manifest(built, tmp_pat
     record = next(a for a in manifest["artifacts"] if a["target"] == "onnx:fp32")
     card_file = next(f for f in record["files"] if f["role"] == "card")
     card = json.loads((out / card_file["path"]).read_text())
-    card["passed"], card["validation"]["worst"]["agreement"] = True, 1.0
-    card["validated_on"]["cpu_class"] = "x86-vnni"
+    # each field set to what it cannot already be, on any CPU class: a figure lowered, a class that does not exist
+    card["validation"]["worst"]["agreement"] = card["validation"]["worst"]["agreement"] / 2
+    card["validated_on"]["cpu_class"] = "not-" + card["validated_on"]["cpu_class"]
     text = json.dumps(card, indent=2) + "\n"
     (out / card_file["path"]).write_text(text)
     from distilforge.artifacts.hashing import sha256_file

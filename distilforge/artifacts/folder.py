@@ -29,10 +29,17 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 # docs/artifact-folders.md show the lines; tests/test_readme.py runs them)
 LOADERS = {
     "onnx": "optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)",
-    "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder)",
+    # optimum-intel compiles with no precision hint, and OpenVINO then runs an "fp32" model in bf16 on a CPU with
+    # AVX-512 BF16 or AMX (outputs 1.9e-4 off ours on a tiny model, on a Zen 4): the hint the artifact was
+    # validated with must be asked for (an IR's rt_info `runtime_options` cannot carry it: OpenVINO 2026.4 ignores it)
+    "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder, ov_config={{'INFERENCE_PRECISION_HINT': "
+                "'{hint}'}})",
     "torchscript": "torch.jit.load(folder + '/model.pt')",
     "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')",
-    "executorch": "executorch.runtime.Runtime.get().load_program(folder + '/model.pte').load_method('forward')",
+    # the quantized kernels register themselves on import; without it an INT8 program fails to load
+    # ("Missing operator quantized_decomposed::embedding_byte")
+    "executorch": "import executorch.kernels.quantized, executorch.runtime; "
+                  "executorch.runtime.Runtime.get().load_program(folder + '/model.pte').load_method('forward')",
 }
 OPTIMUM_HEADS = {
     "DistilBertModel": "FeatureExtraction", "DistilBertForMaskedLM": "MaskedLM",
@@ -92,7 +99,7 @@ def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
         "format": entry["format"],
         "precision": entry["precision"],
         "runtime": entry["runtime"],
-        "loads_with": loader_line(entry["format"], checkpoint.get("head")),
+        "loads_with": loader_line(entry["format"], checkpoint.get("head"), precision_hint(entry)),
         "head": head,
         "model_files": [f["path"] for f in files if f.get("role", "model") == "model"],
         "inputs": entry["inputs"],
@@ -111,14 +118,19 @@ def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def loader_line(fmt: str, architecture: str | None) -> str | None:
+def precision_hint(entry: dict[str, Any]) -> str:
+    """The OpenVINO inference precision an artifact was validated in (its runner's hint)."""
+    return (entry.get("details") or {}).get("inference_precision_hint", "f32")
+
+
+def loader_line(fmt: str, architecture: str | None, hint: str = "f32") -> str | None:
     line = LOADERS.get(fmt)
     if line is None:
         return None
     head = OPTIMUM_HEADS.get(architecture or "", "")
     if "{head}" in line and (not head or (fmt == "openvino" and head == "MultipleChoice")):
         return None  # optimum-intel has no multiple-choice class
-    return line.format(head=head)
+    return line.format(head=head, hint=hint)
 
 
 def _int8(entry: dict[str, Any]) -> dict[str, Any] | None:
