@@ -205,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
                        description="Verify every file's size and sha256, the checkpoint's files, and re-run "
                                    "each artifact's validation with the tolerances the manifest records.")
     v.add_argument("dir", type=Path, metavar="DIR")
+    v.add_argument("--cpu", action="append", metavar="CPU", dest="cpus",
+                   help="where to run the artifacts: 'host' (this machine, the default) or an emulated ARM64 CPU, "
+                        "'arm64:MODEL' with MODEL one of cortex-a53, cortex-a55, cortex-a76, neoverse-n2 "
+                        "(qemu-aarch64; its runtime is set up on first use); repeatable")
     _common(v)
     v.set_defaults(func=_cmd_validate)
 
@@ -480,25 +484,36 @@ def _cmd_build_many(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from distilforge.pipeline import validate_dir
+    from distilforge.validate.arm64 import parse_cpu
 
-    result = validate_dir(args.dir, threads=args.threads)
+    cpus = tuple(dict.fromkeys(args.cpus or ["host"]))
+    for cpu in cpus:
+        if cpu != "host":
+            parse_cpu(cpu)  # a bad name is a usage error before anything loads
+    from distilforge.pipeline import validate_dir
+    from distilforge.report.summary import print_summary, summary_rows
+
+    progress = None if args.quiet or args.json else (lambda line: _err(f"[distilforge] {line}"))
+    result = validate_dir(args.dir, threads=args.threads, cpus=cpus, progress=progress)
     if not args.quiet and not args.json:
         for line in result.notes:
             _err(f"distilforge: note: {line}")
+        for cpu, entries in result.elsewhere.items():
+            print_summary(entries, title=f"distilforge validate {args.dir} on {cpu} (emulated; no timing)")
+    elsewhere = {cpu: summary_rows(entries) for cpu, entries in result.elsewhere.items()}
     _report(args, result.entries, result.failures, title=f"distilforge validate {args.dir}",
-            extra={"notes": result.notes})
+            extra={"notes": result.notes, "elsewhere": elsewhere}, show=bool(result.entries))
     return EXIT_OK if result.passed else EXIT_FAILED
 
 
 def _report(args: argparse.Namespace, entries: list[Any], failures: list[str], *, title: str,
-            extra: dict[str, Any] | None = None) -> None:
+            extra: dict[str, Any] | None = None, show: bool = True) -> None:
     from distilforge.report.summary import print_summary, summary_rows
 
     if args.json:
         print(json.dumps({"passed": not failures, "failures": failures, "artifacts": summary_rows(entries),
                           **(extra or {})}, indent=2))
-    elif not args.quiet:
+    elif not args.quiet and show:
         print_summary(entries, title=title)
     for line in failures:
         _err(f"distilforge: FAILED {line}")

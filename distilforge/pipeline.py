@@ -58,7 +58,7 @@ from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, decisions, validation_cases
 from distilforge.validate.machine import cpu_differences, outside_recipe
 from distilforge.validate.recorded import figure_mismatches
-from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, RunnerError, RuntimeCrash
+from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, Launcher, RunnerError, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head, eval_batches
 from distilforge.validate.tolerances import MARGIN, margin_shortfalls, precision_class
 
@@ -407,9 +407,10 @@ def _export_and_validate(target: Target, source: Source, root: Path, options: Bu
 
 
 def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
-                      reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
+                      reference: Reference, tolerance: Tolerance | None = None, *,
+                      launcher: Launcher | None = None) -> ArtifactEntry:
     try:
-        return validate_entry(target, artifact, source, out, options, reference, tolerance)
+        return validate_entry(target, artifact, source, out, options, reference, tolerance, launcher=launcher)
     except DistilforgeError:
         raise
     except Exception as e:  # the runtime could not load or run the artifact (or crashed): only that target fails
@@ -427,17 +428,21 @@ def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> No
 
 
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
-                   reference: Reference, tolerance: Tolerance | None = None) -> ArtifactEntry:
+                   reference: Reference, tolerance: Tolerance | None = None, *,
+                   launcher: Launcher | None = None) -> ArtifactEntry:
+    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`) the labelled eval set is left out
+    (one text at a time is 100-400x slower there): the grid, the real-text batch and the top-up batches remain,
+    at least MIN_DECISIONS decisions, judged by the same rule without the task metric."""
     klass = precision_class(target.precision)
     tolerance = tolerance or options.tolerances[klass]
     task, labelled = None, 0
-    if source.eval_set is not None and source.ckpt.tokenizer is not None:
+    if source.eval_set is not None and source.ckpt.tokenizer is not None and launcher is None:
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
         labelled = sum(decisions(source.ckpt.info, b.case) for b in eval_batches(*task[:2], max_length=task[2]))
     cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
                              fixed_shapes=artifact.fixed_shapes, max_shape=artifact.max_shape, seed=options.seed,
                              counted=labelled)
-    with IsolatedRunner(target.open_runner, out, artifact, options.threads) as runner:
+    with IsolatedRunner(target.open_runner, out, artifact, options.threads, launcher=launcher) as runner:
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
@@ -545,24 +550,32 @@ class CheckResult:
     problems: list[str]
     entries: list[ArtifactEntry]
     notes: list[str] = field(default_factory=list)  # how this CPU differs from the build's, what moved with it
+    # each emulated CPU asked for ("arm64:cortex-a76") -> the artifacts judged there
+    elsewhere: dict[str, list[ArtifactEntry]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return not self.problems and all(e.passed for e in self.entries)
+        everywhere = [*self.entries, *(e for entries in self.elsewhere.values() for e in entries)]
+        return not self.problems and all(e.passed for e in everywhere)
 
     @property
     def failures(self) -> list[str]:
         lines = list(self.problems)
-        for e in self.entries:
-            if e.validation and not e.validation.passed:
-                lines += e.validation.failures
+        for cpu, entries in [("", self.entries), *self.elsewhere.items()]:
+            for e in entries:
+                if cpu and e.error:  # the host's are in `problems` already
+                    lines.append(e.error)
+                elif e.validation and not e.validation.passed:
+                    lines += [f"[{cpu}] {line}" if cpu else line for line in e.validation.failures]
         return lines
 
 
-def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
-    """Verify every file's hash and the checkpoint's, then re-run each artifact's checks. Where an artifact runs on
-    another CPU than its figures were recorded on, say how the CPU differs (`notes`) and judge the figures measured
-    here by the pass rules alone."""
+def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str, ...] = ("host",),
+                 progress: Callable[[str], None] | None = None) -> CheckResult:
+    """Verify every file's hash and the checkpoint's, then re-run each artifact's checks on each of `cpus`: "host"
+    (this machine) and emulated ones ("arm64:cortex-a76", validate/arm64.py). Where an artifact runs on another
+    CPU than its figures were recorded on, say how the CPU differs (`notes`) and judge the figures measured there
+    by the pass rules alone."""
     out = Path(out)
     manifest = read_manifest(out)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
@@ -573,9 +586,9 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
     reference = Reference(eager_runner(source.ckpt, options.threads))
     entries, notes = [], []
-    for record in manifest["artifacts"]:
-        if record.get("error") or any(not (out / f["path"]).is_file() for f in record["files"]):
-            continue  # changed files are still run: the figures say how wrong they are
+    elsewhere = {cpu: _validate_emulated(cpu, manifest, source, out, options, reference, notes, progress)
+                 for cpu in cpus if cpu != "host"}
+    for record in _runnable(manifest, out) if "host" in cpus else []:
         target = get_target(record["target"])
         artifact = ExportedArtifact.from_dict(record)
         tolerance = Tolerance(**record["validation"]["tolerance"])
@@ -594,7 +607,44 @@ def validate_dir(out: str | Path, *, threads: int | None = None) -> CheckResult:
         else:
             problems += moved
         entries.append(entry)
-    return CheckResult(out=out, problems=problems, entries=entries, notes=list(dict.fromkeys(notes)))
+    return CheckResult(out=out, problems=problems, entries=entries, notes=list(dict.fromkeys(notes)),
+                       elsewhere=elsewhere)
+
+
+def _runnable(manifest: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """The entries that built and whose files are there (changed files are still run: the figures say how wrong
+    they are)."""
+    return [r for r in manifest["artifacts"]
+            if not r.get("error") and all((out / f["path"]).is_file() for f in r["files"])]
+
+
+def _validate_emulated(cpu: str, manifest: dict[str, Any], source: Source, out: Path, options: BuildOptions,
+                       reference: Reference, notes: list[str],
+                       progress: Callable[[str], None] | None) -> list[ArtifactEntry]:
+    """Each artifact whose runtime runs on `cpu` (an emulated "arm64:MODEL"), judged by its recorded rule there."""
+    from distilforge.validate import arm64
+
+    model = arm64.parse_cpu(cpu)
+    records = _runnable(manifest, out)
+    formats = {get_target(r["target"]).format for r in records}
+    runnable = [f for f in formats if f in arm64.FORMATS]
+    runtime = arm64.runtime(runnable, progress=progress) if runnable else None
+    entries = []
+    for record in records:
+        target = get_target(record["target"])
+        if runtime is None or target.format not in arm64.FORMATS:
+            notes.append(f"{target.name}: not validated on {cpu}: {arm64.why_not(target.format)}")
+            continue
+        if progress:
+            progress(f"validating {target.name} on {cpu} (emulated)")
+        launcher = Launcher(tuple(runtime.command(model)), runtime.env(), runtime.emulated(model))
+        entry = _validate_or_fail(target, ExportedArtifact.from_dict(record), source, out, options, reference,
+                                  Tolerance(**record["validation"]["tolerance"]), launcher=launcher)
+        if entry.error:
+            entry.error = f"[{cpu}] {entry.error}"
+        entry.ladder = record.get("ladder")
+        entries.append(entry)
+    return entries
 
 
 def source_for(manifest: dict[str, Any]) -> Source:

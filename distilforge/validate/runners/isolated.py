@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,19 +44,32 @@ class RunnerError(RuntimeError):
     """The runtime raised in the child; the message is already `Type: first line`."""
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """How to start the child on another machine than this one (e.g. an emulated arm64 CPU): the command that
+    stands for `python`, the variables it needs, and what to record as the way it ran."""
+
+    python: tuple[str, ...]
+    env: dict[str, str]
+    emulated: str  # e.g. "qemu-aarch64 10.0.2 -cpu cortex-a76"
+
+
 class IsolatedRunner:
-    def __init__(self, open_runner: Any, out_dir: Path, artifact: ExportedArtifact, threads: int) -> None:
+    def __init__(self, open_runner: Any, out_dir: Path, artifact: ExportedArtifact, threads: int, *,
+                 launcher: Launcher | None = None) -> None:
         spec = {"runner": runner_ref(open_runner), "out": str(out_dir),
                 "record": artifact.to_dict(), "threads": threads}
         self.output_names = tuple(o.name for o in artifact.outputs)
         self._log = tempfile.TemporaryFile()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        command = [*shlex.split(os.environ.get(WRAPPER, "")), sys.executable, "-m",
-                   "distilforge.validate.runners.isolated"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(launcher.env if launcher else {})}
+        python = list(launcher.python) if launcher else [*shlex.split(os.environ.get(WRAPPER, "")), sys.executable]
+        command = [*python, "-m", "distilforge.validate.runners.isolated"]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                          env=env)
         self._send(b"S", json.dumps(spec).encode())
         self.cpu: dict[str, Any] = json.loads(self._receive())  # b"R" once the artifact is open: the child's CPU
+        if launcher:
+            self.cpu["emulated"] = launcher.emulated
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         buffer = io.BytesIO()
