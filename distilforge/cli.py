@@ -154,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--int8-cpu", choices=("portable", "native"), default="portable",
                    help="INT8 recipes right on every CPU class, x86 with and without VNNI and ARM (portable, the "
                         "default), or only on this machine's class (native: e.g. full 8-bit weights on a VNNI CPU)")
+    b.add_argument("--validate-on", metavar="CPU,...", dest="validate_on",
+                   help="also judge every artifact on these emulated ARM64 CPUs (arm64:cortex-a53, arm64:cortex-a55, "
+                        "arm64:cortex-a76, arm64:neoverse-n2) under qemu-aarch64; a failure there fails the artifact "
+                        "and climbs an INT8 ladder as one here does (TFLite and ONNX; the runtime is set up on first "
+                        "use)")
     b.add_argument("--calibration-samples", type=_positive_int, default=128, metavar="N",
                    help="how many calibration samples to use (default: 128)")
     b.add_argument("--eval", type=Path, metavar="FILE", dest="eval_file",
@@ -209,6 +214,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to run the artifacts: 'host' (this machine, the default) or an emulated ARM64 CPU, "
                         "'arm64:MODEL' with MODEL one of cortex-a53, cortex-a55, cortex-a76, neoverse-n2 "
                         "(qemu-aarch64; its runtime is set up on first use); repeatable")
+    v.add_argument("--targets", metavar="T,...", help="re-run only these artifacts (every file is checked all the "
+                                                       "same)")
     _common(v)
     v.set_defaults(func=_cmd_validate)
 
@@ -335,6 +342,18 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress]:
         progress.close()
 
 
+def _emulated_cpus(text: str | None) -> tuple[str, ...]:
+    """'arm64:cortex-a53,arm64:cortex-a76' -> each checked (a usage error names a bad one), in order, once."""
+    if not text:
+        return ()
+    from distilforge.validate.arm64 import parse_cpu
+
+    cpus = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    for cpu in cpus:
+        parse_cpu(cpu)
+    return cpus
+
+
 def _wall_time(args: argparse.Namespace, started: float) -> None:
     """The summary's last line."""
     from distilforge.progress import format_duration
@@ -354,7 +373,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                            tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
                            executorch_max_shape=_max_shape(args.executorch_max_shape),
                            calibration_file=args.calibration, calibration_samples=args.calibration_samples,
-                           int8_cpu=args.int8_cpu)
+                           int8_cpu=args.int8_cpu, validate_on=_emulated_cpus(args.validate_on))
     head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
 
     def start_peer(source: Any) -> None:
@@ -484,17 +503,18 @@ def _cmd_build_many(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from distilforge.validate.arm64 import parse_cpu
-
     cpus = tuple(dict.fromkeys(args.cpus or ["host"]))
-    for cpu in cpus:
-        if cpu != "host":
+    if set(cpus) - {"host"}:
+        from distilforge.validate.arm64 import parse_cpu
+
+        for cpu in set(cpus) - {"host"}:
             parse_cpu(cpu)  # a bad name is a usage error before anything loads
     from distilforge.pipeline import validate_dir
     from distilforge.report.summary import print_summary, summary_rows
 
     progress = None if args.quiet or args.json else (lambda line: _err(f"[distilforge] {line}"))
-    result = validate_dir(args.dir, threads=args.threads, cpus=cpus, progress=progress)
+    result = validate_dir(args.dir, threads=args.threads, cpus=cpus, targets=_split_targets(args.targets),
+                          progress=progress)
     if not args.quiet and not args.json:
         for line in result.notes:
             _err(f"distilforge: note: {line}")

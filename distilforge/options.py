@@ -37,6 +37,8 @@ class BuildOptions:
     int8_cpu: str = "portable"
     # the rung of the target's INT8 ladder to export (None: its first); set by the pipeline as it climbs
     rung: str | None = None
+    # emulated CPUs every artifact is also judged on, e.g. ("arm64:cortex-a76",) (validate/arm64.py)
+    validate_on: tuple[str, ...] = ()
 
 
 def parse_shapes(text: str, flag: str = "--tflite-shapes") -> tuple[tuple[int, ...], ...]:

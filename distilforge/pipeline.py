@@ -32,6 +32,8 @@ from distilforge.artifacts.layout import (
 )
 from distilforge.artifacts.manifest import (
     ArtifactEntry,
+    Verdict,
+    host_cpu,
     make_manifest,
     manifest_problems,
     read_manifest,
@@ -55,12 +57,15 @@ from distilforge.progress import Progress, as_progress
 from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
-from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, decisions, validation_cases
+from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, TOP_UP_BATCH, decisions, validation_cases
 from distilforge.validate.machine import cpu_differences, outside_recipe
 from distilforge.validate.recorded import figure_mismatches
 from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, Launcher, RunnerError, RuntimeCrash
 from distilforge.validate.task import EvalSet, check_eval_head, eval_batches
 from distilforge.validate.tolerances import MARGIN, margin_shortfalls, precision_class
+
+
+EMULATED_SEQUENCE = 128  # the longest sequence validated on an emulated CPU (validate_entry)
 
 
 @dataclass
@@ -300,9 +305,11 @@ def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], opt
     if target.ladder:  # which recipe is kept depends on the figures: the rule, the margin and the CPU measured on
         exporter_options.update(onnx_int8_keep_float=options.onnx_int8_keep_float, int8_cpu=options.int8_cpu,
                                 tolerance=asdict(tolerance), margin=MARGIN.to_dict(), cpu=cpu)
+        if options.validate_on:
+            exporter_options["validate_on"] = list(options.validate_on)
     export = {"target": target.name, "checkpoint": files, "options": exporter_options, "tools": tool_versions()}
     validation = {"tolerance": asdict(tolerance), "eval": source.eval_set.record() if source.eval_set else None,
-                  "cpu": cpu}
+                  "cpu": cpu, **({"validate_on": list(options.validate_on)} if options.validate_on else {})}
     return cache_keys(export, validation)
 
 
@@ -328,6 +335,8 @@ def _reuse(target: Target, previous: dict[str, Any] | None, keys: CacheKeys, sou
     progress.step(target.name, "export unchanged, validating again")
     ladder = entry.ladder
     entry = _validate_or_fail(target, entry.artifact, source, out, options, reference)
+    if entry.passed:
+        entry = _judge_elsewhere(entry, target, source, out, options, reference)
     entry.ladder, entry.reused = ladder, "export"
     finish_folder(entry, out / target.folder, source, companions=False)  # the card carries the new figures
     return entry
@@ -383,7 +392,11 @@ def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, r
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    shortfalls = margin_shortfalls(entry.validation) if rung is not None and entry.passed else []
+    shortfalls = []
+    if rung is not None and entry.passed:  # on this machine and on every emulated CPU it was judged on
+        shortfalls = margin_shortfalls(entry.validation) + [
+            f"[{v.cpu['spec']}] {line}" for v in entry.elsewhere if v.validation
+            for line in margin_shortfalls(v.validation)]
     return Attempt(rung, root, entry, shortfalls)
 
 
@@ -403,7 +416,37 @@ def _export_and_validate(target: Target, source: Source, root: Path, options: Bu
         _stop_if_out_of_space(root.parent, e, target)
         return _failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
     validating()
-    return _validate_or_fail(target, artifact, source, root, options, reference)
+    entry = _validate_or_fail(target, artifact, source, root, options, reference)
+    return _judge_elsewhere(entry, target, source, root, options, reference) if entry.passed else entry
+
+
+def _judge_elsewhere(entry: ArtifactEntry, target: Target, source: Source, out: Path, options: BuildOptions,
+                     reference: Reference) -> ArtifactEntry:
+    """`--validate-on`: the artifact judged on each emulated CPU too. A failure there fails the artifact (and
+    climbs an INT8 ladder) as one here does; a format whose runtime cannot run there is recorded as not run."""
+    from distilforge.validate import arm64
+
+    for cpu in options.validate_on:
+        if target.format not in arm64.FORMATS:
+            entry.elsewhere.append(Verdict(cpu={"spec": cpu}, not_run=arm64.why_not(target.format)))
+            continue
+        other = _validate_or_fail(target, entry.artifact, source, out, options, reference,
+                                  launcher=arm64.launcher(cpu))
+        entry.elsewhere.append(Verdict(cpu=other.validated_on or {"spec": cpu}, validation=other.validation,
+                                       error=other.error))
+    return merge_verdicts(entry)
+
+
+def merge_verdicts(entry: ArtifactEntry) -> ArtifactEntry:
+    """Fold the emulated CPUs' verdicts into the artifact's: `validation.passed`, what build systems read, is False
+    when it failed on any of them, with one failure line each prefixed by the CPU; `validated_on` keeps each
+    CPU's own verdict, this machine's included."""
+    entry.validated_on = {**(entry.validated_on or {}), "passed": entry.validation.passed}
+    failures = [f"[{v.cpu['spec']}] {line}" for v in entry.elsewhere if v.passed is False
+                for line in ([v.error] if v.error else v.validation.failures)]
+    if failures:
+        entry.validation = replace(entry.validation, passed=False, failures=entry.validation.failures + failures)
+    return entry
 
 
 def _validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
@@ -430,17 +473,21 @@ def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> No
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
                    reference: Reference, tolerance: Tolerance | None = None, *,
                    launcher: Launcher | None = None) -> ArtifactEntry:
-    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`) the labelled eval set is left out
-    (one text at a time is 100-400x slower there): the grid, the real-text batch and the top-up batches remain,
-    at least MIN_DECISIONS decisions, judged by the same rule without the task metric."""
+    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`, 100-400x slower) the input set is
+    reduced: no labelled eval set (one text at a time), and sequences cut to EMULATED_SEQUENCE (the grid's longest
+    row is 3 x 128, not 3 x the model's maximum); the grid's other rows, the padded real-text batch and the
+    top-up batches remain, at least MIN_DECISIONS decisions, judged by the same rule without the task metric."""
     klass = precision_class(target.precision)
     tolerance = tolerance or options.tolerances[klass]
     task, labelled = None, 0
     if source.eval_set is not None and source.ckpt.tokenizer is not None and launcher is None:
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
         labelled = sum(decisions(source.ckpt.info, b.case) for b in eval_batches(*task[:2], max_length=task[2]))
+    max_shape = artifact.max_shape
+    if launcher is not None and not artifact.fixed_shapes and not max_shape:
+        max_shape = emulated_bound(source.ckpt.info)
     cases = validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts,
-                             fixed_shapes=artifact.fixed_shapes, max_shape=artifact.max_shape, seed=options.seed,
+                             fixed_shapes=artifact.fixed_shapes, max_shape=max_shape, seed=options.seed,
                              counted=labelled)
     with IsolatedRunner(target.open_runner, out, artifact, options.threads, launcher=launcher) as runner:
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
@@ -448,6 +495,11 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime, not_reproducible=target.not_reproducible,
                          reproducible_caveat=target.reproducible_caveat, validated_on=runner.cpu)
+
+
+def emulated_bound(info: CheckpointInfo) -> tuple[int, ...]:
+    """The largest input validated under emulation: (batch, [choices,] EMULATED_SEQUENCE)."""
+    return (TOP_UP_BATCH, 4, EMULATED_SEQUENCE) if info.head.multiple_choice else (TOP_UP_BATCH, EMULATED_SEQUENCE)
 
 
 def _longest_input(artifact: ExportedArtifact, max_length: int) -> int:
@@ -489,6 +541,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
             "int8_cpu": options.int8_cpu,
             "int8_margin": MARGIN.to_dict(),
+            "validate_on": list(options.validate_on),
             "validation_grid": {"dynamic": [[b, s if s else "max"] for b, s in DYNAMIC_GRID],
                                 "min_decisions": MIN_DECISIONS,
                                 "padded_rows": True, "real_text_rows": source.ckpt.tokenizer is not None},
@@ -571,13 +624,14 @@ class CheckResult:
 
 
 def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str, ...] = ("host",),
-                 progress: Callable[[str], None] | None = None) -> CheckResult:
+                 targets: list[str] | None = None, progress: Callable[[str], None] | None = None) -> CheckResult:
     """Verify every file's hash and the checkpoint's, then re-run each artifact's checks on each of `cpus`: "host"
     (this machine) and emulated ones ("arm64:cortex-a76", validate/arm64.py). Where an artifact runs on another
     CPU than its figures were recorded on, say how the CPU differs (`notes`) and judge the figures measured there
-    by the pass rules alone."""
+    by the pass rules alone. `targets`: re-run only these (every file is checked all the same)."""
     out = Path(out)
     manifest = read_manifest(out)
+    _known_targets(out, manifest, targets)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
     problems += [p for a in manifest["artifacts"] for p in card_problems(out, a, manifest["checkpoint"])]
     source = source_for(manifest)
@@ -586,9 +640,9 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
     reference = Reference(eager_runner(source.ckpt, options.threads))
     entries, notes = [], []
-    elsewhere = {cpu: _validate_emulated(cpu, manifest, source, out, options, reference, notes, progress)
+    elsewhere = {cpu: _validate_emulated(cpu, manifest, source, out, options, reference, notes, progress, targets)
                  for cpu in cpus if cpu != "host"}
-    for record in _runnable(manifest, out) if "host" in cpus else []:
+    for record in _runnable(manifest, out, targets) if "host" in cpus else []:
         target = get_target(record["target"])
         artifact = ExportedArtifact.from_dict(record)
         tolerance = Tolerance(**record["validation"]["tolerance"])
@@ -597,7 +651,8 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
             problems.append(entry.error)
             continue
         entry.ladder = record.get("ladder")
-        differences = cpu_differences(record.get("validated_on") or manifest.get("machine"), entry.validated_on)
+        differences = cpu_differences(host_cpu(record.get("validated_on")) or manifest.get("machine"),
+                                      entry.validated_on)
         same_threads = options.threads == manifest["settings"]["threads"]
         moved = figure_mismatches(target.name, record["validation"], entry.validation,
                                   same_threads=same_threads and not differences)
@@ -611,33 +666,36 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
                        elsewhere=elsewhere)
 
 
-def _runnable(manifest: dict[str, Any], out: Path) -> list[dict[str, Any]]:
-    """The entries that built and whose files are there (changed files are still run: the figures say how wrong
-    they are)."""
-    return [r for r in manifest["artifacts"]
-            if not r.get("error") and all((out / f["path"]).is_file() for f in r["files"])]
+def _runnable(manifest: dict[str, Any], out: Path, targets: list[str] | None) -> list[dict[str, Any]]:
+    """The entries asked for that built and whose files are there (changed files are still run: the figures say
+    how wrong they are)."""
+    return [r for r in manifest["artifacts"] if (targets is None or r["target"] in targets)
+            and not r.get("error") and all((out / f["path"]).is_file() for f in r["files"])]
+
+
+def _known_targets(out: Path, manifest: dict[str, Any], targets: list[str] | None) -> None:
+    built = [a["target"] for a in manifest["artifacts"]]
+    unknown = [t for t in targets or [] if t not in built]
+    if unknown:
+        raise UsageError(f"{out / 'manifest.json'}: has no artifact {unknown[0]} (--targets); it holds "
+                         f"{', '.join(built)}")
 
 
 def _validate_emulated(cpu: str, manifest: dict[str, Any], source: Source, out: Path, options: BuildOptions,
-                       reference: Reference, notes: list[str],
-                       progress: Callable[[str], None] | None) -> list[ArtifactEntry]:
+                       reference: Reference, notes: list[str], progress: Callable[[str], None] | None,
+                       targets: list[str] | None) -> list[ArtifactEntry]:
     """Each artifact whose runtime runs on `cpu` (an emulated "arm64:MODEL"), judged by its recorded rule there."""
     from distilforge.validate import arm64
 
-    model = arm64.parse_cpu(cpu)
-    records = _runnable(manifest, out)
-    formats = {get_target(r["target"]).format for r in records}
-    runnable = [f for f in formats if f in arm64.FORMATS]
-    runtime = arm64.runtime(runnable, progress=progress) if runnable else None
     entries = []
-    for record in records:
+    for record in _runnable(manifest, out, targets):
         target = get_target(record["target"])
-        if runtime is None or target.format not in arm64.FORMATS:
+        if target.format not in arm64.FORMATS:
             notes.append(f"{target.name}: not validated on {cpu}: {arm64.why_not(target.format)}")
             continue
         if progress:
             progress(f"validating {target.name} on {cpu} (emulated)")
-        launcher = Launcher(tuple(runtime.command(model)), runtime.env(), runtime.emulated(model))
+        launcher = arm64.launcher(cpu, progress=progress)
         entry = _validate_or_fail(target, ExportedArtifact.from_dict(record), source, out, options, reference,
                                   Tolerance(**record["validation"]["tolerance"]), launcher=launcher)
         if entry.error:

@@ -869,7 +869,8 @@ def _(ctx: Ctx) -> Bad:
 def _(ctx: Ctx) -> Bad:
     ctx.out.mkdir()
     (ctx.out / "manifest.json").write_text('{"schema_version": 7}')
-    return Bad(["validate", str(ctx.out)], ("manifest.json", "schema_version 7 is not 1"), out_states=("prepared",))
+    return Bad(["validate", str(ctx.out)], ("manifest.json", "schema_version 7 is not 1 or 2"),
+               out_states=("prepared",))
 
 
 @case("validate-manifest-incomplete")
@@ -877,6 +878,23 @@ def _(ctx: Ctx) -> Bad:
     ctx.out.mkdir()
     (ctx.out / "manifest.json").write_text('{"schema_version": 1, "checkpoint": {}, "settings": {}}')
     return Bad(["validate", str(ctx.out)], ("manifest.json", "'artifacts' is missing"), out_states=("prepared",))
+
+
+@case("validate-cpu-unknown")
+def _(ctx: Ctx) -> Bad:
+    return Bad(["validate", str(ctx.out), "--cpu", "arm64:cortex-a99"], ("arm64:cortex-a99", "arm64:cortex-a76"),
+               out_states=("earlier-build",))
+
+
+@case("validate-targets-not-built")
+def _(ctx: Ctx) -> Bad:
+    return Bad(["validate", str(ctx.out), "--targets", "onnx:fp16"], ("manifest.json", "onnx:fp16", "--targets"),
+               out_states=("earlier-build",))
+
+
+@case("validate-on-unknown-cpu")
+def _(ctx: Ctx) -> Bad:
+    return Bad(ctx.build("--validate-on", "arm64:cortex-a76,arm64:pixel"), ("arm64:pixel", "arm64:neoverse-n2"))
 
 
 # ---- merge and build-many: parts and plans --------------------------------------------------------------

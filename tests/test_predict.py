@@ -212,7 +212,7 @@ def test_validate_catches_a_card_that_disagrees_with_the_manifest(built, tmp_pat
     card = json.loads((out / card_file["path"]).read_text())
     # each field set to what it cannot already be, on any CPU class: a figure lowered, a class that does not exist
     card["validation"]["worst"]["agreement"] = card["validation"]["worst"]["agreement"] / 2
-    card["validated_on"]["cpu_class"] = "not-" + card["validated_on"]["cpu_class"]
+    card["validated_on"][0]["cpu_class"] = "not-" + card["validated_on"][0]["cpu_class"]
     text = json.dumps(card, indent=2) + "\n"
     (out / card_file["path"]).write_text(text)
     from distilforge.artifacts.hashing import sha256_file

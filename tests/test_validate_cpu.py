@@ -80,8 +80,8 @@ def test_a_manifest_from_another_cpu_is_rechecked_here(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["machine"].update(other, cpu="recorded CPU")
     for entry in manifest["artifacts"]:
-        entry["validated_on"] = {"cpu": "recorded CPU", "arch": "x86_64", "cpu_class": other["cpu_class"],
-                                 "flags": [f for f, on in other["flags"].items() if on]}
+        entry["validated_on"] = [{"cpu": "recorded CPU", "arch": "x86_64", "cpu_class": other["cpu_class"],
+                                  "flags": [f for f, on in other["flags"].items() if on], "passed": True}]
         entry["validation"]["worst"]["min_cosine"] -= 0.001  # as if that CPU's kernels had measured otherwise
         _rewrite_card(out, entry, manifest["checkpoint"])  # as a build there would have written it
     manifest["digest"] = manifest_digest(manifest)

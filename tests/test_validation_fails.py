@@ -57,7 +57,7 @@ def test_missing_file_is_reported(built):
 
 def test_manifest_records_what_build_systems_read(built):
     manifest = json.loads((built / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
     assert manifest["checkpoint"]["head"] == "DistilBertForSequenceClassification"
     art = manifest["artifacts"][0]
     assert art["target"] == "onnx:fp32"

@@ -3,13 +3,17 @@
 Keys build systems read (stable; renaming one bumps SCHEMA_VERSION): `schema_version`,
 `checkpoint`, `artifacts[]` with `target`, `files[]` (`path`, `bytes`, `sha256`) and
 `validation` (`passed`, figures, tolerances).
+
+Schema 2: an artifact's `validated_on` is a list, one entry per CPU it was judged on: first the machine its
+`validation` figures are from, then each emulated CPU `build --validate-on` asked for (`emulated`, `passed`, and
+that CPU's own `validation`). Schema 1 had the first entry alone, as an object; both are read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,42 @@ from distilforge.artifacts.layout import MANIFEST, write_json_atomic
 from distilforge.artifacts.records import ExportedArtifact, ValidationResult
 from distilforge.errors import OutputDirError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED_KEYS: dict[str, type] = {"checkpoint": dict, "settings": dict, "artifacts": list}  # what every reader needs
+
+
+@dataclass
+class Verdict:
+    """An artifact judged on one more CPU than the one its `validation` is from: an emulated arm64 (its `cpu`
+    record says which, under `emulated`), with that CPU's own figures; or why it could not be run there."""
+
+    cpu: dict[str, Any]
+    validation: ValidationResult | None = None
+    error: str | None = None  # it could not be loaded or run there
+    not_run: str | None = None  # its runtime does not run there: why (not a failure)
+
+    @property
+    def passed(self) -> bool | None:
+        if self.not_run:
+            return None
+        return self.error is None and self.validation is not None and self.validation.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.cpu, "passed": self.passed, "error": self.error, "not_run": self.not_run,
+                "validation": self.validation.to_dict() if self.validation else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verdict:
+        cpu = {k: v for k, v in d.items() if k not in ("passed", "error", "not_run", "validation")}
+        validation = ValidationResult.from_dict(d["validation"]) if d.get("validation") else None
+        return cls(cpu=cpu, validation=validation, error=d.get("error"), not_run=d.get("not_run"))
+
+
+def host_cpu(validated_on: dict[str, Any] | list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The CPU an entry's `validation` figures are from (with its verdict there), in a manifest of either schema."""
+    if isinstance(validated_on, list):
+        return validated_on[0] if validated_on else None
+    return validated_on
 
 
 @dataclass
@@ -38,6 +76,7 @@ class ArtifactEntry:
     reproducible_caveat: str = ""  # a condition on that, e.g. the same install path
     ladder: dict[str, Any] | None = None  # INT8: the recipes tried, their figures and which one was kept
     validated_on: dict[str, Any] | None = None  # the CPU the figures were measured on (cpu, cpu_class, flags)
+    elsewhere: list[Verdict] = field(default_factory=list)  # emulated CPUs it was also judged on (--validate-on)
     reused: str = ""  # this run only, not in the manifest: "" (built), "export" (re-validated) or "all"
 
     @property
@@ -55,8 +94,14 @@ class ArtifactEntry:
                              "caveat": self.reproducible_caveat or None},
             "cache": self.cache,
             "ladder": self.ladder,
-            "validated_on": self.validated_on,
+            "validated_on": self._validated_on(),
         }
+
+    def _validated_on(self) -> list[dict[str, Any]] | None:
+        if self.validated_on is None:
+            return None
+        host = {"passed": self.validation.passed if self.validation else None, **self.validated_on}
+        return [host, *(v.to_dict() for v in self.elsewhere)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArtifactEntry:
@@ -64,7 +109,9 @@ class ArtifactEntry:
                    runtime=d["runtime"], error=d.get("error"), cache=d.get("cache"),
                    not_reproducible=(d.get("reproducible") or {}).get("why_not") or "",
                    reproducible_caveat=(d.get("reproducible") or {}).get("caveat") or "",
-                   ladder=d.get("ladder"), validated_on=d.get("validated_on"),
+                   ladder=d.get("ladder"), validated_on=host_cpu(d.get("validated_on")),
+                   elsewhere=[Verdict.from_dict(v) for v in (d.get("validated_on") or [])[1:]]
+                   if isinstance(d.get("validated_on"), list) else [],
                    validation=ValidationResult.from_dict(d["validation"]) if d.get("validation") else None)
 
 
@@ -119,7 +166,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
         raise OutputDirError(f"{out}: not a directory")
     if not path.is_file():
         raise OutputDirError(f"{path}: not found; is {out} the output of 'distilforge build'?")
-    manifest = read_versioned_json(path, SCHEMA_VERSION)
+    manifest = read_versioned_json(path, SCHEMA_VERSION, older=(1,))
     _check_keys(path, manifest)
     return manifest
 
@@ -146,15 +193,17 @@ def _check_keys(path: Path, manifest: dict[str, Any]) -> None:
         raise OutputDirError(f"{path}: damaged: missing {', '.join(dict.fromkeys(missing))}")
 
 
-def read_versioned_json(path: Path, schema_version: int) -> dict[str, Any]:
-    """A JSON object of ours (manifest, bench results) with the schema version this code reads."""
+def read_versioned_json(path: Path, schema_version: int, *, older: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A JSON object of ours (manifest, bench results) with a schema version this code reads: `schema_version`
+    or one of the `older` ones it still understands."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OutputDirError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != schema_version:
+    readable = (*older, schema_version)
+    if not isinstance(data, dict) or data.get("schema_version") not in readable:
         version = data.get("schema_version") if isinstance(data, dict) else None
-        raise OutputDirError(f"{path}: schema_version {version!r} is not {schema_version}")
+        raise OutputDirError(f"{path}: schema_version {version!r} is not {' or '.join(map(str, readable))}")
     return data
 
 

@@ -52,6 +52,8 @@ class Row:
     bench_error: str | None = None
     slower_than_fp32: str | None = None  # INT8 slower than its format's fastest fp32 artifact on the CPU measured
     recipe: str | None = None  # INT8: the kept rung of its ladder, e.g. "2/3 ffn-out-float"
+    # the verdict on each CPU it was judged on, e.g. "x86-avx2 pass, arm64 cortex-a76 pass (emulated)"
+    judged_on: str = ""
     passed: bool = False
     failures: list[str] = field(default_factory=list)
     pareto: bool = False  # on the front of the main plot: latency p50 (or bytes) against fidelity
@@ -144,7 +146,17 @@ def artifact_row(a: dict[str, Any]) -> Row:
                bytes=size, mb=None if size is None else size / 1e6, max_abs=worst.get("max_abs"),
                min_cosine=cosine, cosine_gap=None if cosine is None else 1.0 - cosine, agreement=worst.get("agreement"),
                task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
-               task_drop=task.get("drop"), passed=passed, failures=failures, recipe=kept_recipe(a.get("ladder")))
+               task_drop=task.get("drop"), passed=passed, failures=failures, recipe=kept_recipe(a.get("ladder")),
+               judged_on=judged_on(a.get("validated_on")))
+
+
+def judged_on(validated_on: list[dict[str, Any]] | dict[str, Any] | None) -> str:
+    """One verdict per CPU an artifact was judged on ("" when only on the build machine)."""
+    if not isinstance(validated_on, list) or len(validated_on) < 2:
+        return ""
+    words = {True: "pass", False: "FAIL", None: "not run"}
+    return ", ".join(f"{v.get('spec') or v.get('cpu_class')} {words[v.get('passed')]}"
+                     + (" (emulated)" if v.get("emulated") else "") for v in validated_on)
 
 
 def peer_row(result: dict[str, Any]) -> Row:

@@ -42,7 +42,8 @@ TAIL_COLUMNS: list[tuple[str, Any]] = [
 
 
 def columns(data: ReportData) -> list[tuple[str, Any]]:
-    return COLUMNS + (LATENCY_COLUMNS if data.bench is not None else []) + TAIL_COLUMNS
+    judged = [("judged on", lambda r: r.judged_on)] if any(r.judged_on for r in data.rows) else []
+    return COLUMNS + (LATENCY_COLUMNS if data.bench is not None else []) + judged + TAIL_COLUMNS
 
 
 def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[str, Any]:

@@ -49,9 +49,10 @@ class Launcher:
     """How to start the child on another machine than this one (e.g. an emulated arm64 CPU): the command that
     stands for `python`, the variables it needs, and what to record as the way it ran."""
 
+    cpu: str  # what the user asked for, e.g. "arm64:cortex-a76"
     python: tuple[str, ...]
     env: dict[str, str]
-    emulated: str  # e.g. "qemu-aarch64 10.0.2 -cpu cortex-a76"
+    emulated: str  # how, e.g. "qemu-aarch64 10.0.2 -cpu cortex-a76"
 
 
 class IsolatedRunner:
@@ -69,7 +70,7 @@ class IsolatedRunner:
         self._send(b"S", json.dumps(spec).encode())
         self.cpu: dict[str, Any] = json.loads(self._receive())  # b"R" once the artifact is open: the child's CPU
         if launcher:
-            self.cpu["emulated"] = launcher.emulated
+            self.cpu.update(spec=launcher.cpu, emulated=launcher.emulated)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         buffer = io.BytesIO()
