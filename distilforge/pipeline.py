@@ -64,7 +64,6 @@ from distilforge.validate.runners.isolated import WRAPPER, IsolatedRunner, Launc
 from distilforge.validate.task import EvalSet, check_eval_head, eval_batches
 from distilforge.validate.tolerances import MARGIN, margin_shortfalls, precision_class
 
-
 EMULATED_SEQUENCE = 128  # the longest sequence validated on an emulated CPU (validate_entry)
 
 
