@@ -16,6 +16,9 @@
     stay float: nothing on the mask path is quantized, so padding cannot leak into real tokens (the
     calibrator drops HF's -3.4e38 mask value, which quantizing that path would lose);
   - the embedding table is weight-only int8;
+  - the ladder narrows what is static (STATIC_RUNGS): last, only the query, key and value projections, the
+    three layers that read one input (default model, recipe 4: 0.99331, the other rungs 0.99288 and 0.99066;
+    int16 activations gave 0.99860 but ran 20x slower than fp32, so they are not a rung);
   - activation ranges are the min/max over all calibration samples. ai-edge-quantizer's default
     keeps a moving average (0.95) of each sample's range, which the later samples dominate, and it
     clipped inputs unlike them (worst cosine over 12 more random-id inputs: 0.951 against 0.988).
@@ -24,6 +27,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +53,12 @@ STATIC_RUNGS = (
                             "narrowing ones and those writing an output dynamic"),
     Rung("static-same-width", "calibrated int8 activations only into the layers that keep the width (attention "
                               "projections, pre-classifier); the feed-forward layers dynamic"),
+    Rung("static-qkv", "calibrated int8 activations only into the attention's query, key and value projections "
+                       "(the layers that read the same input); every other layer dynamic"),
 )
+# Which FULLY_CONNECTED layers each static rung runs dynamic (besides the narrowing ones and those writing an output)
+STATIC_RUNG_DYNAMIC = {"static-widening": (), "static-same-width": ("widening",),
+                       "static-qkv": ("widening", "same-width-not-qkv")}
 CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding them on every x86 class "
            "(docs/cpu-classes.md), so no recipe choice depends on the build machine")
 
@@ -99,11 +108,13 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         from ai_edge_quantizer.qtyping import TFLOperationName as ops
 
         q.add_static_config(regex=".*", operation_name=ops.FULLY_CONNECTED, activation_num_bits=8, weight_num_bits=8)
-        total, dynamic = _fc_scopes(fp32, narrowing_only=False, widening=rung.name == "static-same-width")
+        kinds = STATIC_RUNG_DYNAMIC[rung.name]
+        total, dynamic = _fc_scopes(fp32, narrowing_only=False, widening="widening" in kinds,
+                                    same_width_but_qkv="same-width-not-qkv" in kinds)
         for scope in dynamic:
             q.add_dynamic_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED, num_bits=8)
         q.add_weight_only_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
-        details.update(_static_details(total, len(dynamic), widening=rung.name == "static-same-width"))
+        details.update(_static_details(total, len(dynamic), kinds=kinds))
 
     return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, details, calibration=options.calibration)
 
@@ -112,10 +123,12 @@ def _rung_details(rung: Rung, options: BuildOptions) -> dict[str, Any]:
     return {"rung": rung.name, "rung_summary": rung.summary, "int8_cpu": int8_cpu(options.int8_cpu).record(CPU_WHY)}
 
 
-def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False) -> tuple[int, list[str]]:
+def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False,
+               same_width_but_qkv: bool = False) -> tuple[int, list[str]]:
     """(number of FULLY_CONNECTED ops, the op scopes of those picked): those narrowing the width (FFN output
-    projection, classifier), unless `narrowing_only` also those writing a model output, and with `widening`
-    those widening it (the FFN's first layer) too.
+    projection, classifier), unless `narrowing_only` also those writing a model output, with `widening` those
+    widening it (the FFN's first layer), and with `same_width_but_qkv` those keeping it (attention output,
+    pre-classifier) but the query, key and value projections: three or more layers reading one input.
 
     Chosen from the graph, not from tensor names (those change with the attention implementation
     and the head). The scope is what ai-edge-quantizer matches a recipe's regex against: the op's output
@@ -126,20 +139,24 @@ def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False) -> 
     model = tfl.read_model(fp32)
     total, scopes = 0, []
     for graph in model.subgraphs:
-        for op in graph.operators:
-            if tfl.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode) != \
-                    TFLOperationName.FULLY_CONNECTED:
-                continue
+        fcs = [op for op in graph.operators if tfl.TFL_OP_CODE_TO_NAME.get(
+            model.operatorCodes[op.opcodeIndex].builtinCode) == TFLOperationName.FULLY_CONNECTED]
+        readers = Counter(op.inputs[0] for op in fcs)
+        for op in fcs:
             total += 1
             out_features, in_features = graph.tensors[op.inputs[1]].shape[:2]
             writes_output = bool(set(op.outputs) & set(graph.outputs)) and not narrowing_only
-            if out_features < in_features or writes_output or (widening and out_features > in_features):
+            qkv = readers[op.inputs[0]] >= 3
+            if out_features < in_features or writes_output or (widening and out_features > in_features) or (
+                    same_width_but_qkv and out_features == in_features and not qkv):
                 scopes.append(tfl.get_op_scope(op, graph.tensors))
     return total, list(dict.fromkeys(scopes))
 
 
-def _static_details(total: int, dynamic: int, *, widening: bool) -> dict[str, Any]:
-    which = "narrowing or widening the width (FFN lin1 and lin2" if widening else "narrowing the width (FFN lin2"
+def _static_details(total: int, dynamic: int, *, kinds: tuple[str, ...]) -> dict[str, Any]:
+    which = {(): "narrowing the width (FFN lin2", ("widening",): "narrowing or widening the width (FFN lin1 and lin2",
+             ("widening", "same-width-not-qkv"): "other than the query, key and value projections (attention output, "
+                                                 "pre-classifier, FFN lin1 and lin2"}[kinds]
     return {
         "weights": "int8 per channel (embedding table weight-only int8)",
         "activations": f"int8, calibrated, into and out of {total - dynamic} of {total} FULLY_CONNECTED ops",
