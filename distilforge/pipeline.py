@@ -472,14 +472,15 @@ def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> No
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
                    reference: Reference, tolerance: Tolerance | None = None, *,
                    launcher: Launcher | None = None) -> ArtifactEntry:
-    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`, 100-400x slower) the input set is
-    reduced: no labelled eval set (one text at a time), and sequences cut to EMULATED_SEQUENCE (the grid's longest
-    row is 3 x 128, not 3 x the model's maximum); the grid's other rows, the padded real-text batch and the
-    top-up batches remain, at least MIN_DECISIONS decisions, judged by the same rule without the task metric."""
+    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`, 100-400x slower) sequences are cut
+    to EMULATED_SEQUENCE (the grid's longest row is 3 x 128, not 3 x the model's maximum); every other case, the
+    labelled eval set included, is the host's. (Leaving the eval set out for speed made the verdict another one:
+    its top-up batches of unlabelled sample texts, many of them off-topic near-ties, gave the default model's
+    tflite:int8-static 93.8 % agreement, on the host as under emulation, against 99.3 % with the labelled texts.)"""
     klass = precision_class(target.precision)
     tolerance = tolerance or options.tolerances[klass]
     task, labelled = None, 0
-    if source.eval_set is not None and source.ckpt.tokenizer is not None and launcher is None:
+    if source.eval_set is not None and source.ckpt.tokenizer is not None:
         task = (source.ckpt.tokenizer, source.eval_set, _longest_input(artifact, source.ckpt.info.max_length))
         labelled = sum(decisions(source.ckpt.info, b.case) for b in eval_batches(*task[:2], max_length=task[2]))
     max_shape = artifact.max_shape
