@@ -171,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="export and validate every target again, even those whose inputs have not changed")
     b.add_argument("--keep-going", action="store_true",
                    help="when a target fails, build the others anyway (default: stop at the first failure)")
+    b.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+                   help="targets built at once, each on a worker process (default: the cores this machine has); "
+                        "the same files and manifest as --jobs 1")
     b.add_argument("--shard", metavar="K/N",
                    help="build only the K-th of N round-robin slices of the targets (a CI matrix job); "
                         "'distilforge merge' puts the N outputs together")
@@ -363,6 +366,7 @@ def _wall_time(args: argparse.Namespace, started: float) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    from distilforge.jobs import default_jobs
     from distilforge.options import BuildOptions, parse_shapes
     from distilforge.pipeline import build, parse_shard
     from distilforge.validate.tolerances import parse_overrides
@@ -389,7 +393,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
                            progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
                            rebuild=args.rebuild, on_loaded=start_peer if args.bench and not args.no_peer else None,
-                           part=part)
+                           part=part, jobs=args.jobs or default_jobs())
             progress.close()  # the build's display ends here (the bench's phases start their own)
             benched = _bench(args, args.out, threads=options.threads, progress=progress,
                              peer_head_start=head_start[0] if head_start else None) if args.bench else None

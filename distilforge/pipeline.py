@@ -42,6 +42,7 @@ from distilforge.artifacts.manifest import (
 )
 from distilforge.artifacts.records import ExportedArtifact, Tolerance
 from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint, inspect_checkpoint, load_checkpoint
+from distilforge.default_model import ensure_default_checkpoint
 from distilforge.errors import (
     BuildFailure,
     CheckpointError,
@@ -52,6 +53,7 @@ from distilforge.errors import (
     UsageError,
     first_line,
 )
+from distilforge.jobs import Workers, WorkerSetup, expected_seconds
 from distilforge.options import BuildOptions
 from distilforge.progress import Progress, as_progress
 from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
@@ -135,7 +137,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
           progress: Progress | Callable[[str], None] | None = None,
           eval_file: str | Path | None = None, keep_going: bool = False, rebuild: bool = False,
           on_loaded: Callable[[Source], None] | None = None, part: Part | None = None,
-          reuse: dict[str, dict[str, Any]] | None = None) -> BuildResult:
+          reuse: dict[str, dict[str, Any]] | None = None, jobs: int = 1) -> BuildResult:
     """Build, validate and record every target. Bad input raises before anything is written.
 
     `eval_file`: labelled data (.jsonl/.csv) the task metrics are computed on, instead of the default
@@ -146,7 +148,8 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     `on_loaded(source)` runs once the checkpoint is loaded and checked, before any target (`build --bench`
     starts the peer's commands there). `part`: build only a slice of the targets (the manifest records it as
     `part`). `reuse`: entries from elsewhere whose files the caller has verified (build-many's driver), taken
-    when both their cache keys match; their files are not in `out`."""
+    when both their cache keys match; their files are not in `out`. `jobs`: targets built at once, each on a
+    worker process of its own (distilforge/jobs.py); the files and the manifest are those of `jobs=1`."""
     options = options or BuildOptions()
     progress = as_progress(progress)
     chosen = resolve_targets(targets)
@@ -158,6 +161,22 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
         info = inspect_checkpoint(checkpoint)  # fail on a bad directory before torch is imported
         if eval_file is not None:
             check_eval_head(info.head, eval_file)
+    workers = Workers(min(jobs, len(part.pick(chosen) if part else chosen)),
+                      WorkerSetup(None if checkpoint is None else str(checkpoint),
+                                  None if eval_file is None else str(eval_file), str(out)))
+    with workers:
+        if rebuild or not load_previous(out):  # they will have work: let their loading overlap this process's
+            if checkpoint is None:
+                ensure_default_checkpoint()  # made once, here, before the workers read it from the cache
+            workers.start()
+        return _build(checkpoint, out, chosen, targets, options, force, progress, eval_file, keep_going, rebuild,
+                      on_loaded, part, reuse, workers)
+
+
+def _build(checkpoint: str | Path | None, out: Path, chosen: list[Target], targets: list[str] | None,
+           options: BuildOptions, force: bool, progress: Progress, eval_file: str | Path | None, keep_going: bool,
+           rebuild: bool, on_loaded: Callable[[Source], None] | None, part: Part | None,
+           reuse: dict[str, dict[str, Any]] | None, workers: Workers) -> BuildResult:
     progress.step("checkpoint" if checkpoint else "the built-in default model", "loading")
     source = load_source(checkpoint, eval_file)
     if source.ckpt.info.ignored_files:
@@ -178,7 +197,8 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     if not picked:
         raise UsageError(f"{part.record(picked)['shard'] or ', '.join(part.names)}: no target to build in this part "
                          f"of {len(chosen)} target(s)")
-    progress.phase("build", len(picked))
+    progress.phase("build", len(picked), costs=_expected_seconds(picked, options),
+                   workers=min(workers.count, len(picked)))
     reference = Reference(eager_runner(source.ckpt, options.threads))
     created = first_missing(out)  # what this build will create, and remove again if the disk fills up
     with exclusive(out):
@@ -187,7 +207,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
             previous = {} if rebuild else load_previous(out)
             begin_build(out)
             entries = build_targets(picked, source, out, options, reference, progress, keep_going=keep_going,
-                                    previous=previous, reuse=reuse or {})
+                                    previous=previous, reuse=reuse or {}, workers=workers)
             progress.step("manifest", "writing")
             manifest = _manifest(source, entries, reference, options, chosen)
             if part:
@@ -258,28 +278,51 @@ def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:
 def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
                   progress: Progress, *, keep_going: bool,
                   previous: dict[str, dict[str, Any]],
-                  reuse: dict[str, dict[str, Any]] | None = None) -> list[ArtifactEntry]:
-    """Each target in turn (reused when its inputs are unchanged); stop at the first failure unless keep_going."""
-    entries: list[ArtifactEntry] = []
+                  reuse: dict[str, dict[str, Any]] | None = None,
+                  workers: Workers | None = None) -> list[ArtifactEntry]:
+    """Each target (reused when its inputs are unchanged), one at a time or on the workers; stop handing out
+    targets at the first failure unless keep_going. The entries come in `chosen`'s order either way."""
     files = source.ckpt.info.file_hashes()
-    for target in chosen:
-        keys = _cache_keys(target, source, files, options)
-        entry = _verified_elsewhere((reuse or {}).get(target.name), keys)
-        entry = entry or _reuse(target, previous.get(target.name), keys, source, out, options, reference, progress)
-        entry = entry or build_target(target, source, out, options, reference, progress)
-        entry.cache = keys.to_dict()
-        entries.append(entry)
-        save_progress(out, previous, [e.to_dict() for e in entries])
-        progress.advance(target.name, _outcome(entry))
+    keys = {t.name: _cache_keys(t, source, files, options) for t in chosen}
+    entries: dict[str, ArtifactEntry] = {}
+    stopped_by: list[str] = []
+
+    def finish(name: str, entry: ArtifactEntry) -> bool:
+        entry.cache = keys[name].to_dict()
+        entries[name] = entry
+        save_progress(out, previous, [entries[t.name].to_dict() for t in chosen if t.name in entries])
+        progress.advance(name, _outcome(entry))
         if not entry.passed and not keep_going:
-            progress.note(f"{target.name} failed: stopping (pass --keep-going to build the others anyway)")
+            stopped_by.append(name)
+            progress.note(f"{name} failed: stopping (pass --keep-going to build the others anyway)")
+        return not stopped_by
+
+    to_build = []
+    for target in chosen:
+        keys_ = keys[target.name]
+        entry = _verified_elsewhere((reuse or {}).get(target.name), keys_)
+        entry = entry or _reuse(target, previous.get(target.name), keys_, source, out, options, reference, progress)
+        if entry is None and (workers is None or workers.count < 2):
+            entry = build_target(target, source, out, options, reference, progress)
+        if entry is None:
+            to_build.append(target.name)
+        elif not finish(target.name, entry):
             break
-    if all(e.reused == "all" for e in entries):
+    if len(to_build) == 1 and not stopped_by:  # a worker would only add its start-up
+        finish(to_build[0], build_target(get_target(to_build[0]), source, out, options, reference, progress))
+    elif to_build and not stopped_by:
+        costs = _expected_seconds([get_target(n) for n in to_build], options)
+        workers.run(to_build, options, costs, step=progress.step, note=progress.note, done=finish)
+    if entries and all(e.reused == "all" for e in entries.values()):
         progress.note("everything is up to date: nothing was exported or validated again")
-    stopped_by = entries[-1].artifact.target
-    return entries + [_failed_entry(t, f"{t.name}: not built: the build stopped after {stopped_by} failed "
-                                       "(pass --keep-going to build the others anyway)")
-                      for t in chosen[len(entries):]]
+    return [entries.get(t.name) or _failed_entry(t, f"{t.name}: not built: the build stopped after {stopped_by[0]} "
+                                                    "failed (pass --keep-going to build the others anyway)")
+            for t in chosen]
+
+
+def _expected_seconds(targets: list[Target], options: BuildOptions) -> dict[str, float]:
+    """Each target's prior cost (jobs.py): the schedule's order and the ETA's estimate before anything is measured."""
+    return {t.name: expected_seconds(t.name, len(t.ladder(options)) if t.ladder else 1) for t in targets}
 
 
 def _outcome(entry: ArtifactEntry) -> str:

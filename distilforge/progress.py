@@ -11,16 +11,18 @@ The pipeline and the bench call one small object; `make_progress` picks how it s
 
 Every one of them offers these calls (the `Progress` protocol):
 
-    progress.phase(name: str, total: int) -> None
+    progress.phase(name: str, total: int, costs: dict[str, float] | None = None, workers: int = 1) -> None
         start a phase of `total` items, e.g. phase("build", 15), phase("bench: loading", 19),
         phase("bench: timing", 19); the previous phase ends. Done/total, elapsed and the ETA are per phase.
+        `costs`: each item's expected cost (the build passes each target's seconds on the default model,
+        distilforge/jobs.py), `workers`: items run at once; see `Phase.eta`.
     progress.step(item: str, what: str) -> None
         `item` (a target, a candidate) is now at step `what`, e.g. step("onnx:fp32", "validating"),
         step("onnx:int8-dynamic", "round 3/8").
     progress.advance(item: str, result: str = "done") -> None
         `item` is finished and counts towards the phase's total; `result` says how ("passed", "FAILED").
-        The ETA is the phase's mean time per finished item (an item's time runs from its first step)
-        times the items left, less what the current one has run so far.
+        The ETA: each item left at its cost times the rate measured so far on items of its kind, laid out on
+        the workers (without costs: the mean time per finished item times the items left).
     progress.note(message: str) -> None, and progress(message), the same
         a one-off line (a recipe ladder's verdict, a skipped target); the bench's `say(str)` calls land here.
     progress.close() -> None
@@ -36,14 +38,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 Clock = Callable[[], float]
 
 
 class Progress(Protocol):
-    def phase(self, name: str, total: int) -> None: ...
+    def phase(self, name: str, total: int, costs: dict[str, float] | None = None, workers: int = 1) -> None: ...
     def step(self, item: str, what: str) -> None: ...
     def advance(self, item: str, result: str = "done") -> None: ...
     def note(self, message: str) -> None: ...
@@ -91,39 +93,69 @@ def format_duration(seconds: float) -> str:
 @dataclass
 class Phase:
     """A phase's count and times (clock seconds). An item's time runs from its first step (or, advanced
-    without a step, from the previous item's end) to its end."""
+    without a step, from the previous item's end) to its end. Several items may run at once (`workers`)."""
 
     name: str
     total: int
     started: float
+    # each item's expected cost (any unit: seconds on a reference machine); None: every item alike
+    costs: dict[str, float] | None = None
+    workers: int = 1
     done: int = 0
     busy: float = 0.0  # the finished items' time, summed
-    item: str | None = None  # the item of the latest step, and when its first step came
-    item_started: float = 0.0
+    running: dict[str, float] = field(default_factory=dict)  # item -> when its first step came
+    finished: dict[str, float] = field(default_factory=dict)  # item -> how long it took
     last_done: float | None = None
 
+    @property
+    def item(self) -> str | None:
+        """The latest item still running."""
+        return next(reversed(self.running), None)
+
     def begin_item(self, item: str, now: float) -> None:
-        if item != self.item:
-            self.item, self.item_started = item, now
+        self.running.setdefault(item, now)
 
     def finish_item(self, item: str, now: float) -> float:
         """Count one item done; return how long it took."""
-        began = self.item_started if item == self.item else (self.last_done or self.started)
-        took = now - began
-        self.done, self.busy, self.item, self.last_done = self.done + 1, self.busy + took, None, now
+        began = self.running.pop(item, None)
+        took = now - (began if began is not None else (self.last_done or self.started))
+        self.done, self.busy, self.last_done = self.done + 1, self.busy + took, now
+        self.finished[item] = took
         return took
 
     def eta(self, now: float) -> float | None:
-        """The mean time per finished item for each item left, less what the current one has already run
-        (an item running longer than the mean leaves the estimate for the others standing)."""
+        """Without costs: the mean time per finished item for each item left, less what the current one has
+        already run. With costs: each item left is its cost times the rate measured so far (seconds per unit of
+        cost, from finished items of the same kind, i.e. format, when there are any, else from all), laid out
+        on `workers` lanes in the order the costliest start first, less what the running ones have run."""
         left = self.total - self.done
         if left <= 0:
             return 0.0
+        if self.costs is None:
+            return self._mean_eta(now, left)
+        lanes = sorted(max(self._estimate(item) - (now - began), 0.0) for item, began in self.running.items())
+        lanes = (lanes + [0.0] * self.workers)[:max(self.workers, len(lanes))]
+        waiting = [i for i in self.costs if i not in self.finished and i not in self.running]
+        for item in sorted(waiting, key=lambda i: -self.costs[i]):
+            lanes.sort()
+            lanes[0] += self._estimate(item)
+        return max(lanes) if lanes else 0.0
+
+    def _mean_eta(self, now: float, left: int) -> float | None:
         if not self.done:
             return None
         mean = self.busy / self.done
-        running = now - self.item_started if self.item is not None else 0.0
+        running = now - self.running[self.item] if self.item is not None else 0.0
         return mean * (left - 1) + max(mean - running, 0.0)
+
+    def _estimate(self, item: str) -> float:
+        """Seconds for `item`: its cost times the measured rate of its kind (else of all finished, else 1)."""
+        assert self.costs is not None
+        kind = item.split(":")[0]
+        same = [i for i in self.finished if i.split(":")[0] == kind and self.costs.get(i)]
+        basis = same or [i for i in self.finished if self.costs.get(i)]
+        rate = sum(self.finished[i] for i in basis) / sum(self.costs[i] for i in basis) if basis else 1.0
+        return self.costs.get(item, 0.0) * rate
 
 
 def done_text(phase: Phase | None, item: str, result: str, now: float) -> str:
@@ -139,7 +171,7 @@ def done_text(phase: Phase | None, item: str, result: str, now: float) -> str:
 class SilentProgress:
     """--quiet, --json and the Python API's default: nothing is shown."""
 
-    def phase(self, name: str, total: int) -> None:
+    def phase(self, name: str, total: int, costs: dict[str, float] | None = None, workers: int = 1) -> None:
         pass
 
     def step(self, item: str, what: str) -> None:
@@ -166,9 +198,9 @@ class LineProgress:
         self.started = clock()
         self.current: Phase | None = None
 
-    def phase(self, name: str, total: int) -> None:
-        self.current = Phase(name, total, self.clock())
-        self._line(f"{name}: {total} to do")
+    def phase(self, name: str, total: int, costs: dict[str, float] | None = None, workers: int = 1) -> None:
+        self.current = Phase(name, total, self.clock(), costs, workers)
+        self._line(f"{name}: {total} to do" + (f" on {workers} workers" if workers > 1 else ""))
 
     def step(self, item: str, what: str) -> None:
         if self.current is not None:
@@ -203,9 +235,9 @@ class LiveProgress:
         self.display: Any = None  # a running rich.progress.Progress, or None
         self.task: Any = None
 
-    def phase(self, name: str, total: int) -> None:
+    def phase(self, name: str, total: int, costs: dict[str, float] | None = None, workers: int = 1) -> None:
         self._show(name, total)
-        self.current = Phase(name, total, self.clock())
+        self.current = Phase(name, total, self.clock(), costs, workers)
 
     def _show(self, name: str, total: int | None) -> None:
         """A fresh line in the display (started if need be); total None: no count (a step before any phase)."""

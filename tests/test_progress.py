@@ -162,3 +162,38 @@ def _stopped_and_erased(rendered: str) -> bool:
 def _text(rendered: str) -> str:
     """Without the colour and cursor codes."""
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", rendered)
+
+
+def test_eta_weighs_each_target_by_its_kind_and_lays_the_rest_out_on_the_workers() -> None:
+    """The ETA of a build is each target left at its own cost, scaled by what targets of its format took here
+    (else by all finished ones), on as many lanes as there are workers; not the mean target so far."""
+    from distilforge.progress import Phase
+
+    costs = {"executorch:int8-static": 100.0, "executorch:fp32": 80.0, "onnx:fp32": 20.0, "onnx:fp16": 4.0}
+    phase = Phase("build", 4, started=0.0, costs=costs, workers=1)
+    assert phase.eta(0.0) == pytest.approx(204.0)  # nothing measured yet: the costs as they are
+    phase.begin_item("onnx:fp32", 0.0)
+    phase.finish_item("onnx:fp32", 10.0)  # ONNX runs at half its cost here; nothing else measured
+    assert phase.eta(10.0) == pytest.approx(2.0 + 50.0 + 40.0)
+    phase.begin_item("executorch:fp32", 10.0)
+    phase.finish_item("executorch:fp32", 170.0)  # ExecuTorch at twice its cost: its own rate from now on
+    assert phase.eta(170.0) == pytest.approx(2.0 + 200.0)
+    phase.begin_item("executorch:int8-static", 170.0)
+    assert phase.eta(220.0) == pytest.approx(2.0 + 150.0)  # what the running one has left
+
+    two = Phase("build", 3, started=0.0, costs={"a:x": 10.0, "b:x": 6.0, "c:x": 5.0}, workers=2)
+    assert two.eta(0.0) == pytest.approx(11.0)  # 10 on one lane, 6 then 5 on the other
+    two.begin_item("a:x", 0.0)
+    two.begin_item("b:x", 0.0)
+    assert two.eta(4.0) == pytest.approx(7.0)  # b ends at 6, then c's 5: 11 - 4
+
+
+def test_eta_without_costs_is_the_mean_item_so_far() -> None:
+    from distilforge.progress import Phase
+
+    phase = Phase("bench: timing", 3, started=0.0)
+    assert phase.eta(0.0) is None
+    phase.begin_item("a", 0.0)
+    phase.finish_item("a", 6.0)
+    phase.begin_item("b", 6.0)
+    assert phase.eta(8.0) == pytest.approx(6.0 + 4.0)

@@ -1,0 +1,214 @@
+"""`build --jobs N`: the targets built on N worker processes at once, the costliest first.
+
+Each worker loads the checkpoint once and builds whole targets with the pipeline's own `build_target` (export,
+validation, the INT8 ladder, the folder moved into place), so a target's entry and files are what a
+one-at-a-time build gives: the same code on the same inputs, with the same thread count (the eager reference
+sets it, as in the parent). The parent hands out targets, forwards each worker's progress, and assembles the
+manifest in the registry's order. Tested byte for byte against --jobs 1 (tests/test_jobs.py).
+
+A worker prefers a target of a format it has already converted (exporters share one conversion per format within
+a process: exporters/common.py `shared_conversion`), else the costliest left. Workers die with the parent
+(PR_SET_PDEATHSIG), so a killed build leaves no process writing into its output directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from distilforge.errors import BuildFailure, DistilforgeError, first_line
+
+# what a target costs, per recipe tried, in seconds on the default model (DistilBERT-base, batch grid of the
+# validation) on a 2-core x86 machine: the ETA's and the schedule's prior, scaled by what the run measures
+# (progress.py). Measured from `make demo`'s log on x86-avx2.
+COST_SECONDS: dict[str, float] = {
+    "onnx:fp32": 20, "onnx:fp32-optimized": 8, "onnx:fp16": 3, "onnx:int8-dynamic": 4.5, "onnx:int8-static": 5.5,
+    "torchscript:fp32": 5, "torchscript:int8-dynamic": 4.5,
+    "openvino:fp32": 3.5, "openvino:fp16": 2, "openvino:int8-weights": 4, "openvino:int8-static": 12,
+    "tflite:fp32": 12, "tflite:fp16": 4.5, "tflite:int8-dynamic": 4.5, "tflite:int8-static": 23,
+    "executorch:fp32": 77, "executorch:int8-dynamic": 72, "executorch:int8-static": 100,
+}
+
+
+def expected_seconds(name: str, rungs: int) -> float:
+    """The prior for one target: its cost per recipe times the recipes it is expected to try (the first, and half
+    of the others: a ladder stops at the first recipe that clears the margin)."""
+    return COST_SECONDS.get(name, 10.0) * (1 + (rungs - 1) / 2)
+
+
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class WorkerSetup:
+    """What a worker loads once: the checkpoint and labelled data as `build` was given them, and where to write."""
+
+    checkpoint: str | None
+    eval_file: str | None
+    out: str
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    formats: set[str] = field(default_factory=set)
+    target: str | None = None
+
+
+class Workers:
+    """`count` worker processes, started by `start()` (the build starts them before it loads the checkpoint
+    itself, so their imports and loading overlap its own) or at the first `run`; `close()` ends them."""
+
+    def __init__(self, count: int, setup: WorkerSetup) -> None:
+        self.count, self.setup = count, setup
+        self.workers: list[_Worker] = []
+
+    def start(self) -> None:
+        if not self.workers and self.count > 1:
+            context = multiprocessing.get_context("spawn")
+            self.workers = [_start(context, self.setup) for _ in range(self.count)]
+
+    def run(self, names: list[str], options: Any, costs: dict[str, float], *,
+            step: Callable[[str, str], None], note: Callable[[str], None],
+            done: Callable[[str, Any], bool]) -> None:
+        """Build `names` with `options`. `done(name, entry)` gets each finished target's ArtifactEntry and
+        returns False to stop handing out more (a failure without --keep-going); the ones running still finish."""
+        self.start()
+        pending = sorted(names, key=lambda n: -costs.get(n, 0.0))
+        busy = self.workers[:len(names)]
+        for worker in busy:
+            _hand_out(worker, pending, options)
+        handing_out = True
+        while any(w.target for w in busy):
+            for conn in wait([w.conn for w in busy if w.target]):
+                worker = next(w for w in busy if w.conn is conn)
+                message = _receive(worker)
+                if message[0] == "step":
+                    step(message[1], message[2])
+                elif message[0] == "note":
+                    note(message[1])
+                elif message[0] == "raise":
+                    raise message[1]
+                else:  # done
+                    worker.target = None
+                    handing_out = done(message[1], message[2]) and handing_out
+                    if handing_out:
+                        _hand_out(worker, pending, options)
+
+    def close(self) -> None:
+        """Every worker has sent its last result (or the build is failing): end them without waiting for their
+        interpreters' shutdown (seconds with torch and the converters loaded)."""
+        for worker in self.workers:
+            worker.process.kill()
+        for worker in self.workers:
+            worker.process.join()
+            worker.conn.close()
+        self.workers = []
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def _start(context: Any, setup: WorkerSetup) -> _Worker:
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_worker_main, args=(child_end, setup), daemon=True,
+                              name="distilforge-build-worker")
+    process.start()
+    child_end.close()
+    return _Worker(process, parent_end)
+
+
+def _hand_out(worker: _Worker, pending: list[str], options: Any) -> None:
+    """The costliest pending target of a format this worker has converted, else the costliest (pending is sorted)."""
+    if not pending:
+        return
+    name = next((n for n in pending if n.split(":")[0] in worker.formats), pending[0])
+    pending.remove(name)
+    worker.target = name
+    worker.formats.add(name.split(":")[0])
+    worker.conn.send((name, options))
+
+
+def _receive(worker: _Worker) -> tuple[Any, ...]:
+    try:
+        return worker.conn.recv()
+    except (EOFError, OSError):
+        worker.process.join(timeout=5)
+        raise BuildFailure(f"{worker.target}: the build worker process died "
+                           f"(exit code {worker.process.exitcode}); run with --jobs 1 to see its error") from None
+
+
+class _PipeProgress:
+    """A worker's progress: each step and note goes to the parent, which shows it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def step(self, item: str, what: str) -> None:
+        self.conn.send(("step", item, what))
+
+    def note(self, message: str) -> None:
+        self.conn.send(("note", message))
+
+    def __call__(self, message: str) -> None:
+        self.note(message)
+
+    def phase(self, name: str, total: int, **_: Any) -> None:
+        pass
+
+    def advance(self, item: str, result: str = "done") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the parent dies (a killed build leaves no worker behind)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
+    _die_with_parent()
+    os.environ.setdefault("USE_TF", "0")  # as the CLI: transformers would import TensorFlow (seconds) otherwise
+    os.environ.setdefault("USE_FLAX", "0")
+    from distilforge.pipeline import build_target, eager_runner, load_source
+    from distilforge.targets import get_target
+    from distilforge.validate import Reference
+
+    progress = _PipeProgress(conn)
+    try:
+        source = load_source(setup.checkpoint, setup.eval_file)
+        reference = None
+        while (task := conn.recv()) is not None:
+            name, options = task
+            reference = reference or Reference(eager_runner(source.ckpt, options.threads))
+            entry = build_target(get_target(name), source, Path(setup.out), options, reference, progress)
+            conn.send(("done", name, entry))
+    except DistilforgeError as e:
+        conn.send(("raise", e))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except BaseException as e:  # noqa: BLE001 - anything else: one line to the parent, which stops the build
+        conn.send(("raise", BuildFailure(f"build worker: {type(e).__name__}: {first_line(e)}")))
