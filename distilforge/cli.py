@@ -172,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-going", action="store_true",
                    help="when a target fails, build the others anyway (default: stop at the first failure)")
     b.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
-                   help="targets built at once, each on a worker process (default: the cores this machine has); "
-                        "the same files and manifest as --jobs 1")
+                   help="targets built at once, each on a worker process (default: $DISTILFORGE_JOBS, else the cores "
+                        "this machine has); the same files and manifest as --jobs 1")
     b.add_argument("--shard", metavar="K/N",
                    help="build only the K-th of N round-robin slices of the targets (a CI matrix job); "
                         "'distilforge merge' puts the N outputs together")

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from distilforge.errors import BuildFailure, DistilforgeError, first_line
+from distilforge.errors import BuildFailure, DistilforgeError, UsageError, first_line
 
 # what a target costs, per recipe tried, in seconds on the default model (DistilBERT-base, batch grid of the
 # validation) on a 2-core x86 machine: the ETA's and the schedule's prior, scaled by what the run measures
@@ -43,8 +43,17 @@ def expected_seconds(name: str, rungs: int) -> float:
     return COST_SECONDS.get(name, 10.0) * (1 + (rungs - 1) / 2)
 
 
+JOBS_VARIABLE = "DISTILFORGE_JOBS"
+
+
 def default_jobs() -> int:
-    """The cores this process may run on."""
+    """$DISTILFORGE_JOBS when set (a CI runner that already runs builds side by side sets 1), else the cores this
+    process may run on."""
+    value = os.environ.get(JOBS_VARIABLE, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise UsageError(f"{JOBS_VARIABLE}={value!r}: give a whole number of at least 1")
+        return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

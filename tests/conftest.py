@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,20 +9,40 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("USE_FLAX", "0")  # transformers would import JAX where Flax is installed
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# builds started by tests take one target at a time unless a test says --jobs: pytest-xdist keeps both cores busy
+os.environ.setdefault("DISTILFORGE_JOBS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import TINY_MODELS, make_checkpoint  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
+def _shared_root(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this session sees (each worker's basetemp is popen-gwN inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once_per_session(tmp_path_factory, name: str, make):
+    """`make(folder)` once per session across the xdist workers (the first to come makes it, under a file lock;
+    the others wait and read it): folder is shared/<name>, made only if `make` returned."""
+    from filelock import FileLock
+
+    folder = _shared_root(tmp_path_factory) / name
+    done = folder.with_name(f"{name}.done")
+    with FileLock(str(folder) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoints(tiny_root) -> dict[str, Path]:
-    """Every tiny head, built once per session."""
-    return {t.key: make_checkpoint(tiny_root, t) for t in TINY_MODELS}
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Every tiny head, built once per session (for every xdist worker)."""
+    root = once_per_session(tmp_path_factory, "tiny-heads",
+                            lambda folder: [make_checkpoint(folder, t) for t in TINY_MODELS])
+    return {t.key: root / t.key for t in TINY_MODELS}
 
 
 @pytest.fixture(scope="session")
@@ -58,23 +79,36 @@ def targets_for(key: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def built(tiny_checkpoints, tmp_path_factory):
-    """head key -> BuildResult, built lazily once per session with `targets_for(key)` (as `distilforge build`
-    does with no --targets); shared by the tests of targets, loaders and predict."""
+    """head key -> BuildResult, built lazily once per session (across the xdist workers) with `targets_for(key)`
+    (as `distilforge build` does with no --targets); shared by the tests of targets, loaders and predict. Tests
+    read it and copy it before changing anything."""
     from distilforge.options import BuildOptions
     from distilforge.pipeline import build
     from distilforge.validate.tolerances import parse_overrides
 
     cache = {}
 
+    def make(key, out):
+        options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
+        build(tiny_checkpoints[key], out, targets=targets_for(key), options=options, force=True, keep_going=True)
+
     def get(key):
         if key not in cache:
-            options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
-            out = tmp_path_factory.mktemp(f"built-{key}")
-            cache[key] = build(tiny_checkpoints[key], out, targets=targets_for(key),
-                               options=options, force=True, keep_going=True)
+            cache[key] = _result(once_per_session(tmp_path_factory, f"built-{key}", lambda out: make(key, out)))
         return cache[key]
 
     return get
+
+
+def _result(out: Path):
+    """The BuildResult of the build in `out`, read back from its manifest."""
+    import json
+
+    from distilforge.artifacts.manifest import ArtifactEntry
+    from distilforge.pipeline import BuildResult
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    return BuildResult(out=out, manifest=manifest, entries=[ArtifactEntry.from_dict(a) for a in manifest["artifacts"]])
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +125,15 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: the TF/Flax fixtures need the 'fixtures' extra "
                     "(make install)")
-    root = tmp_path_factory.mktemp("foreign")
     script = Path(__file__).parent / "foreign.py"
-    runs = {fw: subprocess.Popen([sys.executable, str(script), fw, str(root / fw)], env=environment(fw),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for fw in FRAMEWORKS}
-    for fw, run in runs.items():
-        output, _ = run.communicate(timeout=1200)
-        assert run.returncode == 0, f"tests/foreign.py {fw} failed:\n{output[-4000:]}"
+
+    def make(root):
+        runs = {fw: subprocess.Popen([sys.executable, str(script), fw, str(root / fw)], env=environment(fw),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for fw in FRAMEWORKS}
+        for fw, run in runs.items():
+            output, _ = run.communicate(timeout=1200)
+            assert run.returncode == 0, f"tests/foreign.py {fw} failed:\n{output[-4000:]}"
+
+    root = once_per_session(tmp_path_factory, "foreign", make)
     return {fw: root / fw for fw in FRAMEWORKS}

@@ -21,6 +21,8 @@ X86_LINUX = sys.platform.startswith("linux") and platform.machine().lower() in (
 needs_x86_linux = pytest.mark.skipif(not X86_LINUX, reason="the ARM64 runtime is emulated on x86_64 Linux hosts")
 CPUS = ("cortex-a53", "cortex-a76")
 FP32_ATOL = 1e-5
+# one pytest-xdist worker runs the ARM tests (the emulated runtime is set up on first use, in the user's cache)
+pytestmark = pytest.mark.xdist_group("arm64")
 
 # One script, run by the host's Python for the reference and by the emulated one: fmt model x.npy out.npy
 RUN = """

@@ -21,7 +21,7 @@ def test_two_builds_are_byte_identical(tiny_checkpoints, tmp_path):
     """... and building targets on two workers at once (--jobs 2) gives the bytes of one at a time (--jobs 1)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     outs = [tmp_path / "a", tmp_path / "b"]
-    for out, jobs in zip(outs, ("1", "2")):  # every installed target, each build in its own process
+    for out, jobs in zip(outs, ("1", "2"), strict=True):  # every installed target, each build in its own process
         subprocess.run([sys.executable, "-m", "distilforge", "build", str(tiny_checkpoints["token"]), "--out", str(out),
                         "--quiet", "--keep-going", "--jobs", jobs, "--tolerance", "int8.min_cosine=0.5",
                         "--tolerance", "int8.min_agreement=0.5"],

@@ -18,6 +18,9 @@ from localray import RAY_ENV, Killer, two_node_cluster
 from distilforge.pipeline import Part
 from distilforge.targets import TARGETS
 
+# one pytest-xdist worker runs the Ray tests, one after another (two local clusters at once could want one port)
+pytestmark = pytest.mark.xdist_group("ray")
+
 # cheap targets of three formats (the every-target run is benchmarks/build_many.py)
 SOME = [t for t in ("onnx:fp32", "torchscript:fp32", "onnx:int8-dynamic", "openvino:fp32") if t in installed_targets()]
 

@@ -25,9 +25,10 @@ from distilforge.cpu import SATURATING, cpu_class, cpu_flags
 from distilforge.errors import UsageError
 from distilforge.validate import arm64
 
-pytestmark = pytest.mark.skipif(
+# xdist_group: one pytest-xdist worker runs the ARM tests (the emulated runtime is set up on first use, in the cache)
+pytestmark = [pytest.mark.skipif(
     not (sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")),
-    reason="the ARM64 CPUs are emulated on x86_64 Linux hosts")
+    reason="the ARM64 CPUs are emulated on x86_64 Linux hosts"), pytest.mark.xdist_group("arm64")]
 
 # one fp32 and one INT8 artifact of each format that runs there, and one whose runtime does not
 ON_ARM = ["onnx:fp32", "onnx:int8-dynamic", "tflite:fp32", "tflite:int8-dynamic", "openvino:fp32",
