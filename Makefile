@@ -1,9 +1,21 @@
-# The two set-up commands of the README. Each creates .venv at the repo root if missing and installs
-# exactly the versions in requirements.lock (every dependency of .[all,dev], with hashes) with uv, then
-# distilforge itself. `make lock` refreshes the lock from pyproject.toml's ranges. --compile-bytecode: uv does not
-# write .pyc files by default (pip does), and with PYTHONDONTWRITEBYTECODE set every process would compile
-# transformers anew (its import took 13 s instead of 5 s).
-# The lock is for CPython 3.11 on x86_64 Linux; torch is its CPU build (2.13.0+cpu), found in
+# The set-up commands of the README. Each creates .venv at the repo root if missing and installs, with uv, exactly
+# the versions of a lock (with hashes), then distilforge itself (-e ., no deps). Two locks, generated together from
+# pyproject.toml by `make lock`:
+#   requirements.lock      what the product runs with: every dependency of .[all] (each target's runtime and
+#                          converter, the Optimum peer, the report's metrics, Ray), a 3.1 GB .venv. `make demo`,
+#                          `make install`. Every manifest records this lock's sha256 and whether the environment
+#                          matches it.
+#   requirements-dev.lock  every dependency of .[all,dev]: the above, same versions and hashes, plus the test-only
+#                          packages (TensorFlow, tf-keras, Flax, optimum-intel, tritonclient, playwright, pytest,
+#                          ruff, tox, ...): 5.4 GB. `make test`, `make lint`, `make install-dev`.
+# A .venv that has the test packages keeps them: `make demo` after `make test` syncs the dev lock again (a no-op
+# when nothing changed) instead of the runtime one; `make test` after `make demo` adds them.
+# `make lock` keeps the current pins wherever pyproject.toml's ranges allow (they are uv's preferences); `make
+# lock-upgrade` takes the newest releases inside the ranges. The runtime lock is compiled with the dev lock as
+# constraints, so its pins are a subset of the dev lock's (tests/test_lock.py checks both).
+# --compile-bytecode: uv does not write .pyc files by default (pip does), and with PYTHONDONTWRITEBYTECODE set every
+# process would compile transformers anew (its import took 13 s instead of 5 s).
+# The locks are for CPython 3.11 on x86_64 Linux; torch is its CPU build (2.13.0+cpu), found in
 # TORCH_WHEELS (this machine's copy; elsewhere https://download.pytorch.org/whl/cpu/torch/).
 PYTHON ?= python3
 VENV := .venv
@@ -11,28 +23,43 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
 TORCH_WHEELS ?= /opt/wheels
-STAMP := $(VENV)/.distilforge-installed
+RUNTIME_STAMP := $(VENV)/.distilforge-runtime
+DEV_STAMP := $(VENV)/.distilforge-dev
+# what `make install` left before the two locks: that .venv holds every dev package, so it counts as a dev one
+OLD_STAMP := $(VENV)/.distilforge-installed
+SYNC = $(UV) pip sync --quiet --python $(PY) --find-links $(TORCH_WHEELS) --require-hashes --compile-bytecode
+INSTALL_SELF = $(UV) pip install --quiet --python $(PY) --no-deps -e .
+COMPILE = $(UV) pip compile pyproject.toml --generate-hashes --find-links $(TORCH_WHEELS) --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --quiet
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all lint install lock clean
+.PHONY: demo test test-all lint install install-dev lock lock-upgrade clean
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
 	$(VENV)/bin/distilforge report artifacts
 	$(VENV)/bin/distilforge predict artifacts "the striker scored twice in the final"
 
-test: $(STAMP)
-	$(PY) -m pytest -ra --durations=25 -m "not exhaustive"
+# the tests on every core (pytest-xdist; loadgroup keeps the Ray tests on one worker, the ARM ones on one); each
+# head's tiny build is made once per session for all workers (tests/conftest.py). TEST_JOBS=1: one process.
+TEST_JOBS ?= $(shell nproc)
+PYTEST = $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup -ra --durations=25
+
+test: $(DEV_STAMP)
+	$(PYTEST) -m "not exhaustive"
 
 # everything, the exhaustive tests too (every installed target for TF- and Flax-written checkpoints: 47 min more)
-test-all: $(STAMP)
-	$(PY) -m pytest -ra --durations=25
+test-all: $(DEV_STAMP)
+	$(PYTEST)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check distilforge tests benchmarks
 
-install: $(STAMP)
+install: $(RUNTIME_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,15 +67,27 @@ $(PY):
 $(UV): | $(PY)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
 
-$(STAMP): pyproject.toml $(LOCK) | $(UV)
-	$(UV) pip sync --quiet --python $(PY) --find-links $(TORCH_WHEELS) --require-hashes --compile-bytecode $(LOCK)
-	$(UV) pip install --quiet --python $(PY) --no-deps -e .
-	touch $(STAMP)
+# the runtime set, unless this .venv has the dev set: then that one, so `make demo` never removes test packages
+$(RUNTIME_STAMP): pyproject.toml $(LOCK) $(DEV_LOCK) | $(UV)
+	@if [ -e $(OLD_STAMP) ]; then mv $(OLD_STAMP) $(DEV_STAMP); fi
+	@lock=$(LOCK); if [ -e $(DEV_STAMP) ]; then lock=$(DEV_LOCK); fi; echo "$(SYNC) $$lock"; $(SYNC) $$lock
+	$(INSTALL_SELF)
+	@if [ -e $(DEV_STAMP) ]; then touch $(DEV_STAMP); fi
+	touch $@
 
+$(DEV_STAMP): pyproject.toml $(DEV_LOCK) | $(UV)
+	$(SYNC) $(DEV_LOCK)
+	$(INSTALL_SELF)
+	rm -f $(OLD_STAMP)
+	touch $@ $(RUNTIME_STAMP)
+
+# the dev lock first (its existing pins are uv's preferences), then the runtime lock constrained by it
 lock: | $(UV)
-	$(UV) pip compile pyproject.toml --extra all --extra dev --generate-hashes --find-links $(TORCH_WHEELS) \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
-		--upgrade --quiet -o $(LOCK)
+	$(COMPILE) --extra all --extra dev $(UPGRADE) -o $(DEV_LOCK)
+	$(COMPILE) --extra all -c $(DEV_LOCK) -o $(LOCK)
+
+lock-upgrade: UPGRADE := --upgrade
+lock-upgrade: lock
 
 clean:
 	rm -rf artifacts .pytest_cache

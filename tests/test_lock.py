@@ -1,4 +1,6 @@
-"""requirements.lock: in step with pyproject.toml, and recorded in every manifest."""
+"""The locks: requirements.lock (what the product runs with, `make demo`) and requirements-dev.lock (that plus the
+test-only packages, `make test`), in step with pyproject.toml and with each other; the runtime one recorded in
+every manifest."""
 
 import hashlib
 import json
@@ -7,6 +9,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from packaging.requirements import Requirement
@@ -17,40 +20,107 @@ from distilforge.artifacts.environment import LOCK_FILE, lock_record
 tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's; the lock is for CPython 3.11")
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / LOCK_FILE
+DEV_LOCK_FILE = "requirements-dev.lock"
+DEV_LOCK = ROOT / DEV_LOCK_FILE
+RUNTIME_EXTRAS = ("all",)  # what `make lock` compiles each lock from (`--extra ...`)
+DEV_EXTRAS = ("all", "dev")
 
 
-def _pins() -> dict[str, str]:
-    text = LOCK.read_text()
-    return {re.sub(r"[-_.]+", "-", name).lower(): v
-            for name, v in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", text, re.MULTILINE)}
+class Pin(NamedTuple):
+    version: str
+    hashes: frozenset[str]
+    via: tuple[str, ...]  # uv's annotations: what requires it ("distilforge (pyproject.toml)", a package, "-c ...")
 
 
-def _declared() -> list[Requirement]:
-    """Every requirement of `.[all,dev]`: the core dependencies and each extra's (self-references left out)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(lock: Path) -> dict[str, Pin]:
+    text = lock.read_text()
+    pins = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        head = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", block)
+        if head:
+            via = re.findall(r"^[ \t]+#[ \t]+(?:via[ \t]+)?(\S.*?)[ \t]*$", block, re.MULTILINE)
+            pins[_canonical(head[1])] = Pin(head[2], frozenset(re.findall(r"--hash=(sha256:[0-9a-f]{64})", block)),
+                                            tuple(v for v in via if v != "via"))
+    return pins
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _extras(names: tuple[str, ...]) -> list[str]:
+    """The extras `names` stand for, their `distilforge[...]` self-references followed."""
+    optional, seen, todo = _project()["optional-dependencies"], [], list(names)
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        for line in optional[name]:
+            if line.startswith("distilforge["):
+                todo += [x.strip() for x in line[len("distilforge["):].rstrip("]").split(",")]
+    return seen
+
+
+def _declared(extras: tuple[str, ...]) -> list[Requirement]:
+    """Every requirement of `.[extras]`: the core dependencies and each extra's (self-references left out)."""
+    project = _project()
     lines = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        lines += [x for x in extra if not x.startswith("distilforge[")]
+    for extra in _extras(extras):
+        lines += [x for x in project["optional-dependencies"][extra] if not x.startswith("distilforge[")]
     return [Requirement(x) for x in lines]
 
 
-def test_the_lock_pins_every_declared_dependency_within_its_range():
-    pins = _pins()
-    for req in _declared():
-        name = re.sub(r"[-_.]+", "-", req.name).lower()
-        assert name in pins, f"{req.name} is in pyproject.toml but not in {LOCK_FILE}: run `make lock`"
-        pinned = Version(pins[name])
+@pytest.mark.parametrize(("lock", "extras"), [(LOCK, RUNTIME_EXTRAS), (DEV_LOCK, DEV_EXTRAS)],
+                         ids=[LOCK_FILE, DEV_LOCK_FILE])
+def test_the_lock_pins_every_declared_dependency_within_its_range(lock, extras):
+    pins = _pins(lock)
+    for req in _declared(extras):
+        if req.marker is not None and not req.marker.evaluate({"python_version": "3.11", "python_full_version":
+                                                                   "3.11.0", "sys_platform": "linux"}):
+            continue  # e.g. tomli, for Python < 3.11 only: the locks are for 3.11
+        name = _canonical(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml but not in {lock.name}: run `make lock`"
+        pinned = Version(pins[name].version)
         assert req.specifier.contains(pinned, prereleases=True) or \
             req.specifier.contains(Version(pinned.public), prereleases=True), \
-            f"{LOCK_FILE} pins {req.name}=={pinned}, outside pyproject.toml's {req.specifier}: run `make lock`"
+            f"{lock.name} pins {req.name}=={pinned}, outside pyproject.toml's {req.specifier}: run `make lock`"
 
 
-def test_every_pin_has_a_hash():
-    blocks = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text().split("\n", 2)[2])
-    pinned = [b for b in blocks if "==" in b.split("\n", 1)[0]]
-    assert len(pinned) > 50
-    for block in pinned:
-        assert "--hash=sha256:" in block, f"no hash for {block.splitlines()[0]}"
+@pytest.mark.parametrize("lock", [LOCK, DEV_LOCK], ids=[LOCK_FILE, DEV_LOCK_FILE])
+def test_every_pin_has_a_hash(lock):
+    pins = _pins(lock)
+    assert len(pins) > 50
+    for name, pin in pins.items():
+        assert pin.hashes, f"no hash for {name}=={pin.version} in {lock.name}"
+
+
+def test_the_runtime_lock_is_a_subset_of_the_dev_lock():
+    """`make demo`'s packages are `make test`'s, same versions and same hashes: what the tests ran is what runs."""
+    runtime, dev = _pins(LOCK), _pins(DEV_LOCK)
+    for name, pin in runtime.items():
+        assert name in dev, f"{name} is in {LOCK_FILE} but not in {DEV_LOCK_FILE}: run `make lock`"
+        assert (pin.version, pin.hashes) == (dev[name].version, dev[name].hashes), \
+            f"{name}: {LOCK_FILE} pins {pin.version}, {DEV_LOCK_FILE} {dev[name].version} (or other hashes): " \
+            "run `make lock`"
+
+
+def test_the_runtime_lock_holds_no_test_only_requirement_unless_the_runtime_needs_it():
+    """The dev extras' own requirements (TensorFlow, Flax, playwright, pytest, ...) are in requirements.lock only
+    where a runtime package requires them (hypothesis: executorch), never because pyproject.toml's dev extras do."""
+    runtime_names = {_canonical(r.name) for r in _declared(RUNTIME_EXTRAS)}
+    runtime = _pins(LOCK)
+    for req in _declared(DEV_EXTRAS):
+        name = _canonical(req.name)
+        if name in runtime_names or name not in runtime:
+            continue
+        via = runtime[name].via
+        assert not any(v.startswith("distilforge") for v in via) and any(v in runtime for v in via), \
+            f"{name} (a test-only requirement) is in {LOCK_FILE} by itself: `make lock` compiles it from .[all] only"
 
 
 def test_lock_record_says_whether_the_environment_is_as_locked(tmp_path):
