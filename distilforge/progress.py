@@ -230,8 +230,7 @@ class LiveProgress:
         self.console, self.prefix, self.clock = console, prefix, clock
         self.started = clock()
         self.current: Phase | None = None
-        self.doing = ""  # the current item and step
-        self.doing_since = 0.0
+        self.doing: dict[str, tuple[str, float]] = {}  # each running item: its step, and since when
         self.display: Any = None  # a running rich.progress.Progress, or None
         self.task: Any = None
 
@@ -241,7 +240,7 @@ class LiveProgress:
 
     def _show(self, name: str, total: int | None) -> None:
         """A fresh line in the display (started if need be); total None: no count (a step before any phase)."""
-        self.current, self.doing = None, ""
+        self.current, self.doing = None, {}
         if self.display is None:
             self.display = _display(self)
             self.display.start()
@@ -252,15 +251,16 @@ class LiveProgress:
     def step(self, item: str, what: str) -> None:
         if self.task is None:
             self._show("", None)
-        self.doing, self.doing_since = f"{item}: {what}", self.clock()
+        now = self.clock()
+        self.doing[item] = (what, now)
         if self.current is not None:
-            self.current.begin_item(item, self.doing_since)
+            self.current.begin_item(item, now)
         self.display.refresh()
 
     def advance(self, item: str, result: str = "done") -> None:
         line = done_text(self.current, item, result, self.clock())
         if self.task is not None:
-            self.doing = ""
+            self.doing.pop(item, None)
             self.display.advance(self.task)
         self.note(line)
 
@@ -277,14 +277,16 @@ class LiveProgress:
         """Stop and erase the display (idempotent); the lines printed above it stay."""
         if self.display is not None:
             self.display.stop()
-        self.display, self.task, self.current, self.doing = None, None, None, ""
+        self.display, self.task, self.current, self.doing = None, None, None, {}
 
     def eta_text(self) -> str:
         eta = self.current.eta(self.clock()) if self.current else None
         return "eta " + ("-:--:--" if eta is None else _clock_face(eta))
 
     def doing_text(self) -> str:
-        return f"{self.doing} {int(self.clock() - self.doing_since)}s" if self.doing else ""
+        """Each running item's step with its own timer (several with build --jobs), latest first."""
+        now = self.clock()
+        return " | ".join(f"{item}: {what} {int(now - since)}s" for item, (what, since) in reversed(self.doing.items()))
 
 
 def _display(live: LiveProgress) -> Any:
