@@ -1,0 +1,44 @@
+"""build --jobs: which target a worker takes next, and what sets the default. That --jobs 2 gives the bytes of
+--jobs 1 is tests/test_determinism.py's; the default model's every-target test builds with jobs=2."""
+
+from __future__ import annotations
+
+import pytest
+
+from distilforge.errors import UsageError
+from distilforge.jobs import JOBS_VARIABLE, _hand_out, _Worker, default_jobs, expected_seconds
+
+
+class Pipe:
+    def __init__(self) -> None:
+        self.sent = []
+
+    def send(self, message) -> None:
+        self.sent.append(message)
+
+
+def test_a_worker_takes_a_format_it_has_converted_else_the_costliest_left():
+    pending = ["executorch:int8-static", "tflite:int8-static", "onnx:fp32", "tflite:fp32"]  # costliest first
+    worker = _Worker(process=None, conn=Pipe(), formats={"tflite"})
+    _hand_out(worker, pending, options="opts")
+    assert worker.target == "tflite:int8-static" and worker.conn.sent == [("tflite:int8-static", "opts")]
+    _hand_out(worker, pending, options="opts")
+    assert worker.target == "tflite:fp32"  # its conversion is in this worker already
+    fresh = _Worker(process=None, conn=Pipe())
+    _hand_out(fresh, pending, options="opts")
+    assert fresh.target == "executorch:int8-static" and fresh.formats == {"executorch"}
+    assert pending == ["onnx:fp32"]
+
+
+def test_a_ladder_is_expected_to_try_half_of_its_later_recipes():
+    assert expected_seconds("onnx:int8-dynamic", 3) == pytest.approx(2 * expected_seconds("onnx:int8-dynamic", 1))
+
+
+def test_the_default_is_the_environment_variable_else_the_cores(monkeypatch):
+    monkeypatch.setenv(JOBS_VARIABLE, "3")
+    assert default_jobs() == 3
+    monkeypatch.setenv(JOBS_VARIABLE, "two")
+    with pytest.raises(UsageError, match=f"{JOBS_VARIABLE}='two': give a whole number of at least 1"):
+        default_jobs()
+    monkeypatch.delenv(JOBS_VARIABLE)
+    assert default_jobs() >= 1
