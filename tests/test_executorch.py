@@ -117,3 +117,30 @@ def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
         assert entry["details"]["embedding_tables_int8"] == 2
         assert "quantized_decomposed::embedding_byte" in entry["details"]["portable_ops"]
         assert "aten::embedding" not in entry["details"]["portable_ops"]
+
+
+def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tiny_checkpoints, tmp_path, monkeypatch):
+    """`static-same-width` observes a subset of the edges `static-widening` does: after it, it copies those
+    observers instead of running the calibration text again, and writes the same bytes as when it calibrates."""
+    from distilforge.checkpoint import load_checkpoint
+    from distilforge.options import BuildOptions
+    from distilforge.quantize import executorch as quantize
+    from distilforge.quantize.calibration import load_calibration
+
+    ckpt = load_checkpoint(tiny_checkpoints["seq-single"])
+    calibration = load_calibration(None, ckpt.tokenizer, ckpt.head, samples=16)
+    calibrated = []
+    samples = quantize._samples
+    monkeypatch.setattr(quantize, "_samples", lambda *args: calibrated.append(1) or samples(*args))
+
+    def program(rung, name):
+        folder = tmp_path / name
+        folder.mkdir()
+        quantize.export_int8_static(ckpt, folder, BuildOptions(rung=rung, calibration=calibration))
+        return (folder / "model.pte").read_bytes()
+
+    alone = program("static-same-width", "alone")
+    program("static-widening", "widening")
+    assert len(calibrated) == 2  # the widening recipe observes more: it calibrates
+    assert program("static-same-width", "after-widening") == alone
+    assert len(calibrated) == 2
