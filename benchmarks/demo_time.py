@@ -72,7 +72,9 @@ def eta_table(stderr: str) -> tuple[list[dict], float]:
 
 
 def main() -> None:
-    from distilforge.cpu import cpu_class
+    import platform
+
+    from distilforge.cpu import cpu_class, cpu_flags
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=None, help="build --jobs (default: the build's own default)")
@@ -83,7 +85,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-time-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("TERM", None)  # plain progress lines, not the live display
-    result: dict = {"cpu_class": cpu_class(), "cores": os.cpu_count(), "jobs": args.jobs}
+    result: dict = {"cpu_class": cpu_class(platform.machine(), cpu_flags()), "cores": os.cpu_count(), "jobs": args.jobs}
     if args.also_jobs_1:
         shutil.rmtree(work / "one-at-a-time", ignore_errors=True)
         took, _, err = run(CLI + ["build", "--out", str(work / "one-at-a-time"), "--keep-going", "--jobs", "1"], env)
