@@ -210,12 +210,15 @@ def test_a_cancelled_head_start_leaves_nothing_behind(built):
 
 
 @needs_peer
-def test_build_bench_runs_the_peer_beside_the_build(tiny_checkpoints, tmp_path, capsys):
+def test_build_bench_runs_the_peer_beside_the_build(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     """The whole `build --bench` path, as `make demo` runs it: exit 0, the peer rows made beside the build, the
     summary's last line the wall time, and no temporary folder left."""
     import tempfile
 
-    before = set(Path(tempfile.gettempdir()).glob("distilforge-peer-*"))
+    # A temporary folder of this test's own: other tests run beside it (xdist) and make peer folders of theirs.
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     out = tmp_path / "out"
     code = main(["build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "onnx:fp32",
                  "--bench"])
@@ -225,4 +228,4 @@ def test_build_bench_runs_the_peer_beside_the_build(tiny_checkpoints, tmp_path, 
     assert {r["target"] for r in bench["results"]} == {"eager", "onnx:fp32", peer_mod.PEER_FP32, peer_mod.PEER_INT8}
     assert bench["peer"]["commands_ran_in"].startswith("a temporary folder while build --bench")
     assert printed.strip().splitlines()[-1].startswith("wall time ")
-    assert set(Path(tempfile.gettempdir()).glob("distilforge-peer-*")) == before
+    assert not list(own_tmp.glob("distilforge-peer-*"))
