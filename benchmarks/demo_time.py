@@ -50,8 +50,9 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, str, str]:
     return took, done.stdout, done.stderr
 
 
-def eta_table(stderr: str) -> tuple[list[dict], float]:
-    """One row per target done: when, the ETA shown, the time really left; and when the build phase ended."""
+def eta_table(stderr: str) -> tuple[list[dict], float, list[dict]]:
+    """One row per target done: when, the ETA shown, the time really left until the last target ended; when that
+    was; and the same rows for what came after the manifest was written (the bench's phases under --bench)."""
     rows, end = [], None
     for line in stderr.splitlines():
         m = DONE.match(line)
@@ -59,16 +60,25 @@ def eta_table(stderr: str) -> tuple[list[dict], float]:
             rows.append({"t": float(m[1]), "target": m[2], "result": m[3], "done": int(m[4]), "total": int(m[5]),
                          "eta_shown": seconds(m[6]) if m[6] else None})
         s = STAMP.match(line)
-        if s and s[2].startswith("manifest: writing"):
+        if s and s[2].startswith("manifest: writing") and end is None:
             end = float(s[1])
     if end is None:
         sys.exit("the build's progress lines have no 'manifest: writing' line")
-    last_done = rows[-1]["t"] if rows else end
-    for row in rows:
-        row["left_really"] = round(last_done - row["t"], 1)
-        shown, real = row["eta_shown"], row["left_really"]
-        row["error"] = None if shown is None or real <= 0 else round((shown - real) / real, 3)
-    return rows, last_done
+    build = [r for r in rows if r["t"] <= end]
+    after = [r for r in rows if r["t"] > end]
+    for phase in (build, after):
+        last_done = phase[-1]["t"] if phase else end
+        for row in phase:
+            row["left_really"] = round(last_done - row["t"], 1)
+            shown, real = row["eta_shown"], row["left_really"]
+            row["error"] = None if shown is None or real <= 0 else round((shown - real) / real, 3)
+    return build, build[-1]["t"] if build else end, after
+
+
+def worst_error_after_a_third(rows: list[dict], end: float) -> float | None:
+    """The largest |ETA error| among the rows shown once a third of the phase's time had passed."""
+    later = [r for r in rows if r["error"] is not None and r["t"] >= end / 3]
+    return max((abs(r["error"]) for r in later), default=None)
 
 
 def main() -> None:
@@ -89,8 +99,9 @@ def main() -> None:
     if args.also_jobs_1:
         shutil.rmtree(work / "one-at-a-time", ignore_errors=True)
         took, _, err = run(CLI + ["build", "--out", str(work / "one-at-a-time"), "--keep-going", "--jobs", "1"], env)
-        rows, build_end = eta_table(err)
-        result["jobs_1"] = {"build_seconds": round(took, 1), "build_phase_end": build_end, "eta": rows}
+        rows, build_end, _ = eta_table(err)
+        result["jobs_1"] = {"build_seconds": round(took, 1), "build_phase_end": build_end, "eta": rows,
+                            "eta_worst_error_after_a_third": worst_error_after_a_third(rows, build_end)}
     out = work / "artifacts"
     shutil.rmtree(out, ignore_errors=True)
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
@@ -102,10 +113,9 @@ def main() -> None:
         took, _, err = run(argv, env)
         timings[name] = round(took, 1)
         stderr = stderr or err
-    rows, build_end = eta_table(stderr)
-    result.update(demo_seconds=round(sum(timings.values()), 1), steps=timings, build_phase_end=build_end, eta=rows)
-    later = [r for r in rows if r["error"] is not None and r["t"] >= build_end / 3]
-    result["eta_worst_error_after_a_third"] = max((abs(r["error"]) for r in later), default=None)
+    rows, build_end, bench_rows = eta_table(stderr)
+    result.update(demo_seconds=round(sum(timings.values()), 1), steps=timings, build_phase_end=build_end, eta=rows,
+                  eta_worst_error_after_a_third=worst_error_after_a_third(rows, build_end), bench_eta=bench_rows)
     if args.also_jobs_1:
         one, many = work / "one-at-a-time" / "manifest.json", out / "manifest.json"
         result["manifests_byte_identical"] = one.read_bytes() == many.read_bytes()
@@ -120,7 +130,8 @@ def main() -> None:
         err = "" if r["error"] is None else f"{r['error']:+.0%}"
         shown = "" if r["eta_shown"] is None else f"{r['eta_shown']:.0f}"
         print(f"{r['t']:>7.1f} {r['target']:<26} {shown:>9} {r['left_really']:>7.0f} {err:>7}")
-    print(f"worst ETA error once a third of the build was done: {result['eta_worst_error_after_a_third']}")
+    print(f"worst ETA error once a third of the build was done: {result['eta_worst_error_after_a_third']}"
+          + (f" (--jobs 1: {result['jobs_1']['eta_worst_error_after_a_third']})" if args.also_jobs_1 else ""))
     if args.also_jobs_1:
         print(f"build phase, --jobs {args.jobs or 'default'} / --jobs 1: {result['build_phase_ratio_jobs_n_to_1']}; "
               f"manifests byte-identical: {result['manifests_byte_identical']}")

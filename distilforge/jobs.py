@@ -25,25 +25,38 @@ from typing import Any
 
 from distilforge.errors import BuildFailure, DistilforgeError, UsageError, first_line
 
-# what a target costs, per recipe tried, in seconds on the default model (DistilBERT-base, batch grid of the
-# validation) on a 2-core x86 machine: the ETA's and the schedule's prior, scaled by what the run measures
-# (progress.py). Measured from `make demo`'s log on x86-avx2.
+# what a target costs, in seconds, built on the default model one target at a time on a 2-core x86 machine
+# (x86-avx2; the recipes its ladder climbed there included, and the first target of a format carries the format's
+# shared conversion): the ETA's and the schedule's prior, scaled by what the run measures (progress.py). Measured
+# with `benchmarks/demo_time.py --also-jobs-1` (results/demo_time.x86-avx2.json, "jobs_1").
 COST_SECONDS: dict[str, float] = {
-    "onnx:fp32": 20, "onnx:fp32-optimized": 8, "onnx:fp16": 3, "onnx:int8-dynamic": 4.5, "onnx:int8-static": 5.5,
-    "torchscript:fp32": 5, "torchscript:int8-dynamic": 4.5,
-    "openvino:fp32": 3.5, "openvino:fp16": 2, "openvino:int8-weights": 4, "openvino:int8-static": 12,
-    "tflite:fp32": 12, "tflite:fp16": 4.5, "tflite:int8-dynamic": 4.5, "tflite:int8-static": 23,
-    "executorch:fp32": 77, "executorch:int8-dynamic": 72, "executorch:int8-static": 100,
+    "onnx:fp32": 10, "onnx:fp32-optimized": 8, "onnx:fp16": 3.5, "onnx:int8-dynamic": 16.5, "onnx:int8-static": 16,
+    "torchscript:fp32": 5, "torchscript:int8-dynamic": 7.5,
+    "openvino:fp32": 5.5, "openvino:fp16": 4, "openvino:int8-weights": 6, "openvino:int8-static": 18,
+    "tflite:fp32": 19, "tflite:fp16": 5, "tflite:int8-dynamic": 5, "tflite:int8-static": 73,
+    "executorch:fp32": 71, "executorch:int8-dynamic": 142, "executorch:int8-static": 206,
 }
+UNKNOWN_SECONDS_PER_RECIPE = 10.0
 
 
 def expected_seconds(name: str, rungs: int) -> float:
-    """The prior for one target: its cost per recipe times the recipes it is expected to try (the first, and half
-    of the others: a ladder stops at the first recipe that clears the margin)."""
-    return COST_SECONDS.get(name, 10.0) * (1 + (rungs - 1) / 2)
+    """The prior for one target: its measured cost, or for a target not measured yet a guess per recipe times the
+    recipes it is expected to try (the first, and half of the others: a ladder stops at the first that clears
+    the margin)."""
+    if name in COST_SECONDS:
+        return COST_SECONDS[name]
+    return UNKNOWN_SECONDS_PER_RECIPE * (1 + (rungs - 1) / 2)
 
 
 JOBS_VARIABLE = "DISTILFORGE_JOBS"
+# set in each worker (and so in the runner processes it starts): the cores are shared with the other workers, so
+# thread pools wait for work asleep instead of spinning (torch's OpenMP: OMP_WAIT_POLICY; ONNX Runtime:
+# validate/runners/onnx.py). Scheduling only: no result changes (the byte-for-byte test builds with and without).
+SHARED_CORES_VARIABLE = "DISTILFORGE_SHARED_CORES"
+
+
+def cores_are_shared() -> bool:
+    return os.environ.get(SHARED_CORES_VARIABLE) == "1"
 
 
 def default_jobs() -> int:
@@ -202,6 +215,8 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     _die_with_parent()
     os.environ.setdefault("USE_TF", "0")  # as the CLI: transformers would import TensorFlow (seconds) otherwise
     os.environ.setdefault("USE_FLAX", "0")
+    os.environ[SHARED_CORES_VARIABLE] = "1"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before its import
     from distilforge.pipeline import build_target, eager_runner, load_source
     from distilforge.targets import get_target
     from distilforge.validate import Reference

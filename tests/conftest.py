@@ -22,19 +22,33 @@ def _shared_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def once_per_session(tmp_path_factory, name: str, make):
+def once_per_session(tmp_path_factory, name: str, make, *, wait: bool = True) -> Path | None:
     """`make(folder)` once per session across the xdist workers (the first to come makes it, under a file lock;
-    the others wait and read it): folder is shared/<name>, made only if `make` returned."""
-    from filelock import FileLock
+    the others wait and read it): folder is shared/<name>, made only if `make` returned. With wait=False, None
+    at once when another worker is making it."""
+    from filelock import FileLock, Timeout
 
     folder = _shared_root(tmp_path_factory) / name
     done = folder.with_name(f"{name}.done")
-    with FileLock(str(folder) + ".lock"):
+    if done.exists():
+        return folder
+    lock = FileLock(str(folder) + ".lock")
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        return None
+    try:
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)
             make(folder)
             done.touch()
+    finally:
+        lock.release()
     return folder
+
+
+def made_in_session(tmp_path_factory, name: str) -> bool:
+    return (_shared_root(tmp_path_factory) / f"{name}.done").exists()
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +91,37 @@ def targets_for(key: str) -> list[str]:
     return sorted(installed_targets() - skip)
 
 
+# the tiny heads some collected test reads with built(key), costliest first (set at collection, the same list in
+# every xdist worker: each collects the whole session)
+BUILDS_WANTED: list[str] = []
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(session, config, items):
+    import inspect
+    import re
+
+    keys = {t.key for t in TINY_MODELS}
+    wanted = set()
+    for item in items:  # built("qa"), _copy(built, "qa", ...), or a parameter
+        if "built" not in getattr(item, "fixturenames", ()):
+            continue
+        wanted |= set(re.findall(r'\bbuilt\b[^"\n]*"([\w-]+)"', inspect.getsource(item.obj))) & keys
+        for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+            key = getattr(value, "key", value)  # a TinyModel parameter, or a head's key
+            if isinstance(key, str) and key in keys:
+                wanted.add(key)
+    BUILDS_WANTED[:] = sorted(wanted, key=lambda k: (k in SAME_GRAPH_AS_SEQ_SINGLE, k))
+
+
 @pytest.fixture(scope="session")
 def built(tiny_checkpoints, tmp_path_factory):
     """head key -> BuildResult, built lazily once per session (across the xdist workers) with `targets_for(key)`
     (as `distilforge build` does with no --targets); shared by the tests of targets, loaders and predict. Tests
-    read it and copy it before changing anything."""
+    read it and copy it before changing anything.
+
+    A worker that needs a head another worker is building builds another head some test wants meanwhile (the
+    costliest not yet taken) instead of waiting: every head is then built once, on whichever core is free."""
     from distilforge.options import BuildOptions
     from distilforge.pipeline import build
     from distilforge.validate.tolerances import parse_overrides
@@ -92,9 +132,17 @@ def built(tiny_checkpoints, tmp_path_factory):
         options = BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES))
         build(tiny_checkpoints[key], out, targets=targets_for(key), options=options, force=True, keep_going=True)
 
+    def claim(key, wait):
+        return once_per_session(tmp_path_factory, f"built-{key}", lambda out: make(key, out), wait=wait)
+
     def get(key):
         if key not in cache:
-            cache[key] = _result(once_per_session(tmp_path_factory, f"built-{key}", lambda out: make(key, out)))
+            folder = claim(key, wait=False)
+            while folder is None:
+                others = [k for k in BUILDS_WANTED if k != key and not made_in_session(tmp_path_factory, f"built-{k}")]
+                helped = any(claim(k, wait=False) is not None for k in others)
+                folder = claim(key, wait=not helped)
+            cache[key] = _result(folder)
         return cache[key]
 
     return get

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distilforge.errors import UsageError
-from distilforge.jobs import JOBS_VARIABLE, _hand_out, _Worker, default_jobs, expected_seconds
+from distilforge.jobs import COST_SECONDS, JOBS_VARIABLE, _hand_out, _Worker, default_jobs, expected_seconds
 
 
 class Pipe:
@@ -30,8 +30,15 @@ def test_a_worker_takes_a_format_it_has_converted_else_the_costliest_left():
     assert pending == ["onnx:fp32"]
 
 
-def test_a_ladder_is_expected_to_try_half_of_its_later_recipes():
-    assert expected_seconds("onnx:int8-dynamic", 3) == pytest.approx(2 * expected_seconds("onnx:int8-dynamic", 1))
+def test_a_measured_target_costs_what_was_measured_and_another_by_its_recipes():
+    assert expected_seconds("onnx:int8-dynamic", 3) == COST_SECONDS["onnx:int8-dynamic"]
+    assert expected_seconds("newformat:int8", 3) == pytest.approx(2 * expected_seconds("newformat:int8", 1))
+
+
+def test_every_target_has_a_measured_cost():
+    from distilforge.targets import TARGETS
+
+    assert set(COST_SECONDS) == set(TARGETS)
 
 
 def test_the_default_is_the_environment_variable_else_the_cores(monkeypatch):

@@ -11,14 +11,17 @@ from distilforge.validate.runners import cast_inputs
 
 
 class OnnxRunner:
-    def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int, *, spinning: bool = True) -> None:
+    def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int, *,
+                 spinning: bool | None = None) -> None:
         import onnxruntime as ort
+
+        from distilforge.jobs import cores_are_shared
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        if not spinning:
+        if spinning is False or (spinning is None and cores_are_shared()):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Recorded by the exporter (e.g. to keep ORT from re-fusing a slow kernel at load) and applied here,
         # so validation and benchmarks run the artifact exactly as it is meant to be run.
