@@ -560,9 +560,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from distilforge.artifacts.manifest import read_manifest
     from distilforge.predict import default_target, load
     from distilforge.predict.decode import describe
+    from distilforge.targets import TARGETS
 
     target = args.target or default_target(args.dir, read_manifest(args.dir))
-    if not target.startswith("torchscript:"):  # only the tokenizer is needed from transformers: no torch (1.5 s, not 8)
+    if target not in TARGETS or not TARGETS[target].spec.runs_on_torch:  # tokenizer only: no torch (1.5 s, not 8)
         os.environ.setdefault("USE_TORCH", "0")
     predictor = load(args.dir, target, threads=args.threads)
     results = predictor(*args.texts, question=args.question, context=args.context, choices=args.choices)

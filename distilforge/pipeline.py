@@ -57,7 +57,7 @@ from distilforge.jobs import Workers, WorkerSetup, expected_seconds
 from distilforge.options import BuildOptions
 from distilforge.progress import Progress, as_progress
 from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
-from distilforge.targets import Target, get_target, resolve_targets
+from distilforge.targets import Target, format_settings, get_target, resolve_targets
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import DYNAMIC_GRID, MIN_DECISIONS, TOP_UP_BATCH, decisions, validation_cases
 from distilforge.validate.machine import cpu_differences, outside_recipe
@@ -333,13 +333,8 @@ def _outcome(entry: ArtifactEntry) -> str:
 
 def _cache_keys(target: Target, source: Source, files: list[dict[str, Any]], options: BuildOptions) -> CacheKeys:
     """What the artifact's bytes, then its figures, depend on (artifacts/cache.py)."""
-    exporter_options: dict[str, Any] = {"seed": options.seed, "threads": options.threads}
-    if target.format == "onnx":
-        exporter_options["onnx_opset"] = options.onnx_opset
-    if target.format == "tflite":
-        exporter_options["tflite_shapes"] = [list(s) for s in options.tflite_shapes]
-    if target.format == "executorch":
-        exporter_options["executorch_max_shape"] = list(options.executorch_max_shape)
+    exporter_options: dict[str, Any] = {"seed": options.seed, "threads": options.threads,
+                                        **target.spec.settings(options)}
     if target.calibrated and options.calibration:
         exporter_options["calibration"] = options.calibration.record()
     tolerance = options.tolerances[precision_class(target.precision)]
@@ -576,9 +571,7 @@ def _manifest(source: Source, entries: list[ArtifactEntry], reference: Reference
             "targets": [t.name for t in chosen],
             "threads": options.threads,
             "seed": options.seed,
-            "onnx_opset": options.onnx_opset,
-            "tflite_shapes": [list(s) for s in options.tflite_shapes] or "default",
-            "executorch_max_shape": list(options.executorch_max_shape) or "default",
+            **format_settings(options),
             "calibration": options.calibration.record() if options.calibration else None,
             "eval": source.eval_set.record() if source.eval_set else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},

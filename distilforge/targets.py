@@ -10,6 +10,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint
@@ -40,14 +41,41 @@ OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
 
 @dataclass(frozen=True)
-class Target:
+class FormatSpec:
+    """What every target of a format shares: what runs its artifacts, what installs it, which build options its
+    exporters read. The pipeline, the CLI and predict ask this record instead of branching on a format's name."""
+
     name: str
-    export: Exporter
     open_runner: RunnerFactory
     extra: str  # the pip extra that installs its backend
     modules: tuple[str, ...]  # importable modules the backend needs
     runtime: str  # what runs it, for the README and the report
     check: OptionCheck | None = None  # rejects options this checkpoint cannot be built with, before any work
+    # the BuildOptions fields its exporters read: each goes into its targets' cache keys and the manifest's settings
+    reads: tuple[str, ...] = ()
+    # the option that bounds a fixed-shape artifact's input, as the CLI spells it (predict's advice on a long text)
+    shape_flag: str = ""
+    runs_on_torch: bool = False  # its runner imports torch (predict lets transformers skip it otherwise)
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def settings(self, options: BuildOptions) -> dict[str, Any]:
+        """The options it reads, as the manifest records them (a tuple as a list, an empty one as "default")."""
+        return {name: _recorded(getattr(options, name)) for name in self.reads}
+
+
+def _recorded(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_recorded(v) for v in value] or "default"
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    spec: FormatSpec
+    export: Exporter
     calibrated: bool = False  # needs calibration text (static INT8)
     # why two builds from the same inputs cannot give the same bytes; "" = they do (tests/test_determinism.py)
     not_reproducible: str = ""
@@ -69,23 +97,45 @@ class Target:
         """The artifact's folder inside the output directory."""
         return self.name.replace(":", "-")
 
+    @property
+    def open_runner(self) -> RunnerFactory:
+        return self.spec.open_runner
+
+    @property
+    def extra(self) -> str:
+        return self.spec.extra
+
+    @property
+    def runtime(self) -> str:
+        return self.spec.runtime
+
+    @property
+    def check(self) -> OptionCheck | None:
+        return self.spec.check
+
     def installed(self) -> bool:
-        return all(importlib.util.find_spec(m) is not None for m in self.modules)
-
-
-_ONNX = ("onnx", "onnxruntime", "onnxscript")
-_ORT = "ONNX Runtime (CPU)"
-_OPENVINO = ("openvino",)
-_OV = "OpenVINO (CPU plugin, f32 hint)"
-_TFLITE = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
-_LITERT = "LiteRT Interpreter (XNNPACK)"
-_EXECUTORCH = ("executorch", "torchao")
-_ET = "ExecuTorch runtime (XNNPACK delegate)"
+        return self.spec.installed()
 
 
 def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
     return lambda _options: rungs
 
+
+ONNX = FormatSpec("onnx", onnx_runner.open_runner, extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"),
+                  runtime="ONNX Runtime (CPU)", reads=("onnx_opset",))
+TORCHSCRIPT = FormatSpec("torchscript", torchscript_runner.open_runner, extra="core", modules=("torch",),
+                         runtime="torch.jit.load (libtorch)", runs_on_torch=True)
+OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino", modules=("openvino",),
+                      runtime="OpenVINO (CPU plugin, f32 hint)")
+TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
+                    modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
+                    runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
+                    reads=("tflite_shapes",), shape_flag="--tflite-shapes")
+EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
+                        modules=("executorch", "torchao"), runtime="ExecuTorch runtime (XNNPACK delegate)",
+                        check=executorch_export.check_options, reads=("executorch_max_shape",),
+                        shape_flag="--executorch-max-shape")
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 _ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
                "Python code (torch, transformers in the venv) into node metadata")
@@ -93,43 +143,38 @@ _TS_PATHS = ("same bytes only from the same install path: torch.jit.save keeps d
              "of the traced Python code")
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", onnx_export.export_fp32, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
-           reproducible_caveat=_ONNX_PATHS),
-    Target("onnx:fp32-optimized", onnx_export.export_optimized, onnx_runner.open_runner, "onnx", _ONNX, _ORT),
-    Target("onnx:fp16", onnx_quantize.export_fp16, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
-           reproducible_caveat=_ONNX_PATHS),
-    Target("onnx:int8-dynamic", onnx_quantize.export_int8_dynamic, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
-           ladder=onnx_quantize.dynamic_ladder),
-    Target("onnx:int8-static", onnx_quantize.export_int8_static, onnx_runner.open_runner, "onnx", _ONNX, _ORT,
-           calibrated=True, ladder=onnx_quantize.static_ladder),
-    Target("torchscript:fp32", torchscript_export.export_fp32, torchscript_runner.open_runner, "core", ("torch",),
-           "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS),
-    Target("torchscript:int8-dynamic", torchscript_quantize.export_int8_dynamic, torchscript_runner.open_runner,
-           "core", ("torch",), "torch.jit.load (libtorch)", reproducible_caveat=_TS_PATHS,
-           ladder=_rungs(torchscript_quantize.RUNGS)),
-    Target("openvino:fp32", openvino_export.export_fp32, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
-    Target("openvino:fp16", openvino_export.export_fp16, openvino_runner.open_runner, "openvino", _OPENVINO, _OV),
-    Target("openvino:int8-weights", openvino_quantize.export_int8_weights, openvino_runner.open_runner, "openvino",
-           _OPENVINO, _OV, ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS)),
-    Target("openvino:int8-static", openvino_quantize.export_int8_static, openvino_runner.open_runner, "openvino",
-           _OPENVINO, _OV, calibrated=True, ladder=_rungs(openvino_quantize.STATIC_RUNGS)),
-    Target("tflite:fp32", tflite_export.export_fp32, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
-           tflite_export.check_options),
-    Target("tflite:fp16", tflite_quantize.export_fp16, tflite_runner.open_runner, "tflite", _TFLITE, _LITERT,
-           tflite_export.check_options),
-    Target("tflite:int8-dynamic", tflite_quantize.export_int8_dynamic, tflite_runner.open_runner, "tflite", _TFLITE,
-           _LITERT, tflite_export.check_options, ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS)),
-    Target("tflite:int8-static", tflite_quantize.export_int8_static, tflite_runner.open_runner, "tflite", _TFLITE,
-           _LITERT, tflite_export.check_options, calibrated=True, ladder=_rungs(tflite_quantize.STATIC_RUNGS)),
-    Target("executorch:fp32", executorch_export.export_fp32, executorch_runner.open_runner, "executorch",
-           _EXECUTORCH, _ET, executorch_export.check_options),
-    Target("executorch:int8-dynamic", executorch_quantize.export_int8_dynamic, executorch_runner.open_runner,
-           "executorch", _EXECUTORCH, _ET, executorch_export.check_options,
+    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, reproducible_caveat=_ONNX_PATHS),
+    Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized),
+    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, reproducible_caveat=_ONNX_PATHS),
+    Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder),
+    Target("onnx:int8-static", ONNX, export=onnx_quantize.export_int8_static, calibrated=True,
+           ladder=onnx_quantize.static_ladder),
+    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS),
+    Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,
+           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS)),
+    Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32),
+    Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16),
+    Target("openvino:int8-weights", OPENVINO, export=openvino_quantize.export_int8_weights,
+           ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS)),
+    Target("openvino:int8-static", OPENVINO, export=openvino_quantize.export_int8_static, calibrated=True,
+           ladder=_rungs(openvino_quantize.STATIC_RUNGS)),
+    Target("tflite:fp32", TFLITE, export=tflite_export.export_fp32),
+    Target("tflite:fp16", TFLITE, export=tflite_quantize.export_fp16),
+    Target("tflite:int8-dynamic", TFLITE, export=tflite_quantize.export_int8_dynamic,
+           ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS)),
+    Target("tflite:int8-static", TFLITE, export=tflite_quantize.export_int8_static, calibrated=True,
+           ladder=_rungs(tflite_quantize.STATIC_RUNGS)),
+    Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32),
+    Target("executorch:int8-dynamic", EXECUTORCH, export=executorch_quantize.export_int8_dynamic,
            ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS)),
-    Target("executorch:int8-static", executorch_quantize.export_int8_static, executorch_runner.open_runner,
-           "executorch", _EXECUTORCH, _ET, executorch_export.check_options, calibrated=True,
+    Target("executorch:int8-static", EXECUTORCH, export=executorch_quantize.export_int8_static, calibrated=True,
            ladder=_rungs(executorch_quantize.STATIC_RUNGS)),
 )}
+
+
+def format_settings(options: BuildOptions) -> dict[str, Any]:
+    """Every format's options as the manifest's settings record them, in the registry's order."""
+    return {name: value for spec in FORMATS.values() for name, value in spec.settings(options).items()}
 
 
 def get_target(name: str) -> Target:

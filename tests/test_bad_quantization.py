@@ -27,8 +27,7 @@ def test_every_op_quantized_on_one_repeated_sentence_fails(tmp_path, monkeypatch
     from distilforge.pipeline import build
 
     good = TARGETS["tflite:int8-static"]
-    bad = Target(good.name, _every_op_int8, good.open_runner, good.extra, good.modules, good.runtime, good.check,
-                 calibrated=True)
+    bad = Target(good.name, good.spec, export=_every_op_int8, calibrated=True)
     monkeypatch.setitem(TARGETS, good.name, bad)
     calibration = tmp_path / "one.txt"
     calibration.write_text("The weather is nice today.\n" * 16)

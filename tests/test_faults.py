@@ -3,6 +3,7 @@ process. Without --keep-going the build stops there; with it the others finish. 
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,10 @@ def faulty_targets(monkeypatch):
 
     good = TARGETS["onnx:fp32"]
     monkeypatch.setitem(TARGETS, "onnx:fp32-optimized",
-                        Target("onnx:fp32-optimized", _raising_converter, good.open_runner, good.extra, good.modules,
-                               good.runtime))
+                        Target("onnx:fp32-optimized", good.spec, export=_raising_converter))
     monkeypatch.setitem(TARGETS, "onnx:fp16",
-                        Target("onnx:fp16", _onnx_fp32_named_fp16, crashing_runtime.open_runner, good.extra,
-                               good.modules, good.runtime))
+                        Target("onnx:fp16", replace(good.spec, open_runner=crashing_runtime.open_runner),
+                               export=_onnx_fp32_named_fp16))
     # the validation child imports crashing_runtime by name
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
 

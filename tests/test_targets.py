@@ -67,3 +67,17 @@ def test_onnx_artifact_runs_under_openvino_too(built):
     check = validate_artifact(artifact, runner, Reference(EagerRunner(source.ckpt.model, source.ckpt.head, 2)), cases,
                               head=source.ckpt.head, tolerance=DEFAULT_TOLERANCES["fp32"], precision_class="fp32")
     assert check.passed, check.failures
+
+
+def test_each_target_belongs_to_its_format_and_the_format_knows_its_options():
+    """The pipeline, the CLI and predict read a format's needs from its FormatSpec (no branch on its name)."""
+    from dataclasses import fields
+
+    from distilforge.options import BuildOptions
+    from distilforge.targets import FORMATS, format_settings
+
+    assert all(FORMATS[t.format] is t.spec for t in TARGETS.values())
+    names = {f.name for f in fields(BuildOptions)}
+    assert all(set(spec.reads) <= names for spec in FORMATS.values())
+    assert format_settings(BuildOptions(tflite_shapes=((1, 128), (2, 64)))) == {
+        "onnx_opset": 18, "tflite_shapes": [[1, 128], [2, 64]], "executorch_max_shape": "default"}

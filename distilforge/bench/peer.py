@@ -45,6 +45,7 @@ PEER_DIR = "peer"
 PEER_FP32, PEER_INT8 = "optimum:fp32", "optimum:int8"
 PEER_RUNTIME = "ONNX Runtime (CPU), through distilforge's ONNX runner"
 # what `pip install 'distilforge[peer]'` provides: the exporter, ORT's quantizer wrapper and the CLI
+PEER_FORMAT = "onnx"  # what Optimum's commands write: compared with our targets of the same format
 PEER_MODULES = ("optimum", "optimum.exporters.onnx", "optimum.onnxruntime")
 PEER_TOOLS = ("optimum", "optimum-onnx", "onnxruntime", "transformers", "torch")
 NOT_INSTALLED = "peer rows skipped: the `peer` extra is not installed (pip install 'distilforge[peer]')"
@@ -350,10 +351,11 @@ def validate_peer(out: Path, models: list[PeerModel], source: Source, options: B
 def peer_target(name: str) -> Target:
     """A registry-shaped Target for a peer model, so validation and timing use our ONNX runner. It is not in
     the registry: `distilforge build` cannot build it."""
-    from distilforge.targets import Target
+    from distilforge.targets import FormatSpec, Target
     from distilforge.validate.runners import onnx as onnx_runner
 
-    return Target(name, _built_by_optimum, onnx_runner.open_runner, "peer", PEER_MODULES, PEER_RUNTIME)
+    spec = FormatSpec(PEER_FORMAT, onnx_runner.open_runner, extra="peer", modules=PEER_MODULES, runtime=PEER_RUNTIME)
+    return Target(name, spec, export=_built_by_optimum)
 
 
 def _built_by_optimum(*_args: Any) -> ExportedArtifact:
@@ -381,7 +383,7 @@ def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for klass, peer_name in OURS_VS_PEER:
         peer = next((r for r in results if r["target"] == peer_name and _p50(r)), None)
-        ours = [r for r in results if r.get("kind") == "artifact" and r["target"].startswith("onnx:")
+        ours = [r for r in results if r.get("kind") == "artifact" and r["target"].split(":")[0] == PEER_FORMAT
                 and r.get("precision_class") == klass and _p50(r)]
         if peer is None or not ours:
             continue

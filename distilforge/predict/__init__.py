@@ -56,7 +56,9 @@ class Predictor:
                              return_overflowing_tokens=False)
         full = len(self.tokenizer(text, pair)["input_ids"])
         if full > self.longest and self.fixed:
-            flag = "--executorch-max-shape" if self.target.startswith("executorch") else "--tflite-shapes"
+            from distilforge.targets import get_target
+
+            flag = get_target(self.target).spec.shape_flag
             raise UsageError(f"{self.target}: the text is {full} tokens and this artifact takes at most "
                              f"{self.longest}; shorten it or rebuild with a longer {flag}")
         return decode.Encoded(text=pair if pair is not None else text, ids=list(enc["input_ids"]),
