@@ -4,7 +4,7 @@ The Python API: `build(checkpoint, out, targets=...)`, `validate_dir(out)` and `
 that runs an artifact on text); see README.md.
 """
 
-__version__ = "0.1.0"
+from distilforge.version import __version__  # noqa: F401 - the package's version, as users read it
 
 
 def build(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export
@@ -14,7 +14,7 @@ def build(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export
 
 
 def validate_dir(*args, **kwargs):  # noqa: ANN002, ANN003
-    from distilforge.pipeline import validate_dir as _validate_dir
+    from distilforge.pipeline.revalidate import validate_dir as _validate_dir
 
     return _validate_dir(*args, **kwargs)
 

@@ -513,7 +513,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
         for cpu in set(cpus) - {"host"}:
             parse_cpu(cpu)  # a bad name is a usage error before anything loads
-    from distilforge.pipeline import validate_dir
+    from distilforge.pipeline.revalidate import validate_dir
     from distilforge.report.summary import print_summary, summary_rows
 
     progress = None if args.quiet or args.json else (lambda line: _err(f"[distilforge] {line}"))

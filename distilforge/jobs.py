@@ -217,7 +217,8 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     os.environ.setdefault("USE_FLAX", "0")
     os.environ[SHARED_CORES_VARIABLE] = "1"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before its import
-    from distilforge.pipeline import build_target, eager_runner, load_source
+    from distilforge.pipeline.ladder import build_target
+    from distilforge.pipeline.source import eager_runner, load_source
     from distilforge.targets import get_target
     from distilforge.validate import Reference
 

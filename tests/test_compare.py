@@ -4,8 +4,8 @@ import pytest
 from distilforge.artifacts.records import Tolerance
 from distilforge.errors import UsageError
 from distilforge.heads import OutputSpec
+from distilforge.shapes import padded_mask
 from distilforge.validate.compare import check_agreement, check_output, compare_output
-from distilforge.validate.inputs import padded_mask
 from distilforge.validate.tolerances import parse_overrides, precision_class
 
 

@@ -7,7 +7,8 @@ import pytest
 from tiny import make_checkpoint
 
 from distilforge.errors import DataFileError
-from distilforge.pipeline import build, validate_dir
+from distilforge.pipeline import build
+from distilforge.pipeline.revalidate import validate_dir
 from distilforge.validate import metrics
 from distilforge.validate.task import best_span, eval_batches, load_eval_set, score
 

@@ -15,7 +15,8 @@ from distilforge.artifacts.records import Tolerance
 from distilforge.bench import BENCH_FILE, BenchSettings, bench_dir
 from distilforge.bench import peer as peer_mod
 from distilforge.cli import main
-from distilforge.pipeline import build, source_for
+from distilforge.pipeline import build
+from distilforge.pipeline.source import source_for
 from distilforge.report.writer import write_report
 
 OURS = ["onnx:fp32", "onnx:int8-dynamic"]

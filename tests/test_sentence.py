@@ -148,7 +148,7 @@ def test_optimum_sentence_export_is_validated_as_a_peer(built_sentence, sentence
     peer's runner reads it as last_hidden_state, so both outputs are held to our reference and rules."""
     from distilforge.artifacts.manifest import read_manifest
     from distilforge.bench.peer import peer_options, run_peer_commands, validate_peer
-    from distilforge.pipeline import source_for
+    from distilforge.pipeline.source import source_for
 
     result, _ = built_sentence
     manifest = read_manifest(result.out)

@@ -51,7 +51,7 @@ def test_onnx_artifact_runs_under_openvino_too(built):
     if not TARGETS["openvino:fp32"].installed():
         pytest.skip("openvino not installed")
     from distilforge.artifacts.records import ExportedArtifact
-    from distilforge.pipeline import load_source
+    from distilforge.pipeline.source import load_source
     from distilforge.validate import Reference, validate_artifact
     from distilforge.validate.inputs import validation_cases
     from distilforge.validate.runners.eager import EagerRunner

@@ -30,7 +30,8 @@ def test_declared_shapes_default_and_multiple_choice(tiny_checkpoints):
 
 def test_several_signatures_and_padding(tiny_checkpoints, tmp_path):
     from distilforge.artifacts.records import ExportedArtifact
-    from distilforge.pipeline import build, load_source
+    from distilforge.pipeline import build
+    from distilforge.pipeline.source import load_source
     from distilforge.validate.runners.eager import EagerRunner
     from distilforge.validate.runners.tflite import open_runner
 

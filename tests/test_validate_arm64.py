@@ -115,8 +115,8 @@ def test_build_validate_on_records_a_verdict_per_cpu_in_manifest_card_and_report
 
 
 def test_a_failure_on_an_emulated_cpu_fails_the_artifact():
-    """How a verdict elsewhere joins the host's (pipeline._judge_elsewhere's rule), on recorded figures."""
-    from distilforge.pipeline import merge_verdicts
+    """How a verdict elsewhere joins the host's (pipeline/judge.py judge_elsewhere's rule), on recorded figures."""
+    from distilforge.pipeline.judge import merge_verdicts
 
     rule = Tolerance(max_abs=None, min_cosine=0.99, min_agreement=0.98, max_task_drop=1.0)
     passed = ValidationResult(passed=True, tolerance=rule, precision_class="int8", cases=[], failures=[])

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from distilforge.pipeline import build, validate_dir
+from distilforge.pipeline import build
+from distilforge.pipeline.revalidate import validate_dir
 
 
 @pytest.fixture()

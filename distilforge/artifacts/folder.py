@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distilforge import __version__
 from distilforge.artifacts.records import FileRecord
 from distilforge.sentence import SentencePooling, sentence_module_files
+from distilforge.version import __version__
 
 CARD = "distilforge.json"
 CARD_VERSION = 1

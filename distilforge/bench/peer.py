@@ -38,7 +38,7 @@ from distilforge.errors import BuildFailure, DistilforgeError, ExportError, firs
 from distilforge.options import BuildOptions
 
 if TYPE_CHECKING:
-    from distilforge.pipeline import Source
+    from distilforge.pipeline.source import Source
     from distilforge.targets import Target
 
 PEER_DIR = "peer"
@@ -176,7 +176,7 @@ def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progre
     with our validator. Never raises for a missing extra or a failed step: the result's note says why."""
     if not peer_installed():
         return PeerBuild.skipped(NOT_INSTALLED)
-    from distilforge.pipeline import checkpoint_drift, source_for
+    from distilforge.pipeline.source import checkpoint_drift, source_for
 
     try:
         source = source_for(manifest)
@@ -333,9 +333,11 @@ def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def validate_peer(out: Path, models: list[PeerModel], source: Source, options: BuildOptions,
                   say: Progress) -> None:
-    """Each model through `pipeline.validate_entry`: our ONNX runner, the Reference, the cases and the pass rule
+    """Each model through `pipeline.judge.validate_entry`: our ONNX runner, the Reference, the cases and the pass rule
     of its precision, exactly as an `onnx:` target of ours is validated."""
-    from distilforge.pipeline import Reference, eager_runner, validate_entry
+    from distilforge.pipeline.judge import validate_entry
+    from distilforge.pipeline.source import eager_runner
+    from distilforge.validate import Reference
 
     reference = Reference(eager_runner(source.ckpt, options.threads))
     for m in models:

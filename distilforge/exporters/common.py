@@ -19,7 +19,7 @@ import numpy as np
 from distilforge.artifacts.records import FileRecord, TensorSpec
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.heads import HeadSpec
-from distilforge.validate.inputs import EXPORT_BATCH, EXPORT_CHOICES, EXPORT_SEQUENCE, padded_mask
+from distilforge.shapes import EXPORT_BATCH, EXPORT_CHOICES, EXPORT_SEQUENCE, padded_mask
 
 
 def head_module(ckpt: LoadedCheckpoint) -> Any:

@@ -29,7 +29,7 @@ from distilforge.exporters.common import (
     shared_conversion,
 )
 from distilforge.options import BuildOptions
-from distilforge.validate.inputs import EXPORT_CHOICES
+from distilforge.shapes import EXPORT_CHOICES
 
 MODEL_FILE = "model.onnx"
 # External weights: Optimum's, Transformers.js's and the Hub's name for them (earlier builds wrote model.onnx.data)

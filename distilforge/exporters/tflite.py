@@ -25,7 +25,7 @@ from distilforge.exporters.common import (
     shared_conversion,
 )
 from distilforge.options import BuildOptions
-from distilforge.validate.inputs import EXPORT_CHOICES
+from distilforge.shapes import EXPORT_CHOICES
 
 MODEL_FILE = "model.tflite"
 DEFAULT_SEQUENCE = 128

@@ -10,11 +10,10 @@ import numpy as np
 
 from distilforge.checkpoint import CheckpointInfo
 from distilforge.heads import OutputSpec
+from distilforge.shapes import padded_mask
 
 NEIGHBOUR_MIN_ROWS = 3  # rows of real text a batch needs for nearest-neighbour decisions (two: each other's)
 
-# The example the exporters trace with: (batch, sequence), and choices for multiple choice.
-EXPORT_BATCH, EXPORT_SEQUENCE, EXPORT_CHOICES = 2, 16, 2
 # Dynamic-shape grid: (batch, sequence). 61 is never seen at export; None is the model's maximum. A fixed-shape
 # artifact gets the same grid with sequences cut to its longest declared one (its runner pads and chunks).
 DYNAMIC_GRID: tuple[tuple[int, int | None], ...] = ((1, 8), (3, 16), (2, 61), (3, None))
@@ -150,20 +149,6 @@ def _random_case(shape: tuple[int, ...], info: CheckpointInfo, rng: np.random.Ge
     mask = padded_mask(shape)
     ids = np.where(mask == 1, ids, _pad_id(info)).astype(np.int64)
     return Case(name or f"random {'x'.join(map(str, shape))}", {"input_ids": ids, "attention_mask": mask})
-
-
-def padded_mask(shape: tuple[int, ...]) -> np.ndarray:
-    """Row 0 full; later rows keep fewer positions (trailing zeros). A lone row is half padded
-    when the sequence is longer than 8, so every shape exercises padding."""
-    rows = int(np.prod(shape[:-1]))
-    seq = shape[-1]
-    mask = np.ones((rows, seq), dtype=np.int64)
-    for r in range(rows):
-        keep = seq - (r * seq) // (rows + 1)
-        if rows == 1 and seq > 8:
-            keep = seq // 2
-        mask[r, max(1, keep):] = 0
-    return mask.reshape(shape)
 
 
 def _pad_id(info: CheckpointInfo) -> int:

@@ -1,0 +1,114 @@
+"""One target built: exported into a staging folder and judged there; an INT8 target climbs its ladder of recipes
+until one clears its rule with the margin; the kept folder is made deployable and moved into place."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from distilforge.artifacts.folder import add_companions, add_sentence_files, write_card
+from distilforge.artifacts.layout import move_into_place, no_space_error, out_of_space, staging_dir
+from distilforge.artifacts.manifest import ArtifactEntry
+from distilforge.artifacts.records import ExportedArtifact
+from distilforge.errors import DistilforgeError, ExportError, first_line
+from distilforge.options import BuildOptions
+from distilforge.pipeline.judge import failed_entry, judge_elsewhere, validate_or_fail
+from distilforge.pipeline.source import Source
+from distilforge.progress import Progress
+from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
+from distilforge.targets import Target
+from distilforge.validate import Reference
+from distilforge.validate.tolerances import margin_shortfalls
+
+
+def build_target(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
+                 progress: Progress) -> ArtifactEntry:
+    """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
+    recipes until one passes its rule with the margin (validate/tolerances.py). The kept one moves into place."""
+    rungs: tuple[Rung | None, ...] = target.ladder(options) if target.ladder else (None,)
+    attempts: list[Attempt] = []
+    try:
+        for index, rung in enumerate(rungs):
+            attempts.append(_attempt(target, source, out, options, reference, progress, rung,
+                                     f"{index + 1}/{len(rungs)}"))
+            if attempts[-1].clear or index + 1 == len(rungs):
+                break
+            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
+        kept = kept_attempt(attempts)
+        if target.ladder:
+            kept.entry.ladder = ladder_record(rungs, attempts, kept)
+        if kept.entry.artifact.files:
+            finish_folder(kept.entry, kept.root / target.folder, source)
+            move_into_place(kept.root / target.folder, out / target.folder)
+    finally:
+        for attempt in attempts:
+            shutil.rmtree(attempt.root, ignore_errors=True)
+    return kept.entry
+
+
+def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, companions: bool = True) -> None:
+    """Make the folder deployable as it is (artifacts/folder.py): the checkpoint's config and tokenizer beside the
+    model (unless already there), then the card; the entry lists every file."""
+    files = [f for f in entry.artifact.files if f.role != "card"]
+    if companions:
+        info = source.ckpt.info
+        files = [f for f in files if f.role == "model"] + add_companions(info.model_dir, folder, folder.name)
+        if info.sentence:
+            files += add_sentence_files(info.path, info.sentence, folder, folder.name)
+    entry.artifact.files = files  # what the card lists: every file but itself
+    card = write_card(folder, entry.to_dict(), source.record)
+    entry.artifact.files = files + [card]
+
+
+def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, reference: Reference,
+             progress: Progress, rung: Rung | None, place: str) -> Attempt:
+    label = f" (recipe {place}: {rung.name})" if rung is not None else ""
+    progress.step(target.name, f"exporting{label}")
+    root = staging_dir(out, target.folder)
+    try:
+        entry = _export_and_validate(target, source, root, replace(options, rung=rung.name if rung else None),
+                                     reference, lambda: progress.step(target.name, f"validating{label}"))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    shortfalls = []
+    if rung is not None and entry.passed:  # on this machine and on every emulated CPU it was judged on
+        shortfalls = margin_shortfalls(entry.validation) + [
+            f"[{v.cpu['spec']}] {line}" for v in entry.elsewhere if v.validation
+            for line in margin_shortfalls(v.validation)]
+    return Attempt(rung, root, entry, shortfalls)
+
+
+def _export_and_validate(target: Target, source: Source, root: Path, options: BuildOptions, reference: Reference,
+                         validating: Callable[[], None]) -> ArtifactEntry:
+    """Export into root/<folder>, then validate from there: the artifact's paths are relative to `root`."""
+    folder = root / target.folder
+    folder.mkdir()
+    try:
+        artifact = _rebase(target.export(source.ckpt, folder, options), target.folder)
+    except ExportError as e:
+        _stop_if_out_of_space(root.parent, e, target)
+        return failed_entry(target, str(e))
+    except DistilforgeError:
+        raise
+    except Exception as e:  # a converter's own exception: name the target, keep the message to one line
+        _stop_if_out_of_space(root.parent, e, target)
+        return failed_entry(target, f"{target.name}: export failed: {type(e).__name__}: {first_line(e)}")
+    validating()
+    entry = validate_or_fail(target, artifact, source, root, options, reference)
+    return judge_elsewhere(entry, target, source, root, options, reference) if entry.passed else entry
+
+
+def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> None:
+    """A full disk is not this target's failure: every later write fails too. Stop the build."""
+    reason = out_of_space(out, error)
+    if reason is not None:
+        raise no_space_error(out, reason, f"for {target.name}") from None
+
+
+def _rebase(artifact: ExportedArtifact, folder: str) -> ExportedArtifact:
+    """Exporters record paths inside their folder; the manifest records them from the output root."""
+    artifact.files = [replace(f, path=f"{folder}/{f.path}") for f in artifact.files]
+    return artifact
