@@ -121,3 +121,14 @@ def _proc_cpuinfo() -> tuple[str, frozenset[str]]:
         elif key in ("flags", "Features") and not flags:
             flags = frozenset(value.split())
     return model, flags
+
+
+# set in each `build --jobs` worker (and so in the runner processes it starts; jobs.py): the cores are shared with
+# the other workers, so thread pools wait for work asleep instead of spinning (torch's OpenMP: OMP_WAIT_POLICY;
+# ONNX Runtime: validate/runners/onnx.py). Scheduling only: no result changes (tests/test_determinism.py builds
+# with --jobs 1 and 2 and compares the bytes).
+SHARED_CORES_VARIABLE = "DISTILFORGE_SHARED_CORES"
+
+
+def cores_are_shared() -> bool:
+    return os.environ.get(SHARED_CORES_VARIABLE) == "1"

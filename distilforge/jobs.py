@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from distilforge.cpu import SHARED_CORES_VARIABLE
 from distilforge.errors import BuildFailure, DistilforgeError, UsageError, first_line
 
 # what a target costs, in seconds, built on the default model one target at a time on a 2-core x86 machine
@@ -49,16 +50,6 @@ def expected_seconds(name: str, rungs: int) -> float:
 
 
 JOBS_VARIABLE = "DISTILFORGE_JOBS"
-# set in each worker (and so in the runner processes it starts): the cores are shared with the other workers, so
-# thread pools wait for work asleep instead of spinning (torch's OpenMP: OMP_WAIT_POLICY; ONNX Runtime:
-# validate/runners/onnx.py). Scheduling only: no result changes (the byte-for-byte test builds with and without).
-SHARED_CORES_VARIABLE = "DISTILFORGE_SHARED_CORES"
-
-
-def cores_are_shared() -> bool:
-    return os.environ.get(SHARED_CORES_VARIABLE) == "1"
-
-
 def default_jobs() -> int:
     """$DISTILFORGE_JOBS when set (a CI runner that already runs builds side by side sets 1), else the cores this
     process may run on."""

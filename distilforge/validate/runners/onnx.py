@@ -15,7 +15,7 @@ class OnnxRunner:
                  spinning: bool | None = None) -> None:
         import onnxruntime as ort
 
-        from distilforge.jobs import cores_are_shared
+        from distilforge.cpu import cores_are_shared
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
