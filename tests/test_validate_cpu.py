@@ -67,8 +67,10 @@ def _rewrite_card(out, entry, checkpoint):
     from dataclasses import asdict
 
     from distilforge.artifacts.folder import write_card
+    from distilforge.targets import get_target
 
-    record = asdict(write_card(out / entry["target"].replace(":", "-"), entry, checkpoint))
+    record = asdict(write_card(out / entry["target"].replace(":", "-"), entry, checkpoint,
+                               get_target(entry["target"]).spec.loader))
     entry["files"] = [record if f["role"] == "card" else f for f in entry["files"]]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,23 @@ CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
                    "added_tokens.json")
 
-# How each format's folder loads in the runtime its users already run (README "Use an artifact" and
-# docs/artifact-folders.md show the lines; tests/test_readme.py runs them)
-LOADERS = {
-    "onnx": "optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)",
-    # optimum-intel compiles with no precision hint, and OpenVINO then runs an "fp32" model in bf16 on a CPU with
-    # AVX-512 BF16 or AMX (outputs 1.9e-4 off ours on a tiny model, on a Zen 4): the hint the artifact was
-    # validated with must be asked for (an IR's rt_info `runtime_options` cannot carry it: OpenVINO 2026.4 ignores it)
-    "openvino": "optimum.intel.OVModelFor{head}.from_pretrained(folder, ov_config={{'INFERENCE_PRECISION_HINT': "
-                "'{hint}'}})",
-    "torchscript": "torch.jit.load(folder + '/model.pt')",
-    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')",
-    # the quantized kernels register themselves on import; without it an INT8 program fails to load
-    # ("Missing operator quantized_decomposed::embedding_byte")
-    "executorch": "import executorch.kernels.quantized, executorch.runtime; "
-                  "executorch.runtime.Runtime.get().load_program(folder + '/model.pte').load_method('forward')",
-}
+@dataclass(frozen=True)
+class Loader:
+    """How a format's folder loads in the runtime its users already run (each format's FormatSpec in targets.py
+    gives one; README "Use an artifact" and docs/artifact-folders.md show the lines; tests/test_readme.py runs
+    them): a line with `{head}` (Optimum's class suffix for the head) and `{hint}` (the OpenVINO precision hint the
+    artifact was validated with), and the Optimum heads its library has no class for."""
+
+    line: str
+    heads_without_class: tuple[str, ...] = ()
+
+    def line_for(self, architecture: str | None, hint: str = "f32") -> str | None:
+        head = OPTIMUM_HEADS.get(architecture or "", "")
+        if "{head}" in self.line and (not head or head in self.heads_without_class):
+            return None
+        return self.line.format(head=head, hint=hint)
+
+
 OPTIMUM_HEADS = {
     "DistilBertModel": "FeatureExtraction", "DistilBertForMaskedLM": "MaskedLM",
     "DistilBertForSequenceClassification": "SequenceClassification",
@@ -73,10 +75,10 @@ def add_sentence_files(root: Path, pooling: SentencePooling, folder: Path, prefi
     return written
 
 
-def write_card(folder: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> FileRecord:
+def write_card(folder: Path, entry: dict[str, Any], checkpoint: dict[str, Any], loader: Loader | None) -> FileRecord:
     """Write the folder's card for a manifest `entry` (without its card file); its record."""
     tmp = folder / f".{CARD}.tmp"  # rewritten in place when a rerun re-validates an unchanged export
-    tmp.write_text(card_text(card(entry, checkpoint)), encoding="utf-8")
+    tmp.write_text(card_text(card(entry, checkpoint, loader)), encoding="utf-8")
     os.replace(tmp, folder / CARD)
     return _record(folder, CARD, entry["target"].replace(":", "-"), "card")
 
@@ -85,8 +87,9 @@ def card_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The card of one artifact folder, from its manifest entry and the manifest's checkpoint record."""
+def card(entry: dict[str, Any], checkpoint: dict[str, Any], loader: Loader | None) -> dict[str, Any]:
+    """The card of one artifact folder, from its manifest entry, the manifest's checkpoint record and its format's
+    loader."""
     folder = entry["target"].replace(":", "-")
     files = [{**f, "path": f["path"].removeprefix(folder + "/")} for f in entry["files"] if f.get("role") != "card"]
     validation = entry.get("validation") or {}
@@ -99,7 +102,7 @@ def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
         "format": entry["format"],
         "precision": entry["precision"],
         "runtime": entry["runtime"],
-        "loads_with": loader_line(entry["format"], checkpoint.get("head"), precision_hint(entry)),
+        "loads_with": loader.line_for(checkpoint.get("head"), precision_hint(entry)) if loader else None,
         "head": head,
         "model_files": [f["path"] for f in files if f.get("role", "model") == "model"],
         "inputs": entry["inputs"],
@@ -121,16 +124,6 @@ def card(entry: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
 def precision_hint(entry: dict[str, Any]) -> str:
     """The OpenVINO inference precision an artifact was validated in (its runner's hint)."""
     return (entry.get("details") or {}).get("inference_precision_hint", "f32")
-
-
-def loader_line(fmt: str, architecture: str | None, hint: str = "f32") -> str | None:
-    line = LOADERS.get(fmt)
-    if line is None:
-        return None
-    head = OPTIMUM_HEADS.get(architecture or "", "")
-    if "{head}" in line and (not head or (fmt == "openvino" and head == "MultipleChoice")):
-        return None  # optimum-intel has no multiple-choice class
-    return line.format(head=head, hint=hint)
 
 
 def _int8(entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -157,12 +150,12 @@ def _program(entry: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, An
                     "every axis within its bounds"}
 
 
-def card_problems(out: Path, entry: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:
+def card_problems(out: Path, entry: dict[str, Any], checkpoint: dict[str, Any], loader: Loader | None) -> list[str]:
     """A card that is not the one the manifest's entry gives (a changed byte is caught by its hash already)."""
     records = [f for f in entry.get("files", []) if f.get("role") == "card"]
     if not records or not (out / records[0]["path"]).is_file():
         return []  # an older build without cards, or a missing file (reported by the hash check)
-    expected = card_text(card(entry, checkpoint))
+    expected = card_text(card(entry, checkpoint, loader))
     if (out / records[0]["path"]).read_text(encoding="utf-8") != expected:
         return [f"{entry['target']}: {records[0]['path']} does not say what {'manifest.json'} says about it"]
     return []

@@ -40,7 +40,7 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
         if target.ladder:
             kept.entry.ladder = ladder_record(rungs, attempts, kept)
         if kept.entry.artifact.files:
-            finish_folder(kept.entry, kept.root / target.folder, source)
+            finish_folder(target, kept.entry, kept.root / target.folder, source)
             move_into_place(kept.root / target.folder, out / target.folder)
     finally:
         for attempt in attempts:
@@ -48,7 +48,8 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     return kept.entry
 
 
-def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, companions: bool = True) -> None:
+def finish_folder(target: Target, entry: ArtifactEntry, folder: Path, source: Source, *,
+                  companions: bool = True) -> None:
     """Make the folder deployable as it is (artifacts/folder.py): the checkpoint's config and tokenizer beside the
     model (unless already there), then the card; the entry lists every file."""
     files = [f for f in entry.artifact.files if f.role != "card"]
@@ -58,7 +59,7 @@ def finish_folder(entry: ArtifactEntry, folder: Path, source: Source, *, compani
         if info.sentence:
             files += add_sentence_files(info.path, info.sentence, folder, folder.name)
     entry.artifact.files = files  # what the card lists: every file but itself
-    card = write_card(folder, entry.to_dict(), source.record)
+    card = write_card(folder, entry.to_dict(), source.record, target.spec.loader)
     entry.artifact.files = files + [card]
 
 

@@ -66,5 +66,5 @@ def reuse_previous(target: Target, previous: dict[str, Any] | None, keys: CacheK
     if entry.passed:
         entry = judge_elsewhere(entry, target, source, out, options, reference)
     entry.ladder, entry.reused = ladder, "export"
-    finish_folder(entry, out / target.folder, source, companions=False)  # the card carries the new figures
+    finish_folder(target, entry, out / target.folder, source, companions=False)  # the card carries the new figures
     return entry

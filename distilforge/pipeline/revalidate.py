@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilforge.artifacts.folder import card_problems
+from distilforge.artifacts.folder import Loader, card_problems
 from distilforge.artifacts.manifest import ArtifactEntry, host_cpu, manifest_problems, read_manifest, verify_files
 from distilforge.artifacts.records import ExportedArtifact, Tolerance
 from distilforge.errors import UsageError
 from distilforge.options import BuildOptions
 from distilforge.pipeline.judge import validate_or_fail
 from distilforge.pipeline.source import Source, checkpoint_drift, eager_runner, eval_drift, source_for
-from distilforge.targets import get_target
+from distilforge.targets import FORMATS, get_target
 from distilforge.validate import Reference
 from distilforge.validate.machine import cpu_differences, outside_recipe
 from distilforge.validate.recorded import figure_mismatches
@@ -59,7 +59,8 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
     manifest = read_manifest(out)
     _known_targets(out, manifest, targets)
     problems = manifest_problems(manifest) + [p for a in manifest["artifacts"] for p in verify_files(out, a)]
-    problems += [p for a in manifest["artifacts"] for p in card_problems(out, a, manifest["checkpoint"])]
+    problems += [p for a in manifest["artifacts"]
+                 for p in card_problems(out, a, manifest["checkpoint"], _loader(a.get("format")))]
     source = source_for(manifest)
     problems += checkpoint_drift(manifest["checkpoint"], source)
     problems += eval_drift(manifest["settings"].get("eval"), source)
@@ -129,3 +130,9 @@ def _validate_emulated(cpu: str, manifest: dict[str, Any], source: Source, out: 
         entry.ladder = record.get("ladder")
         entries.append(entry)
     return entries
+
+
+def _loader(fmt: str | None) -> Loader | None:
+    """The format's loader, None for a format this version does not know (its card says none)."""
+    spec = FORMATS.get(fmt or "")
+    return spec.loader if spec else None
