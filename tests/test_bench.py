@@ -11,6 +11,10 @@ from distilforge.bench import BENCH_FILE, BenchSettings, bench_dir
 from distilforge.cli import main
 from distilforge.pipeline import build
 
+# what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
+# fixture is per worker process)
+pytestmark = pytest.mark.xdist_group("bench")
+
 TARGETS = ["onnx:fp32", "torchscript:fp32"]
 if all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert")):
     TARGETS.append("tflite:fp32")

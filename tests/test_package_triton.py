@@ -18,6 +18,10 @@ from distilforge.package import package_triton  # noqa: E402
 from distilforge.package.triton import MARKER, QUEUE_DELAY_US, triton_dims  # noqa: E402
 from distilforge.targets import TARGETS  # noqa: E402
 
+# what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
+# fixture is per worker process)
+pytestmark = pytest.mark.xdist_group("triton")
+
 BUILT = ["onnx:fp32", "onnx:int8-dynamic", "torchscript:fp32", "openvino:fp32"]
 # random tiny weights give near-tied logits: INT8 is held to "runs and stays close" (as in test_targets.py)
 TINY_TOLERANCES = ["int8.min_agreement=0.5", "int8.min_cosine=0.85"]

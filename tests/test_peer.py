@@ -19,6 +19,10 @@ from distilforge.pipeline import build
 from distilforge.pipeline.source import source_for
 from distilforge.report.writer import write_report
 
+# what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
+# fixture is per worker process)
+pytestmark = pytest.mark.xdist_group("peer")
+
 OURS = ["onnx:fp32", "onnx:int8-dynamic"]
 needs_peer = pytest.mark.skipif(not peer_mod.peer_installed(), reason="the `peer` extra is not installed")
 

@@ -20,6 +20,10 @@ from test_report import artifact, bench, bench_result, manifest
 from distilforge.report.data import dominates
 from distilforge.report.writer import write_report
 
+# what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
+# fixture is per worker process)
+pytestmark = pytest.mark.xdist_group("browser")
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]

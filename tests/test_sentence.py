@@ -17,6 +17,10 @@ from tiny import WORDS, make_checkpoint, save_sentence_transformer, write_legacy
 import distilforge
 from distilforge.checkpoint import load_checkpoint
 
+# what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
+# fixture is per worker process)
+pytestmark = pytest.mark.xdist_group("sentence")
+
 TEXTS = ["the market is up", "rain and snow on the old bank", "a", " ".join(WORDS * 2), "what is the new phone app",
          "the team won the game", "cheese soup and bread"]
 
