@@ -96,10 +96,12 @@ def targets_for(key: str) -> list[str]:
 BUILDS_WANTED: list[str] = []
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection, and after pytest-xdist's own hook
 def pytest_collection_modifyitems(session, config, items):
     import inspect
     import re
+
+    _mark_xdist_groups(config, items)
 
     keys = {t.key for t in TINY_MODELS}
     wanted = set()
@@ -112,6 +114,22 @@ def pytest_collection_modifyitems(session, config, items):
             if isinstance(key, str) and key in keys:
                 wanted.add(key)
     BUILDS_WANTED[:] = sorted(wanted, key=lambda k: (k in SAME_GRAPH_AS_SEQ_SINGLE, k))
+
+
+def _mark_xdist_groups(config, items) -> None:
+    """pytest-xdist's --dist loadgroup sends the tests of one xdist_group to one worker by the "@group" suffix its
+    own hook gives each test id, but it sets `item._nodeid`, which pytest 9.2 no longer reads (ids come from
+    `item._id`): without this every grouped test was scheduled alone (measured: test_sentence.py's module build made
+    on both workers). Same suffix, set where pytest 9.2 reads it."""
+    if not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and not item.nodeid.endswith("@" + "_".join(names)):
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture(scope="session")
