@@ -94,16 +94,17 @@ class Workers:
             context = multiprocessing.get_context("spawn")
             self.workers = [_start(context, self.setup) for _ in range(self.count)]
 
-    def run(self, names: list[str], options: Any, costs: dict[str, float], *,
+    def run(self, names: list[str], shared: tuple[Any, ...], costs: dict[str, float], *,
             step: Callable[[str, str], None], note: Callable[[str], None],
             done: Callable[[str, Any], bool]) -> None:
-        """Build `names` with `options`. `done(name, entry)` gets each finished target's ArtifactEntry and
-        returns False to stop handing out more (a failure without --keep-going); the ones running still finish."""
+        """Build `names`, each sent with `shared` (the build's options and calibration set). `done(name, entry)`
+        gets each finished target's ArtifactEntry and returns False to stop handing out more (a failure without
+        --keep-going); the ones running still finish."""
         self.start()
         pending = sorted(names, key=lambda n: -costs.get(n, 0.0))
         busy = self.workers[:len(names)]
         for worker in busy:
-            _hand_out(worker, pending, options)
+            _hand_out(worker, pending, shared)
         handing_out = True
         while any(w.target for w in busy):
             for conn in wait([w.conn for w in busy if w.target]):
@@ -119,7 +120,7 @@ class Workers:
                     worker.target = None
                     handing_out = done(message[1], message[2]) and handing_out
                     if handing_out:
-                        _hand_out(worker, pending, options)
+                        _hand_out(worker, pending, shared)
 
     def close(self) -> None:
         """Every worker has sent its last result (or the build is failing): end them without waiting for their
@@ -147,7 +148,7 @@ def _start(context: Any, setup: WorkerSetup) -> _Worker:
     return _Worker(process, parent_end)
 
 
-def _hand_out(worker: _Worker, pending: list[str], options: Any) -> None:
+def _hand_out(worker: _Worker, pending: list[str], shared: tuple[Any, ...]) -> None:
     """The costliest pending target of a format this worker has converted, else the costliest (pending is sorted)."""
     if not pending:
         return
@@ -155,7 +156,7 @@ def _hand_out(worker: _Worker, pending: list[str], options: Any) -> None:
     pending.remove(name)
     worker.target = name
     worker.formats.add(name.split(":")[0])
-    worker.conn.send((name, options))
+    worker.conn.send((name, *shared))
 
 
 def _receive(worker: _Worker) -> tuple[Any, ...]:
@@ -218,7 +219,7 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
         source = load_source(setup.checkpoint, setup.eval_file)
         reference = None
         while (task := conn.recv()) is not None:
-            name, options = task
+            name, options, source.calibration = task
             reference = reference or Reference(eager_runner(source.ckpt, options.threads))
             entry = build_target(get_target(name), source, Path(setup.out), options, reference, progress)
             conn.send(("done", name, entry))

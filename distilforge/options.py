@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from distilforge.artifacts.records import Tolerance
 from distilforge.errors import UsageError
-
-if TYPE_CHECKING:
-    from distilforge.quantize.calibration import CalibrationSet
 from distilforge.validate.tolerances import DEFAULT_TOLERANCES
 
 
@@ -27,7 +23,6 @@ class BuildOptions:
     executorch_max_shape: tuple[int, ...] = ()
     calibration_file: Path | None = None  # None: the shipped text
     calibration_samples: int = 128
-    calibration: CalibrationSet | None = None  # loaded by the pipeline when a chosen target needs it
     # ONNX INT8: op types, MatMul roles or node names kept in float; None: each target's default
     # (distilforge/quantize/onnx.py: DYNAMIC_KEEP_FLOAT, STATIC_KEEP_FLOAT)
     onnx_int8_keep_float: tuple[str, ...] | None = None
@@ -35,8 +30,6 @@ class BuildOptions:
     # INT8 recipes right on every CPU class ("portable") or on the build machine's only ("native");
     # see quantize/ladder.py
     int8_cpu: str = "portable"
-    # the rung of the target's INT8 ladder to export (None: its first); set by the pipeline as it climbs
-    rung: str | None = None
     # emulated CPUs every artifact is also judged on, e.g. ("arm64:cortex-a76",) (validate/arm64.py)
     validate_on: tuple[str, ...] = ()
 

@@ -27,7 +27,7 @@ from distilforge.quantize import onnx as onnx_quantize
 from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.quantize import torchscript as torchscript_quantize
-from distilforge.quantize.ladder import Rung
+from distilforge.quantize.ladder import QuantizeRun, Rung
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import executorch as executorch_runner
 from distilforge.validate.runners import onnx as onnx_runner
@@ -36,6 +36,7 @@ from distilforge.validate.runners import tflite as tflite_runner
 from distilforge.validate.runners import torchscript as torchscript_runner
 
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
+QuantizeExporter = Callable[[LoadedCheckpoint, Path, BuildOptions, QuantizeRun], ExportedArtifact]  # a laddered one
 Ladder = Callable[[BuildOptions], tuple[Rung, ...]]
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
 OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
@@ -77,7 +78,7 @@ def _recorded(value: Any) -> Any:
 class Target:
     name: str
     spec: FormatSpec
-    export: Exporter
+    export: Exporter | QuantizeExporter  # one with a ladder or calibration takes the QuantizeRun of each attempt
     calibrated: bool = False  # needs calibration text (static INT8)
     # why two builds from the same inputs cannot give the same bytes; "" = they do (tests/test_determinism.py)
     not_reproducible: str = ""

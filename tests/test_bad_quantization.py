@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not TARGETS["tflite:int8-static"].installed(), reason="tflite extra missing")]
 
 
-def _every_op_int8(ckpt, folder, options):
+def _every_op_int8(ckpt, folder, options, run):
     from distilforge.quantize.tflite import _quantized
 
     def recipe(q, fp32):
@@ -19,7 +19,7 @@ def _every_op_int8(ckpt, folder, options):
 
         q.load_quantization_recipe(recipes.static_wi8_ai8())  # every supported op, nothing kept float
 
-    return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, {}, calibration=options.calibration)
+    return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, {}, calibration=run.calibration)
 
 
 def test_every_op_quantized_on_one_repeated_sentence_fails(tmp_path, monkeypatch):

@@ -126,6 +126,7 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tiny_checkpoints,
     from distilforge.options import BuildOptions
     from distilforge.quantize import executorch as quantize
     from distilforge.quantize.calibration import load_calibration
+    from distilforge.quantize.ladder import QuantizeRun
 
     ckpt = load_checkpoint(tiny_checkpoints["seq-single"])
     calibration = load_calibration(None, ckpt.tokenizer, ckpt.head, samples=16)
@@ -136,7 +137,7 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tiny_checkpoints,
     def program(rung, name):
         folder = tmp_path / name
         folder.mkdir()
-        quantize.export_int8_static(ckpt, folder, BuildOptions(rung=rung, calibration=calibration))
+        quantize.export_int8_static(ckpt, folder, BuildOptions(), QuantizeRun(rung, calibration))
         return (folder / "model.pte").read_bytes()
 
     alone = program("static-same-width", "alone")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from distilforge.pipeline.record import build_manifest
 from distilforge.pipeline.reuse import reuse_previous, target_cache_keys, verified_elsewhere
 from distilforge.pipeline.source import Source, eager_runner, ignored_weights_note, load_source
 from distilforge.progress import Progress, as_progress
+from distilforge.quantize.calibration import CalibrationSet
 from distilforge.targets import Target, get_target, resolve_targets
 from distilforge.validate import Reference
 from distilforge.validate.task import check_eval_head
@@ -147,7 +148,7 @@ def _build(checkpoint: str | Path | None, out: Path, chosen: list[Target], targe
         if skipped:
             progress.note(f"skipping {', '.join(skipped)}: calibration text needs a tokenizer, "
                           "and the checkpoint has none")
-    options = _with_calibration(options, source, chosen)
+    source.calibration = load_calibration_for(options, source, chosen)
     if on_loaded:
         on_loaded(source)
     picked = part.pick(chosen) if part else chosen
@@ -193,15 +194,14 @@ def _give_up(out: Path, created: Path | None) -> None:
         clean_staging(out)
 
 
-def _with_calibration(options: BuildOptions, source: Source, chosen: list[Target]) -> BuildOptions:
-    """Load and check the calibration text when a chosen target needs it, or when the user named a file."""
+def load_calibration_for(options: BuildOptions, source: Source, chosen: list[Target]) -> CalibrationSet | None:
+    """The calibration text, loaded and checked, when a chosen target needs it or the user named a file."""
     if options.calibration_file is None and not any(t.calibrated for t in chosen):
-        return options
+        return None
     from distilforge.quantize.calibration import load_calibration
 
-    calibration = load_calibration(options.calibration_file, source.ckpt.tokenizer, source.ckpt.head,
-                                   samples=options.calibration_samples)
-    return replace(options, calibration=calibration)
+    return load_calibration(options.calibration_file, source.ckpt.tokenizer, source.ckpt.head,
+                            samples=options.calibration_samples)
 
 
 def build_targets(chosen: list[Target], source: Source, out: Path, options: BuildOptions, reference: Reference,
@@ -242,7 +242,7 @@ def build_targets(chosen: list[Target], source: Source, out: Path, options: Buil
         finish(to_build[0], build_target(get_target(to_build[0]), source, out, options, reference, progress))
     elif to_build and not stopped_by:
         costs = _expected_seconds([get_target(n) for n in to_build], options)
-        workers.run(to_build, options, costs, step=progress.step, note=progress.note, done=finish)
+        workers.run(to_build, (options, source.calibration), costs, step=progress.step, note=progress.note, done=finish)
     if entries and all(e.reused == "all" for e in entries.values()):
         progress.note("everything is up to date: nothing was exported or validated again")
     return [entries.get(t.name) or failed_entry(t, f"{t.name}: not built: the build stopped after {stopped_by[0]} "

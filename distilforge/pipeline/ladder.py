@@ -17,7 +17,7 @@ from distilforge.options import BuildOptions
 from distilforge.pipeline.judge import failed_entry, judge_elsewhere, validate_or_fail
 from distilforge.pipeline.source import Source
 from distilforge.progress import Progress
-from distilforge.quantize.ladder import Attempt, Rung, kept_attempt, ladder_record, verdict
+from distilforge.quantize.ladder import Attempt, QuantizeRun, Rung, kept_attempt, ladder_record, verdict
 from distilforge.targets import Target
 from distilforge.validate import Reference
 from distilforge.validate.tolerances import margin_shortfalls
@@ -69,8 +69,8 @@ def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, r
     progress.step(target.name, f"exporting{label}")
     root = staging_dir(out, target.folder)
     try:
-        entry = _export_and_validate(target, source, root, replace(options, rung=rung.name if rung else None),
-                                     reference, lambda: progress.step(target.name, f"validating{label}"))
+        entry = _export_and_validate(target, source, root, options, rung, reference,
+                                     lambda: progress.step(target.name, f"validating{label}"))
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -82,13 +82,13 @@ def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, r
     return Attempt(rung, root, entry, shortfalls)
 
 
-def _export_and_validate(target: Target, source: Source, root: Path, options: BuildOptions, reference: Reference,
-                         validating: Callable[[], None]) -> ArtifactEntry:
+def _export_and_validate(target: Target, source: Source, root: Path, options: BuildOptions, rung: Rung | None,
+                         reference: Reference, validating: Callable[[], None]) -> ArtifactEntry:
     """Export into root/<folder>, then validate from there: the artifact's paths are relative to `root`."""
     folder = root / target.folder
     folder.mkdir()
     try:
-        artifact = _rebase(target.export(source.ckpt, folder, options), target.folder)
+        artifact = _rebase(_export(target, source, folder, options, rung), target.folder)
     except ExportError as e:
         _stop_if_out_of_space(root.parent, e, target)
         return failed_entry(target, str(e))
@@ -100,6 +100,13 @@ def _export_and_validate(target: Target, source: Source, root: Path, options: Bu
     validating()
     entry = validate_or_fail(target, artifact, source, root, options, reference)
     return judge_elsewhere(entry, target, source, root, options, reference) if entry.passed else entry
+
+
+def _export(target: Target, source: Source, folder: Path, options: BuildOptions, rung: Rung | None) -> ExportedArtifact:
+    if target.ladder is None and not target.calibrated:
+        return target.export(source.ckpt, folder, options)
+    run = QuantizeRun(rung.name if rung else None, source.calibration if target.calibrated else None)
+    return target.export(source.ckpt, folder, options, run)
 
 
 def _stop_if_out_of_space(out: Path, error: BaseException, target: Target) -> None:

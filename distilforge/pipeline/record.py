@@ -28,7 +28,7 @@ def build_manifest(source: Source, entries: list[ArtifactEntry], reference: Refe
             "threads": options.threads,
             "seed": options.seed,
             **format_settings(options),
-            "calibration": options.calibration.record() if options.calibration else None,
+            "calibration": source.calibration.record() if source.calibration else None,
             "eval": source.eval_set.record() if source.eval_set else None,
             "tolerances": {k: asdict(v) for k, v in options.tolerances.items()},
             "int8_cpu": options.int8_cpu,

@@ -26,8 +26,8 @@ def target_cache_keys(target: Target, source: Source, files: list[dict[str, Any]
     """What the artifact's bytes, then its figures, depend on (artifacts/cache.py)."""
     exporter_options: dict[str, Any] = {"seed": options.seed, "threads": options.threads,
                                         **target.spec.settings(options)}
-    if target.calibrated and options.calibration:
-        exporter_options["calibration"] = options.calibration.record()
+    if target.calibrated and source.calibration:
+        exporter_options["calibration"] = source.calibration.record()
     tolerance = options.tolerances[precision_class(target.precision)]
     cpu = {**cpu_record(), "wrapper": os.environ.get(WRAPPER)}  # what the runtime runs on decides the figures
     if target.ladder:  # which recipe is kept depends on the figures: the rule, the margin and the CPU measured on

@@ -12,6 +12,7 @@ from typing import Any
 from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from distilforge.default_model import ensure_default_checkpoint
 from distilforge.errors import CheckpointError, DataFileError
+from distilforge.quantize.calibration import CalibrationSet
 from distilforge.validate.task import EvalSet
 
 
@@ -23,6 +24,7 @@ class Source:
     texts: list[str]
     eval_set: EvalSet | None
     default: bool
+    calibration: CalibrationSet | None = None  # loaded by the build when a chosen target needs it
 
     @cached_property
     def record(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from distilforge.exporters.executorch import (
 )
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
-from distilforge.quantize.ladder import Rung, int8_cpu, pick
+from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
 
 DYNAMIC_RUNGS = (
     Rung("all-int8", "every Linear int8 weights, activations quantized at run time; embeddings int8 weight-only"),
@@ -62,23 +62,25 @@ CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding
 KEPT_FLOAT = ("LayerNorm", "softmax and the attention matmuls", "GELU", "residual adds", "the attention mask path")
 
 
-def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    rung = pick(DYNAMIC_RUNGS, options.rung)
+def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                        run: QuantizeRun) -> ExportedArtifact:
+    rung = pick(DYNAMIC_RUNGS, run.rung)
     details = {"weights": "int8 per output channel (Linears); embedding tables int8 per row, weight-only",
                "activations": "float, quantized per row at run time (XNNPACK QD8)",
                "kept_float": list(KEPT_FLOAT) + (["the narrowing Linears"] if rung.name == "narrowing-float" else [])}
     return _quantized(ckpt, folder, options, "executorch:int8-dynamic", rung, details, calibration=None)
 
 
-def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    rung = pick(STATIC_RUNGS, options.rung)
+def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                       run: QuantizeRun) -> ExportedArtifact:
+    rung = pick(STATIC_RUNGS, run.rung)
     details = {"weights": "int8 per output channel (Linears); embedding tables int8 per row, weight-only",
                "activations": "int8 per tensor, calibrated (min/max), into and out of the Linears that "
                               + ("widen or keep the width" if rung.name == "static-widening" else "keep the width")
                               + "; the others quantized at run time",
                "kept_float": list(KEPT_FLOAT)}
     return _quantized(ckpt, folder, options, "executorch:int8-static", rung, details,
-                      calibration=options.calibration)
+                      calibration=run.calibration)
 
 
 def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, target: str, rung: Rung,

@@ -22,6 +22,7 @@ from typing import Any
 from distilforge.artifacts.manifest import ArtifactEntry
 from distilforge.cpu import PORTABLE, SATURATING, cpu_class, cpu_flags
 from distilforge.errors import UsageError
+from distilforge.quantize.calibration import CalibrationSet
 from distilforge.validate.tolerances import MARGIN
 
 INT8_CPU_MODES = ("portable", "native")
@@ -67,6 +68,15 @@ def pick(rungs: tuple[Rung, ...], name: str | None) -> Rung:
     if name is None:
         return rungs[0]
     return next(r for r in rungs if r.name == name)
+
+
+@dataclass(frozen=True)
+class QuantizeRun:
+    """What the pipeline hands an INT8 exporter for one attempt, beside the user's options: the rung of the
+    target's ladder to export (None: its first) and the calibration set the build loaded (calibrated targets)."""
+
+    rung: str | None = None
+    calibration: CalibrationSet | None = None
 
 
 @dataclass

@@ -42,7 +42,7 @@ from distilforge.exporters import onnx as onnx_export
 from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
-from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
+from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
 
 # What each target keeps in float: op types, MatMul roles (ROLES) or exact node names; each rung of a
 # target's ladder adds to its list. BuildOptions.onnx_int8_keep_float replaces list and ladder.
@@ -85,12 +85,13 @@ def static_ladder(options: BuildOptions) -> tuple[Rung, ...]:
     return (USER_RUNG,) if options.onnx_int8_keep_float is not None else STATIC_RUNGS
 
 
-def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                        run: QuantizeRun) -> ExportedArtifact:
     """quantize_dynamic on the fp32-optimized graph, per-channel weights, embeddings float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = "onnx:int8-dynamic"
-    rung = pick(dynamic_ladder(options), options.rung)
+    rung = pick(dynamic_ladder(options), run.rung)
     weights = weight_recipe(int8_cpu(options.int8_cpu))
     keep = _keep_float(options, DYNAMIC_KEEP_FLOAT, rung)
     with quiet() as captured:
@@ -111,14 +112,15 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
 
-def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    """QDQ quantize_static on the fp32-optimized graph, calibrated on options.calibration."""
+def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                       run: QuantizeRun) -> ExportedArtifact:
+    """QDQ quantize_static on the fp32-optimized graph, calibrated on run.calibration."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     target = "onnx:int8-static"
-    if options.calibration is None:
+    if run.calibration is None:
         raise ExportError(f"{target}: needs calibration data and none was given")
-    rung = pick(static_ladder(options), options.rung)
+    rung = pick(static_ladder(options), run.rung)
     weights = weight_recipe(int8_cpu(options.int8_cpu))
     keep = _keep_float(options, STATIC_KEEP_FLOAT, rung)
     method = getattr(CalibrationMethod, CALIBRATION_METHOD)
@@ -130,7 +132,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
             src, dst = _stage(model, Path(tmp), target)
             with _root_log(captured):
                 _call(target, "quantize_static", quantize_static, src, dst,
-                      _reader(options.calibration, method, ckpt.info.max_length),
+                      _reader(run.calibration, method, ckpt.info.max_length),
                       quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=weights.reduce_range,
                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
                       nodes_to_exclude=excluded, calibrate_method=method,
@@ -144,7 +146,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "int8_cpu": weights.cpu.record(weights.why), "rung": rung.name, "recipe": rung.summary,
                "quantized_op_types": op_types, "calibration_method": CALIBRATION_METHOD,
                "keep_float": list(keep), "excluded_nodes": len(excluded),
-               "float_inputs_restored": rewired, "calibration": options.calibration.record()}
+               "float_inputs_restored": rewired, "calibration": run.calibration.record()}
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
 

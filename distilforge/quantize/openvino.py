@@ -44,7 +44,7 @@ from distilforge.exporters.common import quiet
 from distilforge.exporters.openvino import convert, no_telemetry, record, save
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
-from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
+from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
 
 # MatMuls that keep float activations in the static recipe (regexes over OpenVINO op names, e.g.
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
@@ -102,11 +102,11 @@ STATIC = StaticRecipe(why={
 })
 
 
-def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, run: QuantizeRun,
                         recipe: WeightsRecipe = WEIGHTS) -> ExportedArtifact:
     """int8 weights (per output channel), float activations: NNCF's data-free weight compression."""
     target = "openvino:int8-weights"
-    rung = pick(WEIGHTS_RUNGS, options.rung)
+    rung = pick(WEIGHTS_RUNGS, run.rung)
     mode = "INT8_ASYM" if rung.name == "int8-asym" else recipe.mode
     nncf = _nncf()
     with quiet() as captured:
@@ -122,14 +122,14 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     return record(ckpt, folder, target, details, captured.warnings)
 
 
-def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, run: QuantizeRun,
                        recipe: StaticRecipe = STATIC) -> ExportedArtifact:
     """int8 weights and activations (NNCF post-training quantization on real text), except the
     `weight_only` MatMuls: int8 weights, float activations (see the module docstring)."""
     target = "openvino:int8-static"
-    if options.calibration is None:
+    if run.calibration is None:
         raise ExportError(f"{target}: needs calibration data and none was given")
-    rung = pick(STATIC_RUNGS, options.rung)
+    rung = pick(STATIC_RUNGS, run.rung)
     cpu = int8_cpu(options.int8_cpu)
     fix, fix_why = overflow_fix(cpu) if recipe.overflow_fix is None else (recipe.overflow_fix, "given")
     recipe = replace(recipe, weight_only=recipe.weight_only + RUNG_WEIGHT_ONLY[rung.name], overflow_fix=fix)
@@ -142,8 +142,8 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                           mode=nncf.CompressWeightsMode.INT8_SYM,
                           ignored_scope=nncf.IgnoredScope(names=weight_ops(model, exclude=kept), validate=False))
         model = _call(target, "nncf.quantize", nncf.quantize, model,
-                      _dataset(nncf, options.calibration, ckpt.info.max_length),
-                      **_quantize_options(nncf, recipe, kept, len(options.calibration.samples)))
+                      _dataset(nncf, run.calibration, ckpt.info.max_length),
+                      **_quantize_options(nncf, recipe, kept, len(run.calibration.samples)))
         save(model, folder, compress_to_fp16=False)
     details = {"weights": "int8", "activations": f"int8 (calibrated); ignored scope: {DYNAMIC_ACTIVATIONS}",
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
@@ -154,7 +154,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "rung": rung.name, "recipe": rung.summary, "int8_cpu": cpu.record(fix_why),
                "ignored_scope": {"patterns": list(recipe.weight_only), "matched": len(kept),
                                  "treatment": "int8 weights (INT8_SYM per channel), float activations"},
-               "why": recipe.why, "calibration": options.calibration.record()}
+               "why": recipe.why, "calibration": run.calibration.record()}
     return record(ckpt, folder, target, details, captured.warnings)
 
 

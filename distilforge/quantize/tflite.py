@@ -40,7 +40,7 @@ from distilforge.exporters.common import quiet
 from distilforge.exporters.tflite import MODEL_FILE, convert_fp32, declared_shapes, record, signature_name
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
-from distilforge.quantize.ladder import Rung, int8_cpu, pick
+from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
 
 # The ladders, fastest first (quantize/ladder.py).
 DYNAMIC_RUNGS = (
@@ -80,8 +80,9 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
                        "recipe": "FLOAT_CASTING, 16 bits, all supported ops"})
 
 
-def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    rung = pick(DYNAMIC_RUNGS, options.rung)
+def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                        run: QuantizeRun) -> ExportedArtifact:
+    rung = pick(DYNAMIC_RUNGS, run.rung)
 
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer import recipe as recipes
@@ -100,8 +101,9 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
                            if rung.name == "narrowing-weight-only" else ""), **_rung_details(rung, options)})
 
 
-def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
-    rung = pick(STATIC_RUNGS, options.rung)
+def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                       run: QuantizeRun) -> ExportedArtifact:
+    rung = pick(STATIC_RUNGS, run.rung)
     details: dict[str, Any] = _rung_details(rung, options)
 
     def recipe(q: Any, fp32: bytes) -> None:
@@ -116,7 +118,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         q.add_weight_only_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
         details.update(_static_details(total, len(dynamic), kinds=kinds))
 
-    return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, details, calibration=options.calibration)
+    return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, details, calibration=run.calibration)
 
 
 def _rung_details(rung: Rung, options: BuildOptions) -> dict[str, Any]:

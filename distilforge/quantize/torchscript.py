@@ -39,7 +39,7 @@ from distilforge.errors import ExportError, first_line
 from distilforge.exporters.common import head_module, quiet
 from distilforge.exporters.torchscript import trace
 from distilforge.options import BuildOptions
-from distilforge.quantize.ladder import Int8Cpu, Rung, int8_cpu, pick
+from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
 
 ATTENTION_PROJECTIONS = ("q_lin", "k_lin", "v_lin")  # DistilBERT's MultiHeadSelfAttention
 FFN_LINEARS = {"lin1": "ffn_in", "lin2": "ffn_out"}  # DistilBERT's FFN
@@ -59,12 +59,13 @@ KERNELS = {
 }
 
 
-def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
+def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
+                        run: QuantizeRun) -> ExportedArtifact:
     import torch
     from torch.ao.quantization import float_qparams_weight_only_qconfig, quantize_dynamic
 
     target = "torchscript:int8-dynamic"
-    rung = pick(RUNGS, options.rung)
+    rung = pick(RUNGS, run.rung)
     cpu = int8_cpu(options.int8_cpu)
     kernel, why = kernel_for(cpu)
     module = head_module(ckpt)
