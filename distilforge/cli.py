@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--calibration", type=Path, metavar="FILE",
                    help="calibration text for static INT8: .txt (a text a line), .jsonl or .csv with a 'text' "
                         "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
-    b.add_argument("--int8-cpu", choices=("portable", "native"), default="portable",
+    b.add_argument("--int8-cpu", metavar="portable|native",
                    help="INT8 recipes right on every CPU class, x86 with and without VNNI and ARM (portable, the "
                         "default), or only on this machine's class (native: e.g. full 8-bit weights on a VNNI CPU)")
     b.add_argument("--validate-on", metavar="CPU,...", dest="validate_on",
@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
                         "arm64:cortex-a76, arm64:neoverse-n2) under qemu-aarch64; a failure there fails the artifact "
                         "and climbs an INT8 ladder as one here does (TFLite and ONNX; the runtime is set up on first "
                         "use)")
-    b.add_argument("--calibration-samples", type=_positive_int, default=128, metavar="N",
+    b.add_argument("--calibration-samples", metavar="N",
                    help="how many calibration samples to use (default: 128)")
     b.add_argument("--eval", type=Path, metavar="FILE", dest="eval_file",
                    help="labelled data (.jsonl or .csv) to score every artifact and the eager model on: "
@@ -345,18 +345,6 @@ def _progress(args: argparse.Namespace) -> Iterator[Progress]:
         progress.close()
 
 
-def _emulated_cpus(text: str | None) -> tuple[str, ...]:
-    """'arm64:cortex-a53,arm64:cortex-a76' -> each checked (a usage error names a bad one), in order, once."""
-    if not text:
-        return ()
-    from distilforge.validate.arm64 import parse_cpu
-
-    cpus = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
-    for cpu in cpus:
-        parse_cpu(cpu)
-    return cpus
-
-
 def _wall_time(args: argparse.Namespace, started: float) -> None:
     """The summary's last line."""
     from distilforge.progress import format_duration
@@ -367,17 +355,13 @@ def _wall_time(args: argparse.Namespace, started: float) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from distilforge.jobs import default_jobs
-    from distilforge.options import BuildOptions, parse_shapes
     from distilforge.pipeline import build, parse_shard
-    from distilforge.validate.tolerances import parse_overrides
+    from distilforge.user_options import USER_OPTIONS, options_from
 
     started = time.monotonic()
     targets = _split_targets(args.targets)
-    options = BuildOptions(threads=args.threads or 2, tolerances=parse_overrides(args.tolerance),
-                           tflite_shapes=parse_shapes(args.tflite_shapes) if args.tflite_shapes else (),
-                           executorch_max_shape=_max_shape(args.executorch_max_shape),
-                           calibration_file=args.calibration, calibration_samples=args.calibration_samples,
-                           int8_cpu=args.int8_cpu, validate_on=_emulated_cpus(args.validate_on))
+    options = options_from({o.flag: getattr(args, o.key) for o in USER_OPTIONS}, by="flag",
+                           threads=args.threads or 2, calibration_file=args.calibration)
     head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
 
     def start_peer(source: Any) -> None:
@@ -454,17 +438,6 @@ def _percent(text: str) -> float:
     if not 0 < value < 100:
         raise argparse.ArgumentTypeError(f"{text!r}: give a percentage between 0 and 100, e.g. 2")
     return value / 100
-
-
-def _max_shape(text: str) -> tuple[int, ...]:
-    from distilforge.options import parse_shapes
-
-    if not text:
-        return ()
-    shapes = parse_shapes(text, "--executorch-max-shape")
-    if len(shapes) != 1:
-        raise UsageError(f"--executorch-max-shape {text!r}: give one shape, e.g. 1x256")
-    return shapes[0]
 
 
 def _split_targets(text: str | None) -> list[str] | None:

@@ -121,7 +121,7 @@ def _mark_xdist_groups(config, items) -> None:
     own hook gives each test id, but it sets `item._nodeid`, which pytest 9.2 no longer reads (ids come from
     `item._id`): without this every grouped test was scheduled alone (measured: test_sentence.py's module build made
     on both workers). Same suffix, set where pytest 9.2 reads it."""
-    if not config.getvalue("loadgroup"):
+    if not getattr(config.option, "loadgroup", False):  # no xdist (e.g. -p no:cacheprovider), or another --dist
         return
     from _pytest.nodeid import coerce_node_id
 

@@ -708,12 +708,12 @@ def _(ctx: Ctx) -> Bad:
 
 @case("calibration-samples-zero")
 def _(ctx: Ctx) -> Bad:
-    return Bad(ctx.build("--calibration-samples", "0"), ("--calibration-samples", "'0' must be at least 1"))
+    return Bad(ctx.build("--calibration-samples", "0"), ("--calibration-samples '0': must be at least 1",))
 
 
 @case("calibration-samples-negative")
 def _(ctx: Ctx) -> Bad:
-    return Bad(ctx.build("--calibration-samples", "-5"), ("--calibration-samples", "'-5' must be at least 1"))
+    return Bad(ctx.build("--calibration-samples", "-5"), ("--calibration-samples '-5': must be at least 1",))
 
 
 @case("targets-unknown")
@@ -1040,6 +1040,12 @@ def _(ctx: Ctx) -> Bad:
 def _(ctx: Ctx) -> Bad:
     return Bad(plan_case(ctx, f'targets = ["onnx:int3"]\n[[checkpoint]]\npath = "{ctx.ckpt}"\n'),
                ("plan.toml", "onnx:int3"))
+
+
+@case("plan-bad-option")
+def _(ctx: Ctx) -> Bad:
+    return Bad(plan_case(ctx, f'[options]\nexecutorch_max_shape = "1x16,2x32"\n[[checkpoint]]\npath = "{ctx.ckpt}"\n'),
+               ("plan.toml", "[options]: executorch_max_shape '1x16,2x32': give one shape"))
 
 
 @case("ray-address-unreachable")

@@ -9,6 +9,7 @@
     executorch_max_shape = "1x256"
     int8_cpu = "portable"
     calibration_samples = 128
+    validate_on = "arm64:cortex-a76"
 
     [[checkpoint]]
     path = "models/customer-a"                     # relative paths are from the plan file's folder
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from distilforge.errors import DistilforgeError, UsageError
-from distilforge.options import BuildOptions, parse_shapes
+from distilforge.options import BuildOptions
 from distilforge.targets import resolve_targets
-from distilforge.validate.tolerances import parse_overrides
+from distilforge.user_options import PLAN_KEYS, options_from
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOP_KEYS = {"targets", "threads", "options", "checkpoint"}
-OPTION_KEYS = {"tolerance", "tflite_shapes", "executorch_max_shape", "int8_cpu", "calibration_samples"}
+OPTION_KEYS = PLAN_KEYS
 CHECKPOINT_KEYS = {"path", "name", "eval", "calibration", "targets"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -71,15 +72,8 @@ class Plan:
 
 
 def build_options(options: dict[str, Any], threads: int, calibration_file: Path | None) -> BuildOptions:
-    max_shape = parse_shapes(options["executorch_max_shape"], "executorch_max_shape") \
-        if options.get("executorch_max_shape") else ()
-    return BuildOptions(threads=threads, tolerances=parse_overrides(list(options.get("tolerance", []))),
-                        tflite_shapes=parse_shapes(options["tflite_shapes"], "tflite_shapes")
-                        if options.get("tflite_shapes") else (),
-                        executorch_max_shape=max_shape[0] if max_shape else (),
-                        calibration_file=calibration_file,
-                        calibration_samples=int(options.get("calibration_samples", 128)),
-                        int8_cpu=options.get("int8_cpu", "portable"))
+    """The plan's [options], parsed as `distilforge build` parses its flags (user_options.py)."""
+    return options_from(options, by="key", threads=threads, calibration_file=calibration_file)
 
 
 def read_plan(path: str | Path) -> Plan:

@@ -24,30 +24,32 @@ def precision_class(precision: str) -> str:
     return "fp32"
 
 
-def parse_overrides(specs: Iterable[str], base: dict[str, Tolerance] | None = None) -> dict[str, Tolerance]:
-    """Apply 'CLASS.FIELD=VALUE' overrides, e.g. 'fp32.max_abs=2e-4' or 'int8.min_cosine=none'."""
+def parse_overrides(specs: Iterable[str], base: dict[str, Tolerance] | None = None,
+                    name: str = "--tolerance") -> dict[str, Tolerance]:
+    """Apply 'CLASS.FIELD=VALUE' overrides, e.g. 'fp32.max_abs=2e-4' or 'int8.min_cosine=none'; `name` is the
+    option as the user wrote it (the flag, or a plan's key), for the error."""
     result = dict(base or DEFAULT_TOLERANCES)
     names = {f.name for f in fields(Tolerance)}
     for spec in specs:
         key, sep, raw = spec.partition("=")
-        klass, dot, name = key.strip().partition(".")
-        if not sep or not dot or klass not in result or name not in names:
-            raise UsageError(f"--tolerance {spec!r}: expected CLASS.FIELD=VALUE with CLASS in "
+        klass, dot, field = key.strip().partition(".")
+        if not sep or not dot or klass not in result or field not in names:
+            raise UsageError(f"{name} {spec!r}: expected CLASS.FIELD=VALUE with CLASS in "
                              f"{', '.join(result)} and FIELD in {', '.join(sorted(names))}")
-        result[klass] = replace(result[klass], **{name: _parse_value(spec, raw)})
+        result[klass] = replace(result[klass], **{field: _parse_value(spec, raw, name)})
     return result
 
 
-def _parse_value(spec: str, raw: str) -> float | None:
+def _parse_value(spec: str, raw: str, name: str) -> float | None:
     raw = raw.strip()
     if raw.lower() == "none":
         return None
     try:
         value = float(raw)
     except ValueError:
-        raise UsageError(f"--tolerance {spec!r}: {raw!r} is not a number (or 'none')") from None
+        raise UsageError(f"{name} {spec!r}: {raw!r} is not a number (or 'none')") from None
     if value < 0 or value != value:
-        raise UsageError(f"--tolerance {spec!r}: {raw!r} must be a non-negative number")
+        raise UsageError(f"{name} {spec!r}: {raw!r} must be a non-negative number")
     return value
 
 
