@@ -4,17 +4,19 @@ The CLI turns `UsageError` subclasses into exit code 2 and `BuildFailure`
 subclasses into exit code 1, always as one line.
 """
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # the CLI's exit codes
+
 
 class DistilforgeError(Exception):
     """Base class: every error the tool raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class UsageError(DistilforgeError):
     """Bad input from the user: arguments, files, directories. Exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class CheckpointError(UsageError):

@@ -116,9 +116,9 @@ def test_the_live_display_shows_target_done_of_total_elapsed_and_eta() -> None:
 
 def test_the_display_stops_when_the_command_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     terminal = Tty()
-    monkeypatch.setattr(cli, "_user_err", terminal)
-    args = cli._parser().parse_args(["build", "--out", "x"])
-    with pytest.raises(KeyboardInterrupt), cli._progress(args) as progress:
+    monkeypatch.setattr(cli.terminal, "user_err", terminal)
+    args = cli.parser.build_parser().parse_args(["build", "--out", "x"])
+    with pytest.raises(KeyboardInterrupt), cli.terminal.progress_for(args) as progress:
         progress.phase("build", 2)
         progress.step("onnx:fp32", "exporting")
         raise KeyboardInterrupt

@@ -221,7 +221,7 @@ def test_readme_ci_matrix_is_valid_yaml_whose_commands_parse():
 
     import yaml
 
-    from distilforge.cli import _parser
+    from distilforge.cli.parser import build_parser as _parser
 
     block = section(README, "Many checkpoints, many machines").split("```yaml\n", 1)[1].split("```", 1)[0]
     jobs = yaml.safe_load(block)["jobs"]

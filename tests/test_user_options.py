@@ -51,7 +51,7 @@ def test_a_good_value_gives_the_same_options_from_a_flag_and_a_plan_key(field, v
 def test_every_user_option_has_a_flag_and_a_plan_key():
     import argparse
 
-    from distilforge.cli import _parser
+    from distilforge.cli.parser import build_parser as _parser
 
     flags = {a for action in _parser()._subparsers._group_actions[0].choices["build"]._actions
              for a in action.option_strings}

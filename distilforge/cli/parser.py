@@ -1,31 +1,14 @@
-"""The command line: a thin layer over distilforge.pipeline.
-
-Exit codes: 0 success, 1 a build or check failed, 2 a usage error or bad input.
-"""
+"""The command line's grammar: every command, its arguments and their help; each command's function is in
+commands.py."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import logging
-import os
-import sys
-import tempfile
-import time
-import traceback
-import warnings
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
-from distilforge.errors import DistilforgeError, UsageError
-
-if TYPE_CHECKING:
-    from distilforge.progress import Progress
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from distilforge.cli import commands
+from distilforge.errors import EXIT_USAGE
 
 DESCRIPTION = """\
 Export a DistilBERT checkpoint to deployable artifacts (ONNX, TorchScript, OpenVINO IR), validate each one
@@ -47,79 +30,6 @@ examples:
 """
 
 
-# Where our own messages go. While a command runs, file descriptor 2 (which libraries write
-# to from C and C++ as well as Python) points at a log file; this stream is the user's terminal.
-_user_err = sys.stderr
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "predict" and not any(e.startswith("-") for e in extra):
-        args.texts += extra  # texts after an option: `predict DIR --target T "a text"`
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_USAGE
-    _silence_libraries()
-    with _library_output_to_log(enabled=not getattr(args, "verbose", False)) as log:
-        try:
-            return args.func(args)
-        except DistilforgeError as e:
-            _err(f"distilforge: error: {e}")
-            return e.exit_code
-        except KeyboardInterrupt:
-            _err("distilforge: interrupted")
-            return 130
-        except Exception as e:  # a bug or a library failure we did not foresee: one line, details in the log
-            traceback.print_exc()
-            log.keep = True
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _err(f"distilforge: internal error: {type(e).__name__}: {first} (traceback in {log.path})")
-            return EXIT_FAILED
-
-
-def _err(line: str) -> None:
-    print(line, file=_user_err, flush=True)
-
-
-class _Log:
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.keep = False
-
-
-@contextlib.contextmanager
-def _library_output_to_log(*, enabled: bool):
-    """Point fd 2 (and sys.stderr) at a temporary log while the command runs; our own
-    messages keep going to the terminal. The log is kept only after an internal error."""
-    global _user_err
-    if not enabled:
-        yield _Log(None)
-        return
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    handle, path = tempfile.mkstemp(prefix="distilforge-", suffix=".log")
-    log = _Log(path)
-    previous_user_err, previous_stderr = _user_err, sys.stderr
-    _user_err = os.fdopen(os.dup(saved_fd), "w", buffering=1)
-    os.dup2(handle, 2)
-    sys.stderr = os.fdopen(os.dup(handle), "w", buffering=1)
-    try:
-        yield log
-    finally:
-        sys.stderr.flush()
-        sys.stderr.close()
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
-        os.close(handle)
-        _user_err.close()
-        _user_err, sys.stderr = previous_user_err, previous_stderr
-        if not log.keep:
-            os.unlink(path)
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line like every other error (its subparsers are of this class too)."""
 
@@ -127,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"distilforge: error: {message} (see '{self.prog} --help')\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distilforge", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -179,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                         "'distilforge merge' puts the N outputs together")
     b.add_argument("--bench", action="store_true", help="then benchmark DIR as 'distilforge bench' does")
     b.add_argument("--no-peer", action="store_true", help="with --bench: no Optimum peer rows")
-    b.set_defaults(func=_cmd_build)
+    b.set_defaults(func=commands.cmd_build)
 
     m = sub.add_parser("merge", help="put the outputs of 'build --shard K/N' (or build-many's parts) together",
                        description="Check that every PART was built from the same checkpoint bytes, settings, tool "
@@ -194,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="merge parts validated on different CPU classes (e.g. a CI matrix on mixed runners); each "
                         "artifact's validated_on says which CPU its figures are from")
     _output_options(m)
-    m.set_defaults(func=_cmd_merge)
+    m.set_defaults(func=commands.cmd_merge)
 
     bm = sub.add_parser("build-many", help="build many checkpoints as Ray tasks, merged per checkpoint",
                         description="Run each (checkpoint, target) build of PLAN (a TOML file, see docs/build-many.md) "
@@ -207,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="join this Ray cluster (e.g. 10.0.0.1:6379, or 'auto' for the one started on this machine "
                          "with 'ray start'); default: start Ray here")
     _output_options(bm)
-    bm.set_defaults(func=_cmd_build_many)
+    bm.set_defaults(func=commands.cmd_build_many)
 
     v = sub.add_parser("validate", help="re-check an output directory against its manifest",
                        description="Verify every file's size and sha256, the checkpoint's files, and re-run "
@@ -220,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--targets", metavar="T,...", help="re-run only these artifacts (every file is checked all the "
                                                        "same)")
     _common(v)
-    v.set_defaults(func=_cmd_validate)
+    v.set_defaults(func=commands.cmd_validate)
 
     bn = sub.add_parser("bench", help="time every artifact of an output directory, eager and the GEMM floor",
                         description="Time every artifact that passed validation through its own runner, the peer "
@@ -243,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="skip the peer rows (Optimum's export and INT8 of the same checkpoint, built into DIR/peer, "
                          "validated and timed like our artifacts)")
     _common(bn)
-    bn.set_defaults(func=_cmd_bench)
+    bn.set_defaults(func=commands.cmd_bench)
 
     r = sub.add_parser("report", help="write report.json/.md/.html for DIR and say which artifact to ship",
                        description="Read DIR/manifest.json and DIR/bench.json (if present); write DIR/report.json, "
@@ -257,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-size-mb", type=float, metavar="MB", help="only artifacts of at most MB (10^6 bytes) on disk")
     r.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     r.add_argument("--json", action="store_true", help="print report.json on stdout")
-    r.set_defaults(func=_cmd_report)
+    r.set_defaults(func=commands.cmd_report)
 
     pr = sub.add_parser("predict", help="run an artifact of DIR on text and say what its head means",
                         description="Tokenize TEXT, run it through one artifact of DIR (its own runtime) and print "
@@ -273,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=_positive_int, default=1, help="threads for the runtime (default: 1)")
     pr.add_argument("--json", action="store_true", help="print the results as JSON")
     pr.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
-    pr.set_defaults(func=_cmd_predict)
+    pr.set_defaults(func=commands.cmd_predict)
 
     pk = sub.add_parser("package", help="package DIR's artifacts for a server (a Triton model repository)",
                         description="Write a Triton Inference Server model repository from DIR's ONNX, OpenVINO and "
@@ -287,11 +197,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="the server's max_batch_size and dynamic batching bound (default: 32; 0: no batching by "
                          "the server, the batch axis stays in dims)")
     pk.add_argument("--quiet", "-q", action="store_true", help="print only errors")
-    pk.set_defaults(func=_cmd_package)
+    pk.set_defaults(func=commands.cmd_package)
 
     t = sub.add_parser("targets", help="list the known targets and whether their backend is installed")
     t.add_argument("--json", action="store_true", help="print JSON")
-    t.set_defaults(func=_cmd_targets)
+    t.set_defaults(func=commands.cmd_targets)
     return parser
 
 
@@ -320,116 +230,6 @@ def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else _positive_int(text)
 
 
-def _silence_libraries() -> None:
-    """Library noise (torchao's pytree warnings, TF's C++ logs) must not drown our one-line errors."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("USE_TF", "0")  # transformers would import TensorFlow (seconds, and noise) otherwise
-    os.environ.setdefault("USE_FLAX", "0")  # ... and JAX, where Flax is installed (the test-only fixtures extra)
-    warnings.filterwarnings("ignore")
-    for name in ("torch", "transformers", "onnxscript", "nncf", "absl"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def _progress(args: argparse.Namespace) -> Iterator[Progress]:
-    """What a long command shows while it runs (distilforge/progress.py), on the user's terminal stream;
-    the live display is stopped however the command ends, before anything else is printed."""
-    from distilforge.progress import make_progress
-
-    progress = make_progress(_user_err, quiet=args.quiet or args.json, prefix="[distilforge] ")
-    try:
-        yield progress
-    finally:
-        progress.close()
-
-
-def _wall_time(args: argparse.Namespace, started: float) -> None:
-    """The summary's last line."""
-    from distilforge.progress import format_duration
-
-    if not args.quiet and not args.json:
-        print(f"wall time {format_duration(time.monotonic() - started)}", flush=True)
-
-
-def _cmd_build(args: argparse.Namespace) -> int:
-    from distilforge.jobs import default_jobs
-    from distilforge.pipeline import build, parse_shard
-    from distilforge.user_options import USER_OPTIONS, options_from
-
-    started = time.monotonic()
-    targets = _split_targets(args.targets)
-    options = options_from({o.flag: getattr(args, o.key) for o in USER_OPTIONS}, by="flag",
-                           threads=args.threads or 2, calibration_file=args.calibration)
-    head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
-
-    def start_peer(source: Any) -> None:
-        from distilforge.bench.peer import start_head_start
-
-        head_start.append(start_head_start(source.ckpt.info.path, source.ckpt.head.task, options.threads))
-
-    part = parse_shard(args.shard) if args.shard else None
-    if part and args.bench:
-        raise UsageError("--bench with --shard: a shard holds some of the artifacts; bench the merged directory")
-    try:
-        with _progress(args) as progress:
-            result = build(args.checkpoint, args.out, targets=targets, options=options, force=args.force,
-                           progress=progress, eval_file=args.eval_file, keep_going=args.keep_going,
-                           rebuild=args.rebuild, on_loaded=start_peer if args.bench and not args.no_peer else None,
-                           part=part, jobs=args.jobs or default_jobs())
-            progress.close()  # the build's display ends here (the bench's phases start their own)
-            benched = _bench(args, args.out, threads=options.threads, progress=progress,
-                             peer_head_start=head_start[0] if head_start else None) if args.bench else None
-    finally:
-        for peer_commands in head_start:
-            if peer_commands:
-                peer_commands.cancel()
-    extra = {"manifest": str(args.out / "manifest.json")}
-    if benched:
-        extra["bench"] = str(benched.path)
-    _report(args, result.entries, result.failures, title=f"distilforge build -> {args.out}", extra=extra)
-    if benched:
-        _bench_report(args, benched, json_out=False)
-    _wall_time(args, started)
-    return EXIT_OK if result.passed and not (benched and benched.errors) else EXIT_FAILED
-
-
-def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress: Progress,
-           targets: list[str] | None = None, peer_head_start: Any = None) -> Any:
-    from distilforge.bench import BenchSettings, bench_dir
-
-    settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
-    if getattr(args, "rounds", None):
-        settings = replace(settings, min_rounds=args.rounds, max_rounds=args.rounds, rel_error=0.0)
-    if getattr(args, "rel_error", None) is not None:
-        settings = replace(settings, rel_error=args.rel_error)
-    if getattr(args, "runs", None):
-        settings = replace(settings, runs=args.runs)
-    return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=progress,
-                     peer=not getattr(args, "no_peer", False), peer_head_start=peer_head_start)
-
-
-def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> None:
-    from distilforge.bench.table import print_bench
-
-    if json_out:
-        print(json.dumps(result.report, indent=2))
-    elif not args.quiet and not args.json:
-        print_bench(result.report, title=f"distilforge bench {result.path.parent} -> {result.path.name}")
-    for line in result.errors:
-        _err(f"distilforge: FAILED bench {line}")
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    with _progress(args) as progress:
-        result = _bench(args, args.dir, threads=args.threads, progress=progress, targets=_split_targets(args.targets))
-    _bench_report(args, result, json_out=args.json)
-    _wall_time(args, started)
-    return EXIT_FAILED if result.errors else EXIT_OK
-
-
 def _percent(text: str) -> float:
     try:
         value = float(text.rstrip("%"))
@@ -439,142 +239,3 @@ def _percent(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: give a percentage between 0 and 100, e.g. 2")
     return value / 100
 
-
-def _split_targets(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UsageError(f"--targets {text!r}: no target named")
-    return names
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    from distilforge.artifacts.manifest import ArtifactEntry
-    from distilforge.artifacts.merge import merge
-    from distilforge.pipeline import BuildResult
-
-    manifest = merge(args.parts, args.out, force=args.force, mixed_cpus=args.mixed_cpus)
-    result = BuildResult(args.out, manifest, [ArtifactEntry.from_dict(a) for a in manifest["artifacts"]])
-    _report(args, result.entries, result.failures, title=f"distilforge merge {len(args.parts)} part(s) -> {args.out}",
-            extra={"manifest": str(args.out / "manifest.json")})
-    return EXIT_OK if result.passed else EXIT_FAILED
-
-
-def _cmd_build_many(args: argparse.Namespace) -> int:
-    from distilforge.many.run import build_many
-    from distilforge.report.summary import print_many
-
-    started = time.monotonic()
-    with _progress(args) as progress:
-        result = build_many(args.plan, args.out, address=args.ray_address, progress=progress)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    elif not args.quiet:
-        print_many(result)
-    for outcome in result.outcomes:
-        for line in ([outcome.error] if outcome.error else outcome.failed):
-            _err(f"distilforge: FAILED {outcome.name}: {line}")
-    _wall_time(args, started)
-    return EXIT_OK if result.passed else EXIT_FAILED
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    cpus = tuple(dict.fromkeys(args.cpus or ["host"]))
-    if set(cpus) - {"host"}:
-        from distilforge.validate.arm64 import parse_cpu
-
-        for cpu in set(cpus) - {"host"}:
-            parse_cpu(cpu)  # a bad name is a usage error before anything loads
-    from distilforge.pipeline.revalidate import validate_dir
-    from distilforge.report.summary import print_summary, summary_rows
-
-    progress = None if args.quiet or args.json else (lambda line: _err(f"[distilforge] {line}"))
-    result = validate_dir(args.dir, threads=args.threads, cpus=cpus, targets=_split_targets(args.targets),
-                          progress=progress)
-    if not args.quiet and not args.json:
-        for line in result.notes:
-            _err(f"distilforge: note: {line}")
-        for cpu, entries in result.elsewhere.items():
-            print_summary(entries, title=f"distilforge validate {args.dir} on {cpu} (emulated; no timing)")
-    elsewhere = {cpu: summary_rows(entries) for cpu, entries in result.elsewhere.items()}
-    _report(args, result.entries, result.failures, title=f"distilforge validate {args.dir}",
-            extra={"notes": result.notes, "elsewhere": elsewhere}, show=bool(result.entries))
-    return EXIT_OK if result.passed else EXIT_FAILED
-
-
-def _report(args: argparse.Namespace, entries: list[Any], failures: list[str], *, title: str,
-            extra: dict[str, Any] | None = None, show: bool = True) -> None:
-    from distilforge.report.summary import print_summary, summary_rows
-
-    if args.json:
-        print(json.dumps({"passed": not failures, "failures": failures, "artifacts": summary_rows(entries),
-                          **(extra or {})}, indent=2))
-    elif not args.quiet and show:
-        print_summary(entries, title=title)
-    for line in failures:
-        _err(f"distilforge: FAILED {line}")
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from distilforge.report import write_report
-
-    result = write_report(args.dir, max_latency_ms=args.max_latency_ms, min_agreement=args.min_agreement,
-                          max_size_mb=args.max_size_mb)
-    if args.json:
-        print(json.dumps(result.report, indent=2))
-    elif not args.quiet:
-        result.print()
-        _err(f"[distilforge] wrote {result.json_path}, {result.markdown_path}, {result.html_path}")
-    return EXIT_OK if result.recommendation.target else EXIT_FAILED
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from distilforge.artifacts.manifest import read_manifest
-    from distilforge.predict import default_target, load
-    from distilforge.predict.decode import describe
-    from distilforge.targets import TARGETS
-
-    target = args.target or default_target(args.dir, read_manifest(args.dir))
-    if target not in TARGETS or not TARGETS[target].spec.runs_on_torch:  # tokenizer only: no torch (1.5 s, not 8)
-        os.environ.setdefault("USE_TORCH", "0")
-    predictor = load(args.dir, target, threads=args.threads)
-    results = predictor(*args.texts, question=args.question, context=args.context, choices=args.choices)
-    if args.json:
-        print(json.dumps({"target": predictor.target, "task": predictor.head.task, "results": results}, indent=2))
-        return EXIT_OK
-    _err(f"[distilforge] {predictor.target} ({predictor.head.task})")
-    for r in results:
-        shown = r.get("question") or r.get("prompt") or r["text"]
-        print(f"{describe(predictor.head.task, r)}\t{shown}" + ("\t(truncated)" if r.get("truncated") else ""))
-    return EXIT_OK
-
-
-def _cmd_package(args: argparse.Namespace) -> int:
-    from distilforge.package.triton import package_triton
-
-    written = package_triton(args.dir, args.out, max_batch_size=args.max_batch_size,
-                             targets=_split_targets(args.targets))
-    if not args.quiet:
-        for path in written:
-            print(path)
-        _err(f"[distilforge] wrote {len(written)} Triton model(s) into {args.out}")
-    return EXIT_OK
-
-
-def _cmd_targets(args: argparse.Namespace) -> int:
-    from distilforge.targets import TARGETS
-
-    rows = [{"target": t.name, "runtime": t.runtime, "extra": t.extra, "installed": t.installed()}
-            for t in TARGETS.values()]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            state = "installed" if r["installed"] else f"missing: pip install 'distilforge[{r['extra']}]'"
-            print(f"{r['target']:<28} {r['runtime']:<36} {state}")
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
