@@ -58,6 +58,7 @@ class FormatSpec:
     shape_flag: str = ""
     runs_on_torch: bool = False  # its runner imports torch (predict lets transformers skip it otherwise)
     loader: Loader | None = None  # how its folder loads in the runtime its users run (each card's `loads_with`)
+    color: str = "#7f7f7f"  # its points, bars and marks in report.html
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -125,10 +126,12 @@ def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
 
 ONNX = FormatSpec("onnx", onnx_runner.open_runner, extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"),
                   runtime="ONNX Runtime (CPU)", reads=("onnx_opset",),
-                  loader=Loader("optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)"))
+                  loader=Loader("optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)"),
+                  color="#1f77b4")
 TORCHSCRIPT = FormatSpec("torchscript", torchscript_runner.open_runner, extra="core", modules=("torch",),
                          runtime="torch.jit.load (libtorch)", runs_on_torch=True,
-                         loader=Loader("torch.jit.load(folder + '/model.pt')"))
+                         loader=Loader("torch.jit.load(folder + '/model.pt')"),
+                         color="#2ca02c")
 # optimum-intel compiles with no precision hint, and OpenVINO then runs an "fp32" model in bf16 on a CPU with
 # AVX-512 BF16 or AMX (outputs 1.9e-4 off ours on a tiny model, on a Zen 4): the hint the artifact was validated
 # with must be asked for (an IR's rt_info `runtime_options` cannot carry it: OpenVINO 2026.4 ignores it).
@@ -137,12 +140,14 @@ OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino",
                       runtime="OpenVINO (CPU plugin, f32 hint)",
                       loader=Loader("optimum.intel.OVModelFor{head}.from_pretrained(folder, ov_config="
                                     "{{'INFERENCE_PRECISION_HINT': '{hint}'}})",
-                                    heads_without_class=("MultipleChoice",)))
+                                    heads_without_class=("MultipleChoice",)),
+                      color="#9467bd")
 TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
                     reads=("tflite_shapes",), shape_flag="--tflite-shapes",
-                    loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"))
+                    loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
+                    color="#e8710a")
 # the quantized kernels register themselves on import; without it an INT8 program fails to load
 # ("Missing operator quantized_decomposed::embedding_byte")
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
@@ -151,7 +156,8 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
                         shape_flag="--executorch-max-shape",
                         loader=Loader("import executorch.kernels.quantized, executorch.runtime; "
                                       "executorch.runtime.Runtime.get().load_program(folder + '/model.pte')"
-                                      ".load_method('forward')"))
+                                      ".load_method('forward')"),
+                        color="#17becf")
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 _ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
