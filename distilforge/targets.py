@@ -42,6 +42,20 @@ OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
 
 @dataclass(frozen=True)
+class Arm64:
+    """How a format's artifacts run on the emulated ARM64 CPU (validate/arm64.py): the aarch64 wheels its runtime
+    installs and the module its smoke check imports; or, where none can run there, `why_not`."""
+
+    wheels: tuple[str, ...] = ()
+    module: str = ""
+    why_not: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        return bool(self.wheels and self.module)
+
+
+@dataclass(frozen=True)
 class FormatSpec:
     """What every target of a format shares: what runs its artifacts, what installs it, which build options its
     exporters read. The pipeline, the CLI and predict ask this record instead of branching on a format's name."""
@@ -59,6 +73,7 @@ class FormatSpec:
     runs_on_torch: bool = False  # its runner imports torch (predict lets transformers skip it otherwise)
     loader: Loader | None = None  # how its folder loads in the runtime its users run (each card's `loads_with`)
     color: str = "#7f7f7f"  # its points, bars and marks in report.html
+    arm64: Arm64 = Arm64()  # its runtime on the emulated ARM64 CPU, or why there is none
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -127,11 +142,14 @@ def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
 ONNX = FormatSpec("onnx", onnx_runner.open_runner, extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"),
                   runtime="ONNX Runtime (CPU)", reads=("onnx_opset",),
                   loader=Loader("optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)"),
-                  color="#1f77b4")
+                  color="#1f77b4", arm64=Arm64(("onnxruntime",), "onnxruntime"))
 TORCHSCRIPT = FormatSpec("torchscript", torchscript_runner.open_runner, extra="core", modules=("torch",),
                          runtime="torch.jit.load (libtorch)", runs_on_torch=True,
                          loader=Loader("torch.jit.load(folder + '/model.pt')"),
-                         color="#2ca02c")
+                         color="#2ca02c",
+                         # not run on the emulated ARM64 CPU (measured 2026-12-06; DESIGN.md "CPU classes")
+                         arm64=Arm64(why_not="torch.jit.load needs torch, and PyPI's aarch64 torch is a CUDA build "
+                                             "whose dependencies do not install here"))
 # optimum-intel compiles with no precision hint, and OpenVINO then runs an "fp32" model in bf16 on a CPU with
 # AVX-512 BF16 or AMX (outputs 1.9e-4 off ours on a tiny model, on a Zen 4): the hint the artifact was validated
 # with must be asked for (an IR's rt_info `runtime_options` cannot carry it: OpenVINO 2026.4 ignores it).
@@ -141,13 +159,13 @@ OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino",
                       loader=Loader("optimum.intel.OVModelFor{head}.from_pretrained(folder, ov_config="
                                     "{{'INFERENCE_PRECISION_HINT': '{hint}'}})",
                                     heads_without_class=("MultipleChoice",)),
-                      color="#9467bd")
+                      color="#9467bd", arm64=Arm64(("openvino",), "openvino"))
 TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
                     reads=("tflite_shapes",), shape_flag="--tflite-shapes",
                     loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
-                    color="#e8710a")
+                    color="#e8710a", arm64=Arm64(("ai-edge-litert",), "ai_edge_litert.interpreter"))
 # the quantized kernels register themselves on import; without it an INT8 program fails to load
 # ("Missing operator quantized_decomposed::embedding_byte")
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
@@ -157,7 +175,11 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
                         loader=Loader("import executorch.kernels.quantized, executorch.runtime; "
                                       "executorch.runtime.Runtime.get().load_program(folder + '/model.pte')"
                                       ".load_method('forward')"),
-                        color="#17becf")
+                        color="#17becf",
+                        # not run on the emulated ARM64 CPU (measured 2026-12-06; DESIGN.md "CPU classes")
+                        arm64=Arm64(why_not="ExecuTorch's Python runtime needs torch, and PyPI's aarch64 torch is a "
+                                            "CUDA build whose dependencies do not install here; the torch-free "
+                                            "executorch-numpy-runtime needs Python 3.12+"))
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 _ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
