@@ -1,7 +1,8 @@
 """The registry: one line per target, naming the function of each stage.
 
 A target is `format:precision`. Adding a format means one exporter module, one runner
-module and lines here; nothing else changes.
+module and lines here (its FormatSpec also holds its report colour, how it runs on the emulated
+ARM64 CPU and its Triton backend); nothing else changes.
 """
 
 from __future__ import annotations
