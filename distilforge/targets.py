@@ -1,7 +1,8 @@
 """The registry: one line per target, naming the function of each stage.
 
 A target is `format:precision`. Adding a format means one exporter module, one runner
-module and lines here; nothing else changes.
+module and lines here (its FormatSpec also holds its report colour, how it runs on the emulated
+ARM64 CPU and its Triton backend); nothing else changes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,36 @@ OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
 
 @dataclass(frozen=True)
+class Arm64:
+    """How a format's artifacts run on the emulated ARM64 CPU (validate/arm64.py): the aarch64 wheels its runtime
+    installs and the module its smoke check imports; or, where none can run there, `why_not`."""
+
+    wheels: tuple[str, ...] = ()
+    module: str = ""
+    why_not: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        return bool(self.wheels and self.module)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How Triton runs one format: the line that names its backend, the file names that backend loads
+    (package/triton.py)."""
+
+    selector: str  # 'platform: "..."' or 'backend: "..."'
+    model_suffix: str  # picks the model file among the artifact's files (when they carry no role)
+    model_file: str  # its name in REPO/<name>/1/: the backend's default
+    weights_suffixes: tuple[str, ...]  # picks the weights that go beside it
+    weights_file: str | None  # renamed to this (OpenVINO); None keeps the name the model refers to (ONNX)
+    batches: bool  # Triton batches requests for it (max_batch_size > 0)
+    threads: tuple[str, ...]  # parameters set to the thread count the build validated with
+    fixed: tuple[tuple[str, str], ...] = ()  # other parameters
+    note: str = ""  # a comment in config.pbtxt
+
+
+@dataclass(frozen=True)
 class FormatSpec:
     """What every target of a format shares: what runs its artifacts, what installs it, which build options its
     exporters read. The pipeline, the CLI and predict ask this record instead of branching on a format's name."""
@@ -59,6 +90,10 @@ class FormatSpec:
     shape_flag: str = ""
     runs_on_torch: bool = False  # its runner imports torch (predict lets transformers skip it otherwise)
     loader: Loader | None = None  # how its folder loads in the runtime its users run (each card's `loads_with`)
+    color: str = "#7f7f7f"  # its points, bars and marks in report.html
+    arm64: Arm64 = Arm64()  # its runtime on the emulated ARM64 CPU, or why there is none
+    triton: Backend | None = None  # the Triton backend that serves it (package/triton.py)
+    triton_why_not: str = ""  # with no backend: why
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -124,12 +159,29 @@ def _rungs(rungs: tuple[Rung, ...]) -> Ladder:
     return lambda _options: rungs
 
 
+# Triton backends. Sources: onnxruntime_backend, openvino_backend and pytorch_backend READMEs and sources; Triton's
+# model_repository.md and model_configuration.md ("Special Conventions for PyTorch Backend"). See docs/triton.md.
+_NO_TRITON = "none of Triton's own backends runs it"
+
 ONNX = FormatSpec("onnx", onnx_runner.open_runner, extra="onnx", modules=("onnx", "onnxruntime", "onnxscript"),
                   runtime="ONNX Runtime (CPU)", reads=("onnx_opset",),
-                  loader=Loader("optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)"))
+                  loader=Loader("optimum.onnxruntime.ORTModelFor{head}.from_pretrained(folder)"),
+                  color="#1f77b4", arm64=Arm64(("onnxruntime",), "onnxruntime"),
+                  # loaded by path, so ONNX Runtime finds the external data beside model.onnx under the name the
+                  # model records
+                  triton=Backend('platform: "onnxruntime_onnx"', ".onnx", "model.onnx", (".onnx_data", ".data"),
+                                 None, True, ("intra_op_thread_count",)))
 TORCHSCRIPT = FormatSpec("torchscript", torchscript_runner.open_runner, extra="core", modules=("torch",),
                          runtime="torch.jit.load (libtorch)", runs_on_torch=True,
-                         loader=Loader("torch.jit.load(folder + '/model.pt')"))
+                         loader=Loader("torch.jit.load(folder + '/model.pt')"),
+                         color="#2ca02c",
+                         # not run on the emulated ARM64 CPU (measured 2026-12-06; DESIGN.md "CPU classes")
+                         arm64=Arm64(why_not="torch.jit.load needs torch, and PyPI's aarch64 torch is a CUDA build "
+                                             "whose dependencies do not install here"),
+                         # inputs named as forward()'s arguments; outputs, named without "__", are taken in config
+                         # order: the tuple's
+                         triton=Backend('platform: "pytorch_libtorch"', ".pt", "model.pt", (), None, True,
+                                        ("INTRA_OP_THREAD_COUNT",)))
 # optimum-intel compiles with no precision hint, and OpenVINO then runs an "fp32" model in bf16 on a CPU with
 # AVX-512 BF16 or AMX (outputs 1.9e-4 off ours on a tiny model, on a Zen 4): the hint the artifact was validated
 # with must be asked for (an IR's rt_info `runtime_options` cannot carry it: OpenVINO 2026.4 ignores it).
@@ -138,12 +190,23 @@ OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino",
                       runtime="OpenVINO (CPU plugin, f32 hint)",
                       loader=Loader("optimum.intel.OVModelFor{head}.from_pretrained(folder, ov_config="
                                     "{{'INFERENCE_PRECISION_HINT': '{hint}'}})",
-                                    heads_without_class=("MultipleChoice",)))
+                                    heads_without_class=("MultipleChoice",)),
+                      color="#9467bd", arm64=Arm64(("openvino",), "openvino"),
+                      # read_model(model.xml) looks for model.bin beside it. A batching config makes the backend fix
+                      # the batch at max_batch_size and refuse smaller ones unless padded to it; the model's own
+                      # dynamic batch axis serves any.
+                      triton=Backend('backend: "openvino"', ".xml", "model.xml", (".bin",), "model.bin", False,
+                                     ("INFERENCE_NUM_THREADS",),
+                                     (("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")),
+                                     "max_batch_size 0: the model's dynamic batch axis takes any batch "
+                                     "(see docs/triton.md)"))
 TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
                     reads=("tflite_shapes",), shape_flag="--tflite-shapes",
-                    loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"))
+                    loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
+                    color="#e8710a", arm64=Arm64(("ai-edge-litert",), "ai_edge_litert.interpreter"),
+                    triton_why_not=_NO_TRITON)
 # the quantized kernels register themselves on import; without it an INT8 program fails to load
 # ("Missing operator quantized_decomposed::embedding_byte")
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
@@ -152,7 +215,13 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
                         shape_flag="--executorch-max-shape",
                         loader=Loader("import executorch.kernels.quantized, executorch.runtime; "
                                       "executorch.runtime.Runtime.get().load_program(folder + '/model.pte')"
-                                      ".load_method('forward')"))
+                                      ".load_method('forward')"),
+                        color="#17becf",
+                        # not run on the emulated ARM64 CPU (measured 2026-12-06; DESIGN.md "CPU classes")
+                        arm64=Arm64(why_not="ExecuTorch's Python runtime needs torch, and PyPI's aarch64 torch is a "
+                                            "CUDA build whose dependencies do not install here; the torch-free "
+                                            "executorch-numpy-runtime needs Python 3.12+"),
+                        triton_why_not=_NO_TRITON)
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 _ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "

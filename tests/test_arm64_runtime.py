@@ -130,7 +130,7 @@ def test_the_lock_gives_versions_and_hashes_per_package():
     lock = Path(arm64.__file__).resolve().parents[2] / "requirements.lock"
     if lock.is_file():  # the real lock pins every wheel the runtime installs, with hashes
         real = arm64._read_lock(lock.read_text())
-        for name in (*arm64._BASE_WHEELS, *(w for f in arm64.FORMATS for w in arm64._FORMAT_WHEELS[f])):
+        for name in arm64.wheels(arm64.runnable_formats()):
             assert real[name].hashes, name
 
 

@@ -316,6 +316,17 @@ def test_axis_ticks() -> None:
     assert nice_ticks(97.6, 97.6)[0] <= 97.6 <= nice_ticks(97.6, 97.6)[-1]
 
 
+def test_a_row_takes_its_format_colour_from_the_registry() -> None:
+    from distilforge.report.svg import OTHER_COLOR, ROW_COLORS, format_color
+    from distilforge.targets import FORMATS
+
+    assert all(format_color(f"{name}:fp32") == spec.color for name, spec in FORMATS.items())
+    assert format_color("eager") == ROW_COLORS["eager"]
+    assert format_color("optimum:int8-dynamic") == ROW_COLORS["optimum"]
+    assert format_color("unknown:fp32") == OTHER_COLOR
+    assert len({spec.color for spec in FORMATS.values()} | set(ROW_COLORS.values())) == len(FORMATS) + len(ROW_COLORS)
+
+
 def test_an_int8_artifact_slower_than_its_fp32_sibling_is_flagged_and_never_recommended(tmp_path: Path) -> None:
     """bench.json marks it (bench.mark_slower_than_fp32); the report shows it and never picks it, even when it is
     the fastest artifact left under the limits."""

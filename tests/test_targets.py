@@ -81,3 +81,12 @@ def test_each_target_belongs_to_its_format_and_the_format_knows_its_options():
     assert all(set(spec.reads) <= names for spec in FORMATS.values())
     assert format_settings(BuildOptions(tflite_shapes=((1, 128), (2, 64)))) == {
         "onnx_opset": 18, "tflite_shapes": [[1, 128], [2, 64]], "executorch_max_shape": "default"}
+
+
+def test_each_format_runs_on_the_emulated_arm64_cpu_and_under_triton_or_says_why_not():
+    from distilforge.targets import FORMATS
+
+    for spec in FORMATS.values():
+        assert spec.arm64.runnable != bool(spec.arm64.why_not), spec.name
+        assert bool(spec.arm64.wheels) == bool(spec.arm64.module), spec.name
+        assert (spec.triton is None) == bool(spec.triton_why_not), spec.name

@@ -2,7 +2,8 @@
 OpenVINO or TorchScript artifact, its config.pbtxt written from the manifest's tensor specs.
 
 Only what the manifest vouches for is served: artifacts that passed validation, copied byte for byte with the
-manifest's sha256. TFLite is left out: none of Triton's own backends runs it.
+manifest's sha256. TFLite and ExecuTorch are left out: none of Triton's own backends runs them. Each format's
+backend is its FormatSpec's `triton` (targets.py).
 """
 
 from __future__ import annotations
@@ -18,44 +19,13 @@ from typing import Any
 from distilforge.artifacts.layout import MANIFEST, first_missing, move_into_place, staging_dir
 from distilforge.artifacts.manifest import read_manifest
 from distilforge.errors import OutputDirError, UsageError
+from distilforge.targets import FORMATS, Backend
 
 MARKER = ".distilforge-triton"  # in REPO: it was written by package_triton, so a rerun may replace it
 VERSION = "1"  # the model version folder Triton loads
 QUEUE_DELAY_US = 100  # dynamic batching: how long a request may wait for others to join its batch
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How Triton runs one format: the line that names its backend, the file names that backend loads."""
-
-    selector: str  # 'platform: "..."' or 'backend: "..."'
-    model_suffix: str  # picks the model file among the artifact's files (when they carry no role)
-    model_file: str  # its name in REPO/<name>/1/: the backend's default
-    weights_suffixes: tuple[str, ...]  # picks the weights that go beside it
-    weights_file: str | None  # renamed to this (OpenVINO); None keeps the name the model refers to (ONNX)
-    batches: bool  # Triton batches requests for it (max_batch_size > 0)
-    threads: tuple[str, ...]  # parameters set to the thread count the build validated with
-    fixed: tuple[tuple[str, str], ...] = ()  # other parameters
-    note: str = ""  # a comment in config.pbtxt
-
-
-# Sources: onnxruntime_backend, openvino_backend and pytorch_backend READMEs and sources; Triton's
-# model_repository.md and model_configuration.md ("Special Conventions for PyTorch Backend"). See docs/triton.md.
-BACKENDS = {
-    # loaded by path, so ONNX Runtime finds the external data beside model.onnx under the name the model records
-    "onnx": Backend('platform: "onnxruntime_onnx"', ".onnx", "model.onnx", (".onnx_data", ".data"), None, True,
-                    ("intra_op_thread_count",)),
-    # read_model(model.xml) looks for model.bin beside it. A batching config makes the backend fix the batch
-    # at max_batch_size and refuse smaller ones unless padded to it; the model's own dynamic batch axis serves any.
-    "openvino": Backend('backend: "openvino"', ".xml", "model.xml", (".bin",), "model.bin", False,
-                        ("INFERENCE_NUM_THREADS",), (("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")),
-                        "max_batch_size 0: the model's dynamic batch axis takes any batch (see docs/triton.md)"),
-    # inputs named as forward()'s arguments; outputs, named without "__", are taken in config order: the tuple's
-    "torchscript": Backend('platform: "pytorch_libtorch"', ".pt", "model.pt", (), None, True,
-                           ("INTRA_OP_THREAD_COUNT",)),
-}
 
 
 @dataclass(frozen=True)
@@ -102,7 +72,7 @@ def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Pat
     if names:
         by_target = {a["target"]: a for a in manifest["artifacts"]}
         return [_usable(by_target, name, out) for name in names]
-    entries = [a for a in manifest["artifacts"] if _format(a) in BACKENDS and _passed(a)]
+    entries = [a for a in manifest["artifacts"] if backend_for(_format(a)) and _passed(a)]
     if not entries:
         raise UsageError(f"{out}: no validated ONNX, OpenVINO or TorchScript artifact to package")
     return entries
@@ -112,14 +82,33 @@ def _usable(by_target: dict[str, dict[str, Any]], name: str, out: Path) -> dict[
     entry = by_target.get(name)
     if entry is None:
         raise UsageError(f"{name}: not built in {out}; its {MANIFEST} lists {', '.join(by_target) or 'nothing'}")
-    if _format(entry) not in BACKENDS:
-        raise UsageError(f"{name}: Triton has no backend for {_format(entry)} artifacts; "
-                         f"package onnx, openvino or torchscript targets")
+    _backend(entry)  # refuses a format Triton cannot serve
     if not _passed(entry):
         reasons = [entry.get("error"), *((entry.get("validation") or {}).get("failures") or [])]
         why = next((r.strip().splitlines()[0] for r in reasons if r and r.strip()), "it did not pass validation")
         raise UsageError(f"{name}: failed in the build ({why}); only validated artifacts are packaged")
     return entry
+
+
+def backend_for(fmt: str) -> Backend | None:
+    """The Triton backend that serves `fmt`'s artifacts; None for a format without one, or one this version does
+    not know."""
+    spec = FORMATS.get(fmt)
+    return spec.triton if spec else None
+
+
+def _backend(entry: dict[str, Any]) -> Backend:
+    backend = backend_for(_format(entry))
+    if backend is None:
+        raise UsageError(f"{entry['target']}: Triton has no backend for {_format(entry)} artifacts; "
+                         f"package {_served()} targets")
+    return backend
+
+
+def _served() -> str:
+    """The formats Triton serves, as the error for another one lists them: "onnx, openvino or torchscript"."""
+    *others, last = sorted(name for name in FORMATS if backend_for(name))
+    return f"{', '.join(others)} or {last}" if others else last
 
 
 def _format(entry: dict[str, Any]) -> str:
@@ -163,7 +152,7 @@ def write_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_si
                 manifest: dict[str, Any]) -> None:
     """STAGING/<name>/: config.pbtxt, the model files in 1/, the artifact's companions (config, tokenizer, card)
     beside config.pbtxt, where Triton ignores them."""
-    backend = BACKENDS[_format(entry)]
+    backend = _backend(entry)
     folder = _folder(entry)
     model, weights, companions = split_files(entry, backend)
     dest = staging / folder

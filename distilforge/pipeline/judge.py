@@ -29,7 +29,7 @@ def judge_elsewhere(entry: ArtifactEntry, target: Target, source: Source, out: P
     from distilforge.validate import arm64
 
     for cpu in options.validate_on:
-        if target.format not in arm64.FORMATS:
+        if not target.spec.arm64.runnable:
             entry.elsewhere.append(Verdict(cpu={"spec": cpu}, not_run=arm64.why_not(target.format)))
             continue
         other = validate_or_fail(target, entry.artifact, source, out, options, reference,

@@ -117,7 +117,7 @@ def _validate_emulated(cpu: str, manifest: dict[str, Any], source: Source, out: 
     entries = []
     for record in _runnable(manifest, out, targets):
         target = get_target(record["target"])
-        if target.format not in arm64.FORMATS:
+        if not target.spec.arm64.runnable:
             notes.append(f"{target.name}: not validated on {cpu}: {arm64.why_not(target.format)}")
             continue
         if progress:

@@ -216,9 +216,9 @@ def sequence_plot(data: ReportData) -> str:
         pts = [(float(s), v) for s, v in r.by_sequence.items() if s.isdigit() and v is not None]
         if pts:
             dash = "" if r.kind == "reference" else ("", "6 3", "2 3")[(i // len(svg.PALETTE)) % 3]
-            color = svg.FORMAT_COLORS["eager"] if r.kind == "reference" else svg.PALETTE[i % len(svg.PALETTE)]
+            color = svg.ROW_COLORS["eager"] if r.kind == "reference" else svg.PALETTE[i % len(svg.PALETTE)]
             if r.kind == "peer":
-                dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.FORMAT_COLORS["optimum"]
+                dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.ROW_COLORS["optimum"]
                 peers += 1
             label = r.label if r.passed else f"{r.label} (failed validation)"
             series.append(svg.Series(label, pts, color, dash, mark=r.mark))

@@ -12,15 +12,16 @@ import math
 from dataclasses import dataclass
 from html import escape
 
+from distilforge.targets import FORMATS
+
 WIDTH, HEIGHT = 760, 420
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 190, 40, 55
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
-FORMAT_COLORS = {"onnx": "#1f77b4", "openvino": "#9467bd", "tflite": "#e8710a", "torchscript": "#2ca02c",
-                 "executorch": "#17becf",
-                 "eager": "#444444", "optimum": "#b8860b"}
+ROW_COLORS = {"eager": "#444444", "optimum": "#b8860b"}  # rows that are no format's (a format's colour: targets.py)
 PEER_DASHES = ("1 4", "6 2 1 2")  # peer rows (Optimum's) in the line plot, one per peer model
 FAILED_COLOR = "#d62728"
+OTHER_COLOR = "#7f7f7f"  # a row neither of a format nor in ROW_COLORS
 LOG_SPREAD = 4  # an axis whose (positive) values span more than this factor is drawn on a log scale
 CHAR_W = 7.0  # px per character of 11px text (a generous guess), to size keys and legends
 MARK_R = 11  # radius of a scatter's numbered marker (a peer's diamond reaches MARK_R + 2 with its stroke)
@@ -77,7 +78,9 @@ class Scale:
 
 
 def format_color(target: str) -> str:
-    return FORMAT_COLORS.get(target.split(":")[0], "#7f7f7f")
+    name = target.split(":")[0]
+    spec = FORMATS.get(name)
+    return spec.color if spec else ROW_COLORS.get(name, OTHER_COLOR)
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:

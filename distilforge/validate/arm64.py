@@ -69,10 +69,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilforge.errors import BuildFailure, UsageError
+from distilforge.targets import FORMATS
 from distilforge.validate.runners.isolated import Launcher
 
 CPU_MODELS = ("cortex-a53", "cortex-a55", "cortex-a76", "neoverse-n2")
-FORMATS = ("onnx", "tflite", "openvino")
 MAX_CPU = "max"  # every feature qemu knows (SVE, SME, ...): refused with qemu older than MIN_QEMU_FOR_MAX
 MIN_QEMU = (10,)
 MIN_QEMU_FOR_MAX = (10,)
@@ -89,9 +89,7 @@ PYTHON_VERSION = "3.11"
 GLIBC_FALLBACK = (2, 36)  # bookworm's, should libc6's version not parse
 RECIPE = 1  # bump when what goes into a cache directory changes
 
-_BASE_WHEELS = ("numpy",)
-_FORMAT_WHEELS = {"onnx": ("onnxruntime",), "tflite": ("ai-edge-litert",), "openvino": ("openvino",)}
-_FORMAT_IMPORTS = {"onnx": "onnxruntime", "tflite": "ai_edge_litert.interpreter", "openvino": "openvino"}
+_BASE_WHEELS = ("numpy",)  # each format's own: its FormatSpec's `arm64` (targets.py)
 # Host settings that would mislead the emulated Python or the programs it loads.
 _DROPPED_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE",
                 "PYTHONPLATLIBDIR", "VIRTUAL_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE",
@@ -159,14 +157,30 @@ class Arm64Runtime:
         return env
 
 
+def runnable_formats() -> tuple[str, ...]:
+    """The formats whose artifacts run on the emulated ARM64 CPU, in the registry's order."""
+    return tuple(name for name, spec in FORMATS.items() if spec.arm64.runnable)
+
+
+def wheels(formats: Iterable[str]) -> list[str]:
+    """The aarch64 wheels the runtime for `formats` installs: numpy, then each format's."""
+    return [*_BASE_WHEELS, *(w for f in formats for w in FORMATS[f].arm64.wheels)]
+
+
+def _imports(formats: Iterable[str]) -> list[str]:
+    """What the smoke check imports: numpy and each format's runtime."""
+    return ["numpy", *(FORMATS[f].arm64.module for f in formats)]
+
+
 def runtime(formats: Iterable[str], *, progress: Callable[[str], None] | None = None) -> Arm64Runtime:
-    """The emulated ARM64 runtime for `formats` (names from FORMATS), set up on first use (25 s here: about
-    190 MB of downloads with every format, 380 MB on disk) and cached; later calls ask no registry (0.3 s).
+    """The emulated ARM64 runtime for `formats` (names from `runnable_formats()`), set up on first use (25 s here:
+    about 190 MB of downloads with every format, 380 MB on disk) and cached; later calls ask no registry (0.3 s).
     Raises Arm64RuntimeError (Arm64UnavailableError where this machine cannot provision it) on failure."""
     wanted = tuple(dict.fromkeys(formats))
-    unknown = [f for f in wanted if f not in FORMATS]
+    known = runnable_formats()
+    unknown = [f for f in wanted if f not in known]
     if unknown:
-        raise UsageError(f"arm64 runtime: no format {unknown[0]!r}: expected one of {', '.join(FORMATS)}")
+        raise UsageError(f"arm64 runtime: no format {unknown[0]!r}: expected one of {', '.join(known)}")
     say = progress or (lambda _message: None)
     root = _cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -232,7 +246,7 @@ def _read_lock(text: str) -> dict[str, _Pin]:
 
 
 def _pins(formats: Sequence[str], say: Callable[[str], None]) -> tuple[list[_Pin], bool]:
-    names = [*_BASE_WHEELS, *(w for f in formats for w in _FORMAT_WHEELS[f])]
+    names = wheels(formats)
     lock = _lock_path()
     if lock.is_file():
         pinned = _read_lock(lock.read_text(encoding="utf-8"))
@@ -364,7 +378,7 @@ def _set_up(root: Path, key: str, base: str, formats: Sequence[str], pins: Seque
         say("setting up the arm64 runtime (first use): aarch64 wheels "
             + ", ".join(f"{p.name} {p.version}" for p in pins))
         _pip_install(tmp / "site", pins, hashed, glibc, tmp)
-        modules = ["numpy", *(_FORMAT_IMPORTS[f] for f in formats)]
+        modules = _imports(formats)
         smoke = Arm64Runtime(qemu=qemu, sysroot=sysroot, site=tmp / "site", qemu_version=qemu_version)
         say(f"setting up the arm64 runtime (first use): checking `import {', '.join(modules)}` under qemu-aarch64 "
             f"{_dotted(qemu_version)} -cpu {SMOKE_CPU}")
@@ -736,23 +750,15 @@ def _package_root() -> Path:
     return holder
 
 
-# Why a format's artifacts are not run on the emulated ARM64 CPU (measured 2026-12-06; DESIGN.md "CPU classes").
-NOT_HERE = {
-    "executorch": "ExecuTorch's Python runtime needs torch, and PyPI's aarch64 torch is a CUDA build whose "
-                  "dependencies do not install here; the torch-free executorch-numpy-runtime needs Python 3.12+",
-    "torchscript": "torch.jit.load needs torch, and PyPI's aarch64 torch is a CUDA build whose dependencies do not "
-                   "install here",
-}
-
-
 def why_not(fmt: str) -> str:
-    """One line saying why artifacts of `fmt` are not run on the emulated ARM64 CPU."""
-    return NOT_HERE.get(fmt, f"no aarch64 runtime for {fmt} artifacts here")
+    """One line saying why artifacts of `fmt` are not run on the emulated ARM64 CPU (its FormatSpec's reason)."""
+    spec = FORMATS.get(fmt)
+    return (spec.arm64.why_not if spec else "") or f"no aarch64 runtime for {fmt} artifacts here"
 
 
 def launcher(cpu: str, *, progress: Callable[[str], None] | None = None) -> Launcher:
     """How IsolatedRunner starts its child on the emulated CPU `cpu` ("arm64:cortex-a76"): one runtime for every
-    format in FORMATS, set up on first use and shared by all of them."""
+    format in `runnable_formats()`, set up on first use and shared by all of them."""
     model = parse_cpu(cpu)
     rt = _every_format(progress)
     python = tuple(rt.command(model))  # refuses max on an old qemu
@@ -765,5 +771,5 @@ _RUNTIMES: list[Arm64Runtime] = []  # this process's, once set up or found in th
 
 def _every_format(progress: Callable[[str], None] | None) -> Arm64Runtime:
     if not _RUNTIMES:
-        _RUNTIMES.append(runtime(FORMATS, progress=progress))
+        _RUNTIMES.append(runtime(runnable_formats(), progress=progress))
     return _RUNTIMES[0]
