@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distilforge.artifacts.records import Tolerance
+from distilforge.artifacts.records import DEFAULT_TOLERANCES, Tolerance
 from distilforge.errors import UsageError
-from distilforge.validate.tolerances import DEFAULT_TOLERANCES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Every one of them offers these calls (the `Progress` protocol):
         start a phase of `total` items, e.g. phase("build", 15), phase("bench: loading", 19),
         phase("bench: timing", 19); the previous phase ends. Done/total, elapsed and the ETA are per phase.
         `costs`: each item's expected cost (the build passes each target's seconds on the default model,
-        distilforge/jobs.py), `workers`: items run at once; see `Phase.eta`.
+        distilforge/pipeline/jobs.py), `workers`: items run at once; see `Phase.eta`.
     progress.step(item: str, what: str) -> None
         `item` (a target, a candidate) is now at step `what`, e.g. step("onnx:fp32", "validating"),
         step("onnx:int8-dynamic", "round 3/8").

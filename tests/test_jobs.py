@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distilforge.errors import UsageError
-from distilforge.jobs import COST_SECONDS, JOBS_VARIABLE, _hand_out, _Worker, default_jobs, expected_seconds
+from distilforge.pipeline.jobs import COST_SECONDS, JOBS_VARIABLE, _hand_out, _Worker, default_jobs, expected_seconds
 
 
 class Pipe:
@@ -20,12 +20,12 @@ class Pipe:
 def test_a_worker_takes_a_format_it_has_converted_else_the_costliest_left():
     pending = ["executorch:int8-static", "tflite:int8-static", "onnx:fp32", "tflite:fp32"]  # costliest first
     worker = _Worker(process=None, conn=Pipe(), formats={"tflite"})
-    _hand_out(worker, pending, options="opts")
-    assert worker.target == "tflite:int8-static" and worker.conn.sent == [("tflite:int8-static", "opts")]
-    _hand_out(worker, pending, options="opts")
+    _hand_out(worker, pending, shared=("opts", "calibration"))
+    assert worker.target == "tflite:int8-static" and worker.conn.sent == [("tflite:int8-static", "opts", "calibration")]
+    _hand_out(worker, pending, shared=("opts", "calibration"))
     assert worker.target == "tflite:fp32"  # its conversion is in this worker already
     fresh = _Worker(process=None, conn=Pipe())
-    _hand_out(fresh, pending, options="opts")
+    _hand_out(fresh, pending, shared=("opts", "calibration"))
     assert fresh.target == "executorch:int8-static" and fresh.formats == {"executorch"}
     assert pending == ["onnx:fp32"]
 

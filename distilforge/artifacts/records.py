@@ -114,6 +114,15 @@ class Tolerance:
         return asdict(self)
 
 
+# The pass rule of each precision class unless the user overrides it (validate/tolerances.py reads and applies
+# them; here because BuildOptions, on the ground floor, starts from them).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-4, min_agreement=1.0),
+    "fp16": Tolerance(max_abs=1e-2, min_agreement=0.995),
+    "int8": Tolerance(min_agreement=0.98, min_cosine=0.99, max_task_drop=1.0),
+}
+
+
 @dataclass(frozen=True)
 class OutputMetrics:
     """One output of one validation case, compared with the reference."""

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from distilforge.jobs import default_jobs
     from distilforge.pipeline import build, parse_shard
+    from distilforge.pipeline.jobs import default_jobs
     from distilforge.user_options import USER_OPTIONS, options_from
 
     started = time.monotonic()

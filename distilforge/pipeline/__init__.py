@@ -28,8 +28,8 @@ from distilforge.artifacts.manifest import ArtifactEntry, write_manifest
 from distilforge.checkpoint import inspect_checkpoint
 from distilforge.default_model import ensure_default_checkpoint
 from distilforge.errors import BuildFailure, OutputDirError, UsageError
-from distilforge.jobs import Workers, WorkerSetup, expected_seconds
 from distilforge.options import BuildOptions
+from distilforge.pipeline.jobs import Workers, WorkerSetup, expected_seconds
 from distilforge.pipeline.judge import failed_entry
 from distilforge.pipeline.ladder import build_target
 from distilforge.pipeline.record import build_manifest
@@ -107,7 +107,7 @@ def build(checkpoint: str | Path | None = None, out: str | Path = "artifacts", *
     starts the peer's commands there). `part`: build only a slice of the targets (the manifest records it as
     `part`). `reuse`: entries from elsewhere whose files the caller has verified (build-many's driver), taken
     when both their cache keys match; their files are not in `out`. `jobs`: targets built at once, each on a
-    worker process of its own (distilforge/jobs.py); the files and the manifest are those of `jobs=1`."""
+    worker process of its own (distilforge/pipeline/jobs.py); the files and the manifest are those of `jobs=1`."""
     options = options or BuildOptions()
     progress = as_progress(progress)
     chosen = resolve_targets(targets)

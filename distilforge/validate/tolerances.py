@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 
-from distilforge.artifacts.records import Tolerance, ValidationResult
+from distilforge.artifacts.records import DEFAULT_TOLERANCES, Tolerance, ValidationResult
 from distilforge.errors import UsageError
-
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs=1e-4, min_agreement=1.0),
-    "fp16": Tolerance(max_abs=1e-2, min_agreement=0.995),
-    "int8": Tolerance(min_agreement=0.98, min_cosine=0.99, max_task_drop=1.0),
-}
 
 
 def precision_class(precision: str) -> str:
