@@ -121,6 +121,11 @@ class Target:
     reproducible_caveat: str = ""
     # INT8: the recipes to try, fastest first (quantize/ladder.py); None: one recipe, nothing to climb
     ladder: Ladder | None = None
+    # seconds it takes, built on the default model one target at a time on a 2-core x86 machine (x86-avx2; the
+    # recipes its ladder climbed there included, and the first target of a format carries the format's shared
+    # conversion): the ETA's and the schedule's prior, scaled by what the run measures (progress.py). Measured with
+    # `benchmarks/demo_time.py --also-jobs-1` (results/demo_time.x86-avx2.json, "jobs_1"). None: not measured yet.
+    cost: float | None = None
 
     @property
     def format(self) -> str:
@@ -230,32 +235,34 @@ _TS_PATHS = ("same bytes only from the same install path: torch.jit.save keeps d
              "of the traced Python code")
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, reproducible_caveat=_ONNX_PATHS),
-    Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized),
-    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, reproducible_caveat=_ONNX_PATHS),
-    Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder),
+    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, reproducible_caveat=_ONNX_PATHS, cost=10),
+    Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized, cost=8),
+    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, reproducible_caveat=_ONNX_PATHS, cost=3.5),
+    Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder,
+           cost=16.5),
     Target("onnx:int8-static", ONNX, export=onnx_quantize.export_int8_static, calibrated=True,
-           ladder=onnx_quantize.static_ladder),
-    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS),
+           ladder=onnx_quantize.static_ladder, cost=16),
+    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS,
+           cost=5),
     Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,
-           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS)),
-    Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32),
-    Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16),
+           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS), cost=7.5),
+    Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32, cost=5.5),
+    Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16, cost=4),
     Target("openvino:int8-weights", OPENVINO, export=openvino_quantize.export_int8_weights,
-           ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS)),
+           ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS), cost=6),
     Target("openvino:int8-static", OPENVINO, export=openvino_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(openvino_quantize.STATIC_RUNGS)),
-    Target("tflite:fp32", TFLITE, export=tflite_export.export_fp32),
-    Target("tflite:fp16", TFLITE, export=tflite_quantize.export_fp16),
+           ladder=_rungs(openvino_quantize.STATIC_RUNGS), cost=18),
+    Target("tflite:fp32", TFLITE, export=tflite_export.export_fp32, cost=19),
+    Target("tflite:fp16", TFLITE, export=tflite_quantize.export_fp16, cost=5),
     Target("tflite:int8-dynamic", TFLITE, export=tflite_quantize.export_int8_dynamic,
-           ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS)),
+           ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS), cost=5),
     Target("tflite:int8-static", TFLITE, export=tflite_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(tflite_quantize.STATIC_RUNGS)),
-    Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32),
+           ladder=_rungs(tflite_quantize.STATIC_RUNGS), cost=73),
+    Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32, cost=71),
     Target("executorch:int8-dynamic", EXECUTORCH, export=executorch_quantize.export_int8_dynamic,
-           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS)),
+           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS), cost=142),
     Target("executorch:int8-static", EXECUTORCH, export=executorch_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(executorch_quantize.STATIC_RUNGS)),
+           ladder=_rungs(executorch_quantize.STATIC_RUNGS), cost=206),
 )}
 
 

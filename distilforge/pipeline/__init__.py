@@ -252,7 +252,7 @@ def build_targets(chosen: list[Target], source: Source, out: Path, options: Buil
 
 def _expected_seconds(targets: list[Target], options: BuildOptions) -> dict[str, float]:
     """Each target's prior cost (jobs.py): the schedule's order and the ETA's estimate before anything is measured."""
-    return {t.name: expected_seconds(t.name, len(t.ladder(options)) if t.ladder else 1) for t in targets}
+    return {t.name: expected_seconds(t.cost, len(t.ladder(options)) if t.ladder else 1) for t in targets}
 
 
 def _outcome(entry: ArtifactEntry) -> str:

@@ -26,26 +26,15 @@ from typing import Any
 from distilforge.cpu import SHARED_CORES_VARIABLE
 from distilforge.errors import BuildFailure, DistilforgeError, UsageError, first_line
 
-# what a target costs, in seconds, built on the default model one target at a time on a 2-core x86 machine
-# (x86-avx2; the recipes its ladder climbed there included, and the first target of a format carries the format's
-# shared conversion): the ETA's and the schedule's prior, scaled by what the run measures (progress.py). Measured
-# with `benchmarks/demo_time.py --also-jobs-1` (results/demo_time.x86-avx2.json, "jobs_1").
-COST_SECONDS: dict[str, float] = {
-    "onnx:fp32": 10, "onnx:fp32-optimized": 8, "onnx:fp16": 3.5, "onnx:int8-dynamic": 16.5, "onnx:int8-static": 16,
-    "torchscript:fp32": 5, "torchscript:int8-dynamic": 7.5,
-    "openvino:fp32": 5.5, "openvino:fp16": 4, "openvino:int8-weights": 6, "openvino:int8-static": 18,
-    "tflite:fp32": 19, "tflite:fp16": 5, "tflite:int8-dynamic": 5, "tflite:int8-static": 73,
-    "executorch:fp32": 71, "executorch:int8-dynamic": 142, "executorch:int8-static": 206,
-}
 UNKNOWN_SECONDS_PER_RECIPE = 10.0
 
 
-def expected_seconds(name: str, rungs: int) -> float:
-    """The prior for one target: its measured cost, or for a target not measured yet a guess per recipe times the
-    recipes it is expected to try (the first, and half of the others: a ladder stops at the first that clears
-    the margin)."""
-    if name in COST_SECONDS:
-        return COST_SECONDS[name]
+def expected_seconds(cost: float | None, rungs: int) -> float:
+    """The prior for one target: its measured cost (targets.py), or for a target not measured yet a guess per
+    recipe times the recipes it is expected to try (the first, and half of the others: a ladder stops at the
+    first that clears the margin)."""
+    if cost is not None:
+        return cost
     return UNKNOWN_SECONDS_PER_RECIPE * (1 + (rungs - 1) / 2)
 
 
