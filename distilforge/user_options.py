@@ -17,6 +17,9 @@ class UserOption:
     flag: str  # `distilforge build`'s
     key: str  # in a plan's [options] table
     parse: Callable[[Any, str], Any]  # (the value as written, its name as written) -> the field's value
+    metavar: str
+    help: str  # `build --help`'s line
+    repeatable: bool = False  # the flag may be given more than once (the plan key takes a list)
 
 
 def _tolerances(values: Any, name: str) -> Any:
@@ -83,12 +86,23 @@ def _text(value: Any, name: str, example: str) -> str:
 
 
 USER_OPTIONS = (
-    UserOption("tolerances", "--tolerance", "tolerance", _tolerances),
-    UserOption("tflite_shapes", "--tflite-shapes", "tflite_shapes", _shapes),
-    UserOption("executorch_max_shape", "--executorch-max-shape", "executorch_max_shape", _max_shape),
-    UserOption("int8_cpu", "--int8-cpu", "int8_cpu", _int8_cpu),
-    UserOption("calibration_samples", "--calibration-samples", "calibration_samples", _positive_int),
-    UserOption("validate_on", "--validate-on", "validate_on", _emulated_cpus),
+    UserOption("tolerances", "--tolerance", "tolerance", _tolerances, "CLASS.FIELD=VALUE",
+               "override a pass rule, e.g. fp32.max_abs=2e-4 or int8.min_cosine=0.98 (repeatable)", repeatable=True),
+    UserOption("tflite_shapes", "--tflite-shapes", "tflite_shapes", _shapes, "BxS,...",
+               "fixed shapes for TFLite signatures, e.g. 1x128,1x384 (multiple choice: BxCxS; default 1x128, or the "
+               "model's maximum if shorter)"),
+    UserOption("executorch_max_shape", "--executorch-max-shape", "executorch_max_shape", _max_shape, "BxS",
+               "the largest input an ExecuTorch program takes, e.g. 1x256 (multiple choice: BxCxS); its activation "
+               "memory is planned for it (default 4x the model's maximum positions; multiple choice 4x4x it)"),
+    UserOption("int8_cpu", "--int8-cpu", "int8_cpu", _int8_cpu, "portable|native",
+               "INT8 recipes right on every CPU class, x86 with and without VNNI and ARM (portable, the default), or "
+               "only on this machine's class (native: e.g. full 8-bit weights on a VNNI CPU)"),
+    UserOption("validate_on", "--validate-on", "validate_on", _emulated_cpus, "CPU,...",
+               "also judge every artifact on these emulated ARM64 CPUs (arm64:cortex-a53, arm64:cortex-a55, "
+               "arm64:cortex-a76, arm64:neoverse-n2) under qemu-aarch64; a failure there fails the artifact and climbs "
+               "an INT8 ladder as one here does (TFLite and ONNX; the runtime is set up on first use)"),
+    UserOption("calibration_samples", "--calibration-samples", "calibration_samples", _positive_int, "N",
+               "how many calibration samples to use (default: 128)"),
 )
 PLAN_KEYS = frozenset(o.key for o in USER_OPTIONS)
 

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from distilforge.cli import commands
 from distilforge.errors import EXIT_USAGE
+from distilforge.user_options import USER_OPTIONS
 
 DESCRIPTION = """\
 Export a DistilBERT checkpoint to deployable artifacts (ONNX, TorchScript, OpenVINO IR), validate each one
@@ -49,28 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     b.add_argument("--targets", metavar="T,...", help="comma-separated targets, e.g. onnx:fp32 "
                                                       "(default: every target whose backend is installed)")
-    b.add_argument("--tolerance", action="append", default=[], metavar="CLASS.FIELD=VALUE",
-                   help="override a pass rule, e.g. fp32.max_abs=2e-4 or int8.min_cosine=0.98 (repeatable)")
-    b.add_argument("--tflite-shapes", metavar="BxS,...", default="",
-                   help="fixed shapes for TFLite signatures, e.g. 1x128,1x384 (multiple choice: BxCxS; "
-                        "default 1x128, or the model's maximum if shorter)")
-    b.add_argument("--executorch-max-shape", metavar="BxS", default="",
-                   help="the largest input an ExecuTorch program takes, e.g. 1x256 (multiple choice: BxCxS); its "
-                        "activation memory is planned for it (default 4x the model's maximum positions; multiple "
-                        "choice 4x4x it)")
+    for option in USER_OPTIONS:  # parsed after argparse, by user_options.py: a plan's keys go the same way
+        b.add_argument(option.flag, dest=option.key, metavar=option.metavar, help=option.help,
+                       **({"action": "append", "default": []} if option.repeatable else {}))
     b.add_argument("--calibration", type=Path, metavar="FILE",
                    help="calibration text for static INT8: .txt (a text a line), .jsonl or .csv with a 'text' "
                         "field (QA: question/context; multiple choice: prompt/choices); default: shipped text")
-    b.add_argument("--int8-cpu", metavar="portable|native",
-                   help="INT8 recipes right on every CPU class, x86 with and without VNNI and ARM (portable, the "
-                        "default), or only on this machine's class (native: e.g. full 8-bit weights on a VNNI CPU)")
-    b.add_argument("--validate-on", metavar="CPU,...", dest="validate_on",
-                   help="also judge every artifact on these emulated ARM64 CPUs (arm64:cortex-a53, arm64:cortex-a55, "
-                        "arm64:cortex-a76, arm64:neoverse-n2) under qemu-aarch64; a failure there fails the artifact "
-                        "and climbs an INT8 ladder as one here does (TFLite and ONNX; the runtime is set up on first "
-                        "use)")
-    b.add_argument("--calibration-samples", metavar="N",
-                   help="how many calibration samples to use (default: 128)")
     b.add_argument("--eval", type=Path, metavar="FILE", dest="eval_file",
                    help="labelled data (.jsonl or .csv) to score every artifact and the eager model on: "
                         "text+label, text+labels (multi-label), tokens+tags, question+context+answer, "
