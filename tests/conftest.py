@@ -1,6 +1,7 @@
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,22 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     root = once_per_session(tmp_path_factory, "foreign", make)
     return {fw: root / fw for fw in FRAMEWORKS}
+
+
+TIMELINE_VARIABLE = "DISTILFORGE_TEST_TIMELINE"  # a file: each test's worker, start and end (seconds since epoch)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if os.environ.get(TIMELINE_VARIABLE):
+        _timeline_started[nodeid] = time.time()
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    path = os.environ.get(TIMELINE_VARIABLE)
+    if path and nodeid in _timeline_started:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{worker}\t{_timeline_started.pop(nodeid):.1f}\t{time.time():.1f}\t{nodeid}\n")
+
+
+_timeline_started: dict[str, float] = {}
