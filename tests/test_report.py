@@ -309,7 +309,7 @@ def test_terminal_summary(tmp_path: Path) -> None:
 
 
 def test_axis_ticks() -> None:
-    from distilforge.report.svg import log_ticks, nice_ticks
+    from distilforge.report.scales import log_ticks, nice_ticks
 
     assert log_ticks(13.2, 890) == [10, 20, 50, 100, 200, 500, 1000]
     assert nice_ticks(0, 91.7) == [0, 20, 40, 60, 80, 100]

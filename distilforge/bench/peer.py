@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 PEER_DIR = "peer"
 PEER_FP32, PEER_INT8 = "optimum:fp32", "optimum:int8"
 PEER_RUNTIME = "ONNX Runtime (CPU), through distilforge's ONNX runner"
-# what `pip install 'distilforge[peer]'` provides: the exporter, ORT's quantizer wrapper and the CLI
 PEER_FORMAT = "onnx"  # what Optimum's commands write: compared with our targets of the same format
+# what `pip install 'distilforge[peer]'` provides: the exporter, ORT's quantizer wrapper and the CLI
 PEER_MODULES = ("optimum", "optimum.exporters.onnx", "optimum.onnxruntime")
 PEER_TOOLS = ("optimum", "optimum-onnx", "onnxruntime", "transformers", "torch")
+# Optimum's sentence-transformers export calls the token vectors token_embeddings (sentence-transformers' name)
+PEER_OUTPUT_NAMES = {"token_embeddings": "last_hidden_state"}
 NOT_INSTALLED = "peer rows skipped: the `peer` extra is not installed (pip install 'distilforge[peer]')"
 SKIPPED_BY_FLAG = "peer rows skipped: --no-peer"
 # Optimum's quantize flags, best first: (CPU flag that enables it, optimum-cli option)
@@ -292,10 +294,6 @@ def start_head_start(checkpoint: Path, task: str, threads: int) -> PeerHeadStart
         return None
     machine = machine_info(threads)
     return PeerHeadStart(Path(checkpoint), task, optimum_flag(machine["flags"], machine["arch"]))
-
-
-# Optimum's sentence-transformers export calls the token vectors token_embeddings (sentence-transformers' name)
-PEER_OUTPUT_NAMES = {"token_embeddings": "last_hidden_state"}
 
 
 def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
