@@ -28,11 +28,11 @@ from distilforge.bench.candidates import (
     SEQUENCES,
     Candidate,
     Model,
-    _artifact,
-    _chosen_records,
-    _eager,
-    _floor_candidates,
-    _peer_candidate,
+    artifact_candidate,
+    chosen_records,
+    eager_candidate,
+    floor_candidates,
+    peer_candidate,
 )
 from distilforge.bench.peer import (
     SKIPPED_BY_FLAG,
@@ -41,7 +41,7 @@ from distilforge.bench.peer import (
     build_peer,
     comparisons,
 )
-from distilforge.bench.results import BENCH_SCHEMA_VERSION, _report, mark_slower_than_fp32
+from distilforge.bench.results import BENCH_SCHEMA_VERSION, bench_record, mark_slower_than_fp32
 from distilforge.bench.timing import Plan, Timed, WorkerError, WorkerHandle, time_rounds, time_sweeps
 from distilforge.errors import DistilforgeError, first_line
 from distilforge.progress import Progress, as_progress
@@ -113,15 +113,15 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     threads = threads or int(manifest.get("settings", {}).get("threads", 2))
     model = Model.from_manifest(manifest)
     notes: list[str] = []
-    records = _chosen_records(manifest, targets, notes)
+    records = chosen_records(manifest, targets, notes)
     peers = _peer(out, manifest, threads, progress, peer_head_start) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
     if peers.note:
         notes.append(peers.note)
     work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
-    candidates = [_eager(model, threads, settings)]
-    candidates += [_artifact(out, r, model, threads, settings) for r in records]
-    candidates += [_peer_candidate(out, m, model, threads, settings) for m in peers.models]
-    candidates += _floor_candidates(work, model, threads, settings, notes)
+    candidates = [eager_candidate(model, threads, settings)]
+    candidates += [artifact_candidate(out, r, model, threads, settings) for r in records]
+    candidates += [peer_candidate(out, m, model, threads, settings) for m in peers.models]
+    candidates += floor_candidates(work, model, threads, settings, notes)
     timed: list[Timed] = []
     try:
         _start(candidates, work, timed, settings, progress)
@@ -132,7 +132,7 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
         progress.close()
         for t in timed:
             t.worker.close()
-    report = _report(candidates, timed, foreign, model, threads, settings, notes)
+    report = bench_record(candidates, timed, foreign, model, threads, settings, notes)
     report["peer"] = {**peers.to_dict(), "comparisons": comparisons(report["results"])}
     if any(c.error for c in candidates):
         report["logs"] = str(work)  # kept: the failed workers' tracebacks are there

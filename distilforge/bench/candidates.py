@@ -71,7 +71,7 @@ class Model:
         return min(LATENCY_SEQ, self.max_seq)
 
 
-def _chosen_records(manifest: dict[str, Any], targets: list[str] | None, notes: list[str]) -> list[dict[str, Any]]:
+def chosen_records(manifest: dict[str, Any], targets: list[str] | None, notes: list[str]) -> list[dict[str, Any]]:
     records = manifest["artifacts"]
     if targets:
         known = {r["target"] for r in records}
@@ -93,7 +93,7 @@ def _worker_spec(kind: str, model: Model, threads: int, settings: BenchSettings,
             "warmup": settings.warmup, "runs": settings.runs, "sweep_runs": settings.sweep_runs, **extra}
 
 
-def _eager(model: Model, threads: int, settings: BenchSettings) -> Candidate:
+def eager_candidate(model: Model, threads: int, settings: BenchSettings) -> Candidate:
     spec = _worker_spec("eager", model, threads, settings, checkpoint=model.checkpoint)
     c = Candidate("eager", "reference", "fp32", model.weight_bytes, spec, seq=model.seq)
     if model.checkpoint is not None and not Path(model.checkpoint).is_dir():
@@ -102,7 +102,7 @@ def _eager(model: Model, threads: int, settings: BenchSettings) -> Candidate:
     return c
 
 
-def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, settings: BenchSettings) -> Candidate:
+def artifact_candidate(out: Path, record: dict[str, Any], model: Model, threads: int, settings: BenchSettings) -> Candidate:
     from distilforge.targets import get_target
 
     target = get_target(record["target"])
@@ -122,7 +122,7 @@ def _artifact(out: Path, record: dict[str, Any], model: Model, threads: int, set
     return c
 
 
-def _peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, settings: BenchSettings) -> Candidate:
+def peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, settings: BenchSettings) -> Candidate:
     """One of Optimum's models, timed through our ONNX runner like an `onnx:` artifact of ours. It is timed
     even when it failed our validation (the comparison is the point); its row says so."""
     target = peer_target(m.target)
@@ -173,7 +173,7 @@ def _plan_shapes(c: Candidate, model: Model, fixed: list[tuple[int, ...]] | None
         c.notes.append(f"latency and throughput at seq {c.seq} (the longest it takes), not {LATENCY_SEQ}")
 
 
-def _floor_candidates(work: Path, model: Model, threads: int, settings: BenchSettings,
+def floor_candidates(work: Path, model: Model, threads: int, settings: BenchSettings,
                       notes: list[str]) -> list[Candidate]:
     import importlib.util
 

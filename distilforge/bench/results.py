@@ -24,7 +24,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
-def _report(candidates: list[Candidate], timed: list[Timed], foreign: list[float | None],
+def bench_record(candidates: list[Candidate], timed: list[Timed], foreign: list[float | None],
             model: Model, threads: int, settings: BenchSettings, notes: list[str]) -> dict[str, Any]:
     by_name = {t.name: t for t in timed}
     plan = settings.plan()
