@@ -102,7 +102,8 @@ def eager_candidate(model: Model, threads: int, settings: BenchSettings) -> Cand
     return c
 
 
-def artifact_candidate(out: Path, record: dict[str, Any], model: Model, threads: int, settings: BenchSettings) -> Candidate:
+def artifact_candidate(out: Path, record: dict[str, Any], model: Model, threads: int,
+                       settings: BenchSettings) -> Candidate:
     from distilforge.targets import get_target
 
     target = get_target(record["target"])
