@@ -29,7 +29,7 @@ class BuildOptions:
     # INT8 recipes right on every CPU class ("portable") or on the build machine's only ("native");
     # see quantize/ladder.py
     int8_cpu: str = "portable"
-    # emulated CPUs every artifact is also judged on, e.g. ("arm64:cortex-a76",) (validate/arm64.py)
+    # emulated CPUs every artifact is also judged on, e.g. ("arm64:cortex-a76",) (validate/arm64/)
     validate_on: tuple[str, ...] = ()
 
 

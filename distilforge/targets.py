@@ -45,7 +45,7 @@ OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
 @dataclass(frozen=True)
 class Arm64:
-    """How a format's artifacts run on the emulated ARM64 CPU (validate/arm64.py): the aarch64 wheels its runtime
+    """How a format's artifacts run on the emulated ARM64 CPU (validate/arm64/): the aarch64 wheels its runtime
     installs and the module its smoke check imports; or, where none can run there, `why_not`."""
 
     wheels: tuple[str, ...] = ()

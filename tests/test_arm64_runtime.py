@@ -1,4 +1,4 @@
-"""The emulated ARM64 runtime (distilforge/validate/arm64.py): provisioned once from Debian's packages and PyPI,
+"""The emulated ARM64 runtime (distilforge/validate/arm64/): provisioned once from Debian's packages and PyPI,
 then tiny models run under qemu-aarch64 on two CPU models must give the host's fp32 outputs."""
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_the_lock_gives_versions_and_hashes_per_package():
     assert pins["numpy"].hashes == ("sha256:" + "a" * 64, "sha256:" + "b" * 64)
     assert (pins["ai-edge-litert"].version, pins["ai-edge-litert"].hashes) == ("2.3.0", ("sha256:" + "c" * 64,))
     assert pins["packaging"].line() == "packaging==26.4"
-    lock = Path(arm64.__file__).resolve().parents[2] / "requirements.lock"
+    lock = Path(arm64.__file__).resolve().parents[3] / "requirements.lock"  # arm64/__init__.py
     if lock.is_file():  # the real lock pins every wheel the runtime installs, with hashes
         real = arm64._read_lock(lock.read_text())
         for name in arm64.wheels(arm64.runnable_formats()):

@@ -10,7 +10,8 @@ from distilforge.errors import DataFileError
 from distilforge.pipeline import build
 from distilforge.pipeline.revalidate import validate_dir
 from distilforge.validate import metrics
-from distilforge.validate.task import best_span, eval_batches, load_eval_set, score
+from distilforge.validate.scores import best_span, score
+from distilforge.validate.task import eval_batches, load_eval_set
 
 NER_LABELS = {"id2label": {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"},
               "label2id": {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}}

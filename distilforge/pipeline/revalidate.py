@@ -52,7 +52,7 @@ class CheckResult:
 def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str, ...] = ("host",),
                  targets: list[str] | None = None, progress: Callable[[str], None] | None = None) -> CheckResult:
     """Verify every file's hash and the checkpoint's, then re-run each artifact's checks on each of `cpus`: "host"
-    (this machine) and emulated ones ("arm64:cortex-a76", validate/arm64.py). Where an artifact runs on another
+    (this machine) and emulated ones ("arm64:cortex-a76", validate/arm64/). Where an artifact runs on another
     CPU than its figures were recorded on, say how the CPU differs (`notes`) and judge the figures measured there
     by the pass rules alone. `targets`: re-run only these (every file is checked all the same)."""
     out = Path(out)

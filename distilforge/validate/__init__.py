@@ -12,7 +12,8 @@ from distilforge.heads import HeadSpec
 from distilforge.validate.compare import check_agreement, check_output, compare_output
 from distilforge.validate.inputs import Case, run_case
 from distilforge.validate.runners import Runner
-from distilforge.validate.task import EvalBatch, EvalSet, eval_batches, score
+from distilforge.validate.scores import score
+from distilforge.validate.task import EvalBatch, EvalSet, eval_batches
 
 
 class Reference:
