@@ -29,6 +29,7 @@ from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.quantize import torchscript as torchscript_quantize
 from distilforge.quantize.ladder import QuantizeRun, Rung
+from distilforge.validate.arm64.support import Arm64
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import executorch as executorch_runner
 from distilforge.validate.runners import onnx as onnx_runner
@@ -41,20 +42,6 @@ QuantizeExporter = Callable[[LoadedCheckpoint, Path, BuildOptions, QuantizeRun],
 Ladder = Callable[[BuildOptions], tuple[Rung, ...]]
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
 OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
-
-
-@dataclass(frozen=True)
-class Arm64:
-    """How a format's artifacts run on the emulated ARM64 CPU (validate/arm64/): the aarch64 wheels its runtime
-    installs and the module its smoke check imports; or, where none can run there, `why_not`."""
-
-    wheels: tuple[str, ...] = ()
-    module: str = ""
-    why_not: str = ""
-
-    @property
-    def runnable(self) -> bool:
-        return bool(self.wheels and self.module)
 
 
 @dataclass(frozen=True)
@@ -264,6 +251,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("executorch:int8-static", EXECUTORCH, export=executorch_quantize.export_int8_static, calibrated=True,
            ladder=_rungs(executorch_quantize.STATIC_RUNGS), cost=206),
 )}
+
+
+def arm64_formats() -> dict[str, Arm64]:
+    """The formats whose artifacts run on the emulated ARM64 CPU, in the registry's order, with what they need."""
+    return {name: spec.arm64 for name, spec in FORMATS.items() if spec.arm64.runnable}
 
 
 def format_settings(options: BuildOptions) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from distilforge.errors import UsageError
+from distilforge.targets import arm64_formats
 from distilforge.validate import arm64
 
 X86_LINUX = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
@@ -130,7 +131,7 @@ def test_the_lock_gives_versions_and_hashes_per_package():
     lock = Path(arm64.__file__).resolve().parents[3] / "requirements.lock"  # arm64/__init__.py
     if lock.is_file():  # the real lock pins every wheel the runtime installs, with hashes
         real = arm64._read_lock(lock.read_text())
-        for name in arm64.wheels(arm64.runnable_formats()):
+        for name in arm64.wheels(arm64_formats()):
             assert real[name].hashes, name
 
 
@@ -154,9 +155,10 @@ def test_an_unfinished_set_up_is_never_used_and_a_second_one_discards_its_copy(t
 # --- the real thing ----------------------------------------------------------------------------------------------
 
 
-def _formats() -> tuple[str, ...]:
-    wanted = {"onnx": "onnxruntime", "tflite": "ai_edge_litert", "openvino": "openvino"}
-    return tuple(f for f, module in wanted.items() if importlib.util.find_spec(module) is not None)
+def _formats() -> dict:
+    """The runnable formats whose host runtime is installed here (to make and compare the models)."""
+    return {f: spec for f, spec in arm64_formats().items()
+            if importlib.util.find_spec(spec.module.split(".")[0]) is not None}
 
 
 @pytest.fixture(scope="module")

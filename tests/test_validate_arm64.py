@@ -23,6 +23,7 @@ from distilforge.artifacts.manifest import ArtifactEntry, Verdict
 from distilforge.artifacts.records import ExportedArtifact, Tolerance, ValidationResult
 from distilforge.cpu import SATURATING, cpu_class, cpu_flags
 from distilforge.errors import UsageError
+from distilforge.targets import arm64_formats
 from distilforge.validate import arm64
 
 # xdist_group: one pytest-xdist worker runs the ARM tests (the emulated runtime is set up on first use, in the cache)
@@ -41,7 +42,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 def emulated():
     """The arm64 runtime, set up once (from Debian's packages and PyPI); skip only where that cannot be done."""
     try:
-        return arm64.launcher("arm64:cortex-a76")
+        return arm64.launcher("arm64:cortex-a76", arm64_formats())
     except arm64.Arm64UnavailableError as e:
         pytest.skip(f"the arm64 runtime cannot be set up here: {e}")
 

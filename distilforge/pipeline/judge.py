@@ -12,7 +12,7 @@ from distilforge.checkpoint import CheckpointInfo
 from distilforge.errors import DistilforgeError, first_line
 from distilforge.options import BuildOptions
 from distilforge.pipeline.source import Source
-from distilforge.targets import Target
+from distilforge.targets import Target, arm64_formats
 from distilforge.validate import Reference, validate_artifact
 from distilforge.validate.inputs import TOP_UP_BATCH, decisions, validation_cases
 from distilforge.validate.runners.isolated import IsolatedRunner, Launcher, RunnerError, RuntimeCrash
@@ -30,10 +30,10 @@ def judge_elsewhere(entry: ArtifactEntry, target: Target, source: Source, out: P
 
     for cpu in options.validate_on:
         if not target.spec.arm64.runnable:
-            entry.elsewhere.append(Verdict(cpu={"spec": cpu}, not_run=arm64.why_not(target.format)))
+            entry.elsewhere.append(Verdict(cpu={"spec": cpu}, not_run=target.spec.arm64.why_not))
             continue
         other = validate_or_fail(target, entry.artifact, source, out, options, reference,
-                                  launcher=arm64.launcher(cpu))
+                                  launcher=arm64.launcher(cpu, arm64_formats()))
         entry.elsewhere.append(Verdict(cpu=other.validated_on or {"spec": cpu}, validation=other.validation,
                                        error=other.error))
     return merge_verdicts(entry)

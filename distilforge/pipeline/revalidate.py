@@ -15,7 +15,7 @@ from distilforge.errors import UsageError
 from distilforge.options import BuildOptions
 from distilforge.pipeline.judge import validate_or_fail
 from distilforge.pipeline.source import Source, checkpoint_drift, eager_runner, eval_drift, source_for
-from distilforge.targets import FORMATS, get_target
+from distilforge.targets import FORMATS, arm64_formats, get_target
 from distilforge.validate import Reference
 from distilforge.validate.machine import cpu_differences, outside_recipe
 from distilforge.validate.recorded import figure_mismatches
@@ -118,11 +118,11 @@ def _validate_emulated(cpu: str, manifest: dict[str, Any], source: Source, out: 
     for record in _runnable(manifest, out, targets):
         target = get_target(record["target"])
         if not target.spec.arm64.runnable:
-            notes.append(f"{target.name}: not validated on {cpu}: {arm64.why_not(target.format)}")
+            notes.append(f"{target.name}: not validated on {cpu}: {target.spec.arm64.why_not}")
             continue
         if progress:
             progress(f"validating {target.name} on {cpu} (emulated)")
-        launcher = arm64.launcher(cpu, progress=progress)
+        launcher = arm64.launcher(cpu, arm64_formats(), progress=progress)
         entry = validate_or_fail(target, ExportedArtifact.from_dict(record), source, out, options, reference,
                                   Tolerance(**record["validation"]["tolerance"]), launcher=launcher)
         if entry.error:

@@ -49,7 +49,7 @@ Errors: `parse_cpu` raises `UsageError`; a set-up that fails raises `Arm64Runtim
 archive keyring, or the registries cannot be reached. Each is one line naming what failed.
 
 Here: `parse_cpu`, `Arm64Runtime`, `runtime()` and its first-use set-up of a cache directory (`_set_up`, the smoke
-check), `launcher`, `why_not`. Beside it: recipe.py (what the runtime is made of: CPU models, Debian suites and
+check), `launcher`. Beside it: recipe.py (what the runtime is made of: CPU models, Debian suites and
 packages, Python version, timeouts), errors.py, qemu.py (finding or fetching qemu-aarch64), debian.py (apt under a
 configuration of our own, .debs, the unpacked sysroot), aarch64_wheels.py (the pins from requirements.lock and pip
 --platform), cache.py (the cache directory: keys, reuse, atomic publishing, locks).
@@ -62,12 +62,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from distilforge.errors import UsageError
-from distilforge.targets import FORMATS
 from distilforge.validate.arm64.aarch64_wheels import _Pin, _pins, _pip_install
 from distilforge.validate.arm64.aarch64_wheels import _read_lock as _read_lock
 from distilforge.validate.arm64.aarch64_wheels import wheels as wheels
@@ -100,6 +99,7 @@ from distilforge.validate.arm64.recipe import (
     SYSROOT_PACKAGES,
     SYSROOT_SOURCES,
 )
+from distilforge.validate.arm64.support import Arm64
 from distilforge.validate.runners.isolated import Launcher
 
 
@@ -151,25 +151,20 @@ class Arm64Runtime:
         return env
 
 
-def runnable_formats() -> tuple[str, ...]:
-    """The formats whose artifacts run on the emulated ARM64 CPU, in the registry's order."""
-    return tuple(name for name, spec in FORMATS.items() if spec.arm64.runnable)
-
-
-def _imports(formats: Iterable[str]) -> list[str]:
+def _imports(formats: Mapping[str, Arm64]) -> list[str]:
     """What the smoke check imports: numpy and each format's runtime."""
-    return ["numpy", *(FORMATS[f].arm64.module for f in formats)]
+    return ["numpy", *(spec.module for spec in formats.values())]
 
 
-def runtime(formats: Iterable[str], *, progress: Callable[[str], None] | None = None) -> Arm64Runtime:
-    """The emulated ARM64 runtime for `formats` (names from `runnable_formats()`), set up on first use (25 s here:
-    about 190 MB of downloads with every format, 380 MB on disk) and cached; later calls ask no registry (0.3 s).
-    Raises Arm64RuntimeError (Arm64UnavailableError where this machine cannot provision it) on failure."""
-    wanted = tuple(dict.fromkeys(formats))
-    known = runnable_formats()
-    unknown = [f for f in wanted if f not in known]
+def runtime(formats: Mapping[str, Arm64], *, progress: Callable[[str], None] | None = None) -> Arm64Runtime:
+    """The emulated ARM64 runtime for `formats` (name -> what it needs there: targets.py `arm64_formats()`), set up
+    on first use (25 s here: about 190 MB of downloads with every format, 380 MB on disk) and cached; later calls
+    ask no registry (0.3 s). Raises Arm64RuntimeError (Arm64UnavailableError where this machine cannot provision
+    it) on failure."""
+    wanted = dict(formats)
+    unknown = [name for name, spec in wanted.items() if not spec.runnable]
     if unknown:
-        raise UsageError(f"arm64 runtime: no format {unknown[0]!r}: expected one of {', '.join(known)}")
+        raise UsageError(f"arm64 runtime: {unknown[0]} artifacts do not run there: {wanted[unknown[0]].why_not}")
     say = progress or (lambda _message: None)
     root = _cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -190,7 +185,7 @@ def runtime(formats: Iterable[str], *, progress: Callable[[str], None] | None = 
 # --- the sysroot and the wheels ----------------------------------------------------------------------------------
 
 
-def _set_up(root: Path, key: str, base: str, formats: Sequence[str], pins: Sequence[_Pin], hashed: bool,
+def _set_up(root: Path, key: str, base: str, formats: Mapping[str, Arm64], pins: Sequence[_Pin], hashed: bool,
             qemu: Path, qemu_version: tuple[int, ...], say: Callable[[str], None]) -> Path:
     started = time.monotonic()
     final = root / key
@@ -256,17 +251,11 @@ def _smoke(rt: Arm64Runtime, modules: Sequence[str]) -> None:
                                 + (f": {lines[-1][:300]}" if lines else ""))
 
 
-def why_not(fmt: str) -> str:
-    """One line saying why artifacts of `fmt` are not run on the emulated ARM64 CPU (its FormatSpec's reason)."""
-    spec = FORMATS.get(fmt)
-    return (spec.arm64.why_not if spec else "") or f"no aarch64 runtime for {fmt} artifacts here"
-
-
-def launcher(cpu: str, *, progress: Callable[[str], None] | None = None) -> Launcher:
+def launcher(cpu: str, formats: Mapping[str, Arm64], *, progress: Callable[[str], None] | None = None) -> Launcher:
     """How IsolatedRunner starts its child on the emulated CPU `cpu` ("arm64:cortex-a76"): one runtime for every
-    format in `runnable_formats()`, set up on first use and shared by all of them."""
+    format in `formats` (targets.py `arm64_formats()`), set up on first use and shared by all of them."""
     model = parse_cpu(cpu)
-    rt = _every_format(progress)
+    rt = _every_format(formats, progress)
     python = tuple(rt.command(model))  # refuses max on an old qemu
     return Launcher(cpu=f"arm64:{model}", python=python, env=rt.env(),
                     emulated=f"qemu-aarch64 {_dotted(rt.qemu_version)} -cpu {model}")
@@ -275,7 +264,7 @@ def launcher(cpu: str, *, progress: Callable[[str], None] | None = None) -> Laun
 _RUNTIMES: list[Arm64Runtime] = []  # this process's, once set up or found in the cache
 
 
-def _every_format(progress: Callable[[str], None] | None) -> Arm64Runtime:
+def _every_format(formats: Mapping[str, Arm64], progress: Callable[[str], None] | None) -> Arm64Runtime:
     if not _RUNTIMES:
-        _RUNTIMES.append(runtime(runnable_formats(), progress=progress))
+        _RUNTIMES.append(runtime(formats, progress=progress))
     return _RUNTIMES[0]

@@ -9,18 +9,18 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distilforge.targets import FORMATS
 from distilforge.validate.arm64.errors import Arm64RuntimeError, Arm64UnavailableError
 from distilforge.validate.arm64.recipe import _BASE_WHEELS, _OFFLINE, _TIMEOUT, PYTHON_VERSION
+from distilforge.validate.arm64.support import Arm64
 
 
-def wheels(formats: Iterable[str]) -> list[str]:
+def wheels(formats: Mapping[str, Arm64]) -> list[str]:
     """The aarch64 wheels the runtime for `formats` installs: numpy, then each format's."""
-    return [*_BASE_WHEELS, *(w for f in formats for w in FORMATS[f].arm64.wheels)]
+    return [*_BASE_WHEELS, *(w for spec in formats.values() for w in spec.wheels)]
 
 
 # --- wheel pins -------------------------------------------------------------------------------------------------
@@ -37,9 +37,7 @@ class _Pin:
 
 
 def _lock_path() -> Path:
-    import distilforge
-
-    return Path(distilforge.__file__).resolve().parents[1] / "requirements.lock"
+    return Path(__file__).resolve().parents[3] / "requirements.lock"  # beside the package's folder
 
 
 def _normalize(name: str) -> str:
@@ -70,7 +68,7 @@ def _read_lock(text: str) -> dict[str, _Pin]:
     return pins
 
 
-def _pins(formats: Sequence[str], say: Callable[[str], None]) -> tuple[list[_Pin], bool]:
+def _pins(formats: Mapping[str, Arm64], say: Callable[[str], None]) -> tuple[list[_Pin], bool]:
     names = wheels(formats)
     lock = _lock_path()
     if lock.is_file():

@@ -126,9 +126,7 @@ def _package_root() -> Path:
     """A directory whose only entry the child needs is the distilforge package: the checkout for an editable
     install; for an installed one (its parent is site-packages, full of x86 packages) a directory in the cache
     holding a link to the package alone, keyed by the package's path."""
-    import distilforge
-
-    package = Path(distilforge.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[2]  # distilforge/
     parent = package.parent
     if parent.name not in ("site-packages", "dist-packages"):
         return parent
