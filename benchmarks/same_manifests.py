@@ -9,6 +9,9 @@ Each commit is checked out in turn into one worktree at one path and run with th
 into their files (docs/determinism.md): two paths would differ for that reason alone. Checkpoints: every tiny
 head of tests/tiny.py (seeded), and with `--default-model` the built-in default model; every installed target,
 `build --jobs N` (default 2). A manifest lists each file's sha256, so equal manifests mean equal artifacts too.
+Two things differ by design and are compared apart: each artifact's cache keys, which fold in a fingerprint of
+distilforge's own code (artifacts/cache.py: a code change must not reuse an older build's artifact), and the
+manifest's digest, which covers them. `--compare WORK` compares the outputs of an earlier run again.
 Writes FILE (default benchmarks/results/same_manifests.<cpu class>.json) and prints one line per checkpoint.
 """
 
@@ -37,11 +40,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare", type=Path, metavar="WORK", help="compare an earlier run's outputs again")
     args = parser.parse_args()
+    if args.compare:
+        return _report(args, json.loads((args.compare / "run.json").read_text()), args.compare)
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny import TINY_MODELS, make_checkpoint
-
-    from distilforge.cpu import cpu_class
 
     work = args.work or Path(tempfile.mkdtemp(prefix="distilforge-same-"))
     revs = {which: _resolve(rev) for which, rev in (("before", args.before), ("after", args.after))}
@@ -62,15 +66,25 @@ def main() -> int:
             seconds[which] = round(time.monotonic() - started, 1)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
-    results = {name: _compare(work / "before" / name, work / "after" / name) for name in checkpoints}
+    run = {"before": revs["before"], "after": revs["after"], "jobs": args.jobs, "seconds": seconds,
+           "checkpoints": list(checkpoints)}
+    (work / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    return _report(args, run, work)
+
+
+def _report(args: argparse.Namespace, run: dict, work: Path) -> int:
+    import platform
+
+    from distilforge.cpu import cpu_class, cpu_flags
+
+    results = {name: _compare(work / "before" / name, work / "after" / name) for name in run["checkpoints"]}
     for name, result in results.items():
         print(f"{name:16} {result}")
-    record = {"before": revs["before"], "after": revs["after"], "jobs": args.jobs, "seconds": seconds,
-              "cpu_class": cpu_class(), "manifests": results}
+    record = {**run, "cpu_class": cpu_class(platform.machine(), cpu_flags()), "manifests": results}
     out = args.out or ROOT / "benchmarks" / "results" / f"same_manifests.{record['cpu_class']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
-    return 0 if all(r == "equal" for r in results.values()) else 1
+    return 0 if all(r.startswith("equal") for r in results.values()) else 1
 
 
 def _resolve(rev: str) -> str:
@@ -89,15 +103,32 @@ def _build(tree: Path, checkpoint: Path | None, out: Path, jobs: int) -> None:
 
 
 def _compare(before: Path, after: Path) -> str:
-    """"equal", or what differs: the first differing top-level key, or the artifacts whose entries differ."""
+    """"equal" (byte for byte), "equal but the cache keys and digest" (see the module docstring), or what
+    differs: the top-level keys, and the artifacts whose entries differ."""
     a, b = (before / "manifest.json").read_bytes(), (after / "manifest.json").read_bytes()
     if a == b:
         return "equal"
-    old, new = json.loads(a), json.loads(b)
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in ("artifacts", "digest")]
-    targets = [x["target"] for x, y in zip(old.get("artifacts", []), new.get("artifacts", []), strict=False)
-               if x != y]
-    return f"differ: keys {keys}, artifacts {targets}"
+    old, new = _without_code_keys(json.loads(a)), _without_code_keys(json.loads(b))
+    if old == new and json.dumps(old, indent=2) == json.dumps(new, indent=2):
+        return "equal but the cache keys and digest"
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "artifacts"]
+    pairs = [(x, y) for x, y in zip(old.get("artifacts", []), new.get("artifacts", []), strict=False) if x != y]
+    only_bytes = [x["target"] for x, y in pairs if _without_hashes(x) == _without_hashes(y)]
+    other = [x["target"] for x, y in pairs if x["target"] not in only_bytes]
+    if not keys and not other:
+        return f"equal but the cache keys and digest, and the file bytes of {only_bytes} (every figure equal)"
+    return f"differ: keys {keys}, artifacts {other}, file bytes only {only_bytes}"
+
+
+def _without_hashes(entry: dict) -> dict:
+    return {**entry, "files": [{k: v for k, v in f.items() if k != "sha256"} for f in entry.get("files", [])]}
+
+
+def _without_code_keys(manifest: dict) -> dict:
+    manifest.pop("digest", None)
+    for entry in manifest.get("artifacts", []):
+        entry.pop("cache", None)
+    return manifest
 
 
 if __name__ == "__main__":
