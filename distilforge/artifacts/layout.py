@@ -162,3 +162,15 @@ def out_of_space(out: Path, error: BaseException) -> str | None:
 def no_space_error(out: Path, reason: str, doing: str) -> OutputDirError:
     return OutputDirError(f"{out}: no space left {doing} ({reason}); nothing new is listed in it: "
                           "free some space and rerun")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs on this machine (one of another user's counts as alive): a staging or
+    temporary folder named after a dead one was left by a killed run and may go."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilforge.artifacts.layout import process_alive
 from distilforge.errors import DistilforgeError
 
 STAGING_PREFIX = "distilforge-task-"
@@ -111,15 +112,5 @@ def remove_orphans(base: Path | None = None) -> None:
     base = Path(base or tempfile.gettempdir())
     for folder in base.glob(f"{STAGING_PREFIX}*"):
         pid = folder.name[len(STAGING_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from distilforge.artifacts.layout import process_alive
 from distilforge.validate.arm64.aarch64_wheels import _Pin
 from distilforge.validate.arm64.errors import Arm64RuntimeError
 from distilforge.validate.arm64.recipe import RECIPE
@@ -80,18 +81,8 @@ def _sweep(root: Path) -> None:
         found = re.search(rf"-{re.escape(host)}-(\d+)-[0-9a-f]+$", tmp.name)
         with contextlib.suppress(OSError):
             old = time.time() - tmp.stat().st_mtime > 86400
-            if old or tmp.name.startswith(".tmp-stale-") or (found and not _alive(int(found.group(1)))):
+            if old or tmp.name.startswith(".tmp-stale-") or (found and not process_alive(int(found.group(1)))):
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
