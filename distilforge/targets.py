@@ -73,8 +73,8 @@ class FormatSpec:
     check: OptionCheck | None = None  # rejects options this checkpoint cannot be built with, before any work
     # the BuildOptions fields its exporters read: each goes into its targets' cache keys and the manifest's settings
     reads: tuple[str, ...] = ()
-    # the option that bounds a fixed-shape artifact's input, as the CLI spells it (predict's advice on a long text)
-    shape_flag: str = ""
+    # the BuildOptions field that bounds a fixed-shape artifact's input (predict names its flag on a long text)
+    shape_option: str = ""
     runs_on_torch: bool = False  # its runner imports torch (predict lets transformers skip it otherwise)
     loader: Loader | None = None  # how its folder loads in the runtime its users run (each card's `loads_with`)
     color: str = "#7f7f7f"  # its points, bars and marks in report.html
@@ -195,7 +195,7 @@ OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino",
 TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
-                    reads=("tflite_shapes",), shape_flag="--tflite-shapes",
+                    reads=("tflite_shapes",), shape_option="tflite_shapes",
                     loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
                     color="#e8710a", arm64=Arm64(("ai-edge-litert",), "ai_edge_litert.interpreter"),
                     triton_why_not=_NO_TRITON)
@@ -204,7 +204,7 @@ TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
                         modules=("executorch", "torchao"), runtime="ExecuTorch runtime (XNNPACK delegate)",
                         check=executorch_export.check_options, reads=("executorch_max_shape",),
-                        shape_flag="--executorch-max-shape",
+                        shape_option="executorch_max_shape",
                         loader=Loader("import executorch.kernels.quantized, executorch.runtime; "
                                       "executorch.runtime.Runtime.get().load_program(folder + '/model.pte')"
                                       ".load_method('forward')"),

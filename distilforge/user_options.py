@@ -107,6 +107,11 @@ USER_OPTIONS = (
 PLAN_KEYS = frozenset(o.key for o in USER_OPTIONS)
 
 
+def flag_for(field: str) -> str:
+    """The `build` flag that sets a BuildOptions field."""
+    return next(o.flag for o in USER_OPTIONS if o.field == field)
+
+
 def options_from(written: dict[str, Any], *, by: str, **fixed: Any) -> BuildOptions:
     """BuildOptions from what the user wrote, keyed by flag (`by="flag"`) or by plan key (`by="key"`); a value
     left empty (None, "", []) keeps its default. `fixed`: the fields the caller sets itself (threads,

@@ -57,8 +57,9 @@ class Predictor:
         full = len(self.tokenizer(text, pair)["input_ids"])
         if full > self.longest and self.fixed:
             from distilforge.targets import get_target
+            from distilforge.user_options import flag_for
 
-            flag = get_target(self.target).spec.shape_flag
+            flag = flag_for(get_target(self.target).spec.shape_option)
             raise UsageError(f"{self.target}: the text is {full} tokens and this artifact takes at most "
                              f"{self.longest}; shorten it or rebuild with a longer {flag}")
         return decode.Encoded(text=pair if pair is not None else text, ids=list(enc["input_ids"]),
