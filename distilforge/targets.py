@@ -29,6 +29,7 @@ from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize import tflite as tflite_quantize
 from distilforge.quantize import torchscript as torchscript_quantize
 from distilforge.quantize.ladder import QuantizeRun, Rung
+from distilforge.quantize.sensitivity import Scheme
 from distilforge.validate.arm64.support import Arm64
 from distilforge.validate.runners import Runner
 from distilforge.validate.runners import executorch as executorch_runner
@@ -40,6 +41,7 @@ from distilforge.validate.runners import torchscript as torchscript_runner
 Exporter = Callable[[LoadedCheckpoint, Path, BuildOptions], ExportedArtifact]
 QuantizeExporter = Callable[[LoadedCheckpoint, Path, BuildOptions, QuantizeRun], ExportedArtifact]  # a laddered one
 Ladder = Callable[[BuildOptions], tuple[Rung, ...]]
+SchemeFor = Callable[[BuildOptions], Scheme | None]  # None: the user fixed the recipe, nothing to measure
 RunnerFactory = Callable[[Path, ExportedArtifact, int], Runner]
 OptionCheck = Callable[[CheckpointInfo, BuildOptions], None]
 
@@ -108,6 +110,8 @@ class Target:
     reproducible_caveat: str = ""
     # INT8: the recipes to try, fastest first (quantize/ladder.py); None: one recipe, nothing to climb
     ladder: Ladder | None = None
+    # INT8: how its format quantizes a Linear, for the layer sensitivity table and the ladder's measured rungs
+    scheme: SchemeFor | None = None
     # seconds it takes, built on the default model one target at a time on a 2-core x86 machine (x86-avx2; the
     # recipes its ladder climbed there included, and the first target of a format carries the format's shared
     # conversion): the ETA's and the schedule's prior, scaled by what the run measures (progress.py). Measured with
@@ -226,9 +230,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized, cost=8),
     Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, reproducible_caveat=_ONNX_PATHS, cost=3.5),
     Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder,
-           cost=16.5),
+           scheme=onnx_quantize.dynamic_scheme, cost=16.5),
     Target("onnx:int8-static", ONNX, export=onnx_quantize.export_int8_static, calibrated=True,
-           ladder=onnx_quantize.static_ladder, cost=16),
+           ladder=onnx_quantize.static_ladder, scheme=onnx_quantize.static_scheme, cost=16),
     Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS,
            cost=5),
     Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,

@@ -17,7 +17,16 @@ from distilforge.options import BuildOptions
 from distilforge.pipeline.judge import failed_entry, judge_elsewhere, validate_or_fail
 from distilforge.pipeline.source import Source
 from distilforge.progress import Progress
-from distilforge.quantize.ladder import Attempt, QuantizeRun, Rung, kept_attempt, ladder_record, verdict
+from distilforge.quantize.ladder import (
+    Attempt,
+    QuantizeRun,
+    Rung,
+    kept_attempt,
+    ladder_record,
+    measured_rungs,
+    verdict,
+)
+from distilforge.quantize.sensitivity import Sensitivity
 from distilforge.targets import Target
 from distilforge.validate import Reference
 from distilforge.validate.tolerances import margin_shortfalls
@@ -27,7 +36,7 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
                  progress: Progress) -> ArtifactEntry:
     """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
     recipes until one passes its rule with the margin (validate/tolerances.py). The kept one moves into place."""
-    rungs: tuple[Rung | None, ...] = target.ladder(options) if target.ladder else (None,)
+    rungs, sensitivity = _ladder(target, source, options, progress)
     attempts: list[Attempt] = []
     try:
         for index, rung in enumerate(rungs):
@@ -38,7 +47,7 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
             progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
         kept = kept_attempt(attempts)
         if target.ladder:
-            kept.entry.ladder = ladder_record(rungs, attempts, kept)
+            kept.entry.ladder = ladder_record(rungs, attempts, kept, sensitivity)
         if kept.entry.artifact.files:
             finish_folder(target, kept.entry, kept.root / target.folder, source)
             move_into_place(kept.root / target.folder, out / target.folder)
@@ -46,6 +55,20 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
         for attempt in attempts:
             shutil.rmtree(attempt.root, ignore_errors=True)
     return kept.entry
+
+
+def _ladder(target: Target, source: Source, options: BuildOptions, progress: Progress
+            ) -> tuple[tuple[Rung | None, ...], Sensitivity | None]:
+    """The target's recipes to try, with the measured rungs from its sensitivity table when its format measures."""
+    if target.ladder is None:
+        return (None,), None
+    rungs = target.ladder(options)
+    scheme = target.scheme(options) if target.scheme else None
+    if scheme is None:
+        return rungs, None
+    progress.step(target.name, "measuring each layer's INT8 cost")
+    sensitivity = source.sensitivity(scheme)
+    return measured_rungs(rungs, sensitivity), sensitivity
 
 
 def finish_folder(target: Target, entry: ArtifactEntry, folder: Path, source: Source, *,
@@ -105,7 +128,8 @@ def _export_and_validate(target: Target, source: Source, root: Path, options: Bu
 def _export(target: Target, source: Source, folder: Path, options: BuildOptions, rung: Rung | None) -> ExportedArtifact:
     if target.ladder is None and not target.calibrated:
         return target.export(source.ckpt, folder, options)
-    run = QuantizeRun(rung.name if rung else None, source.calibration if target.calibrated else None)
+    run = QuantizeRun(rung.recipe if rung else None, source.calibration if target.calibrated else None,
+                      rung.float_layers if rung else ())
     return target.export(source.ckpt, folder, options, run)
 
 

@@ -4,7 +4,7 @@ them (and whether they changed since)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from distilforge.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkp
 from distilforge.default_model import ensure_default_checkpoint
 from distilforge.errors import CheckpointError, DataFileError
 from distilforge.quantize.calibration import CalibrationSet
+from distilforge.quantize.sensitivity import Scheme, Sensitivity
 from distilforge.validate.task import EvalSet
 
 
@@ -25,6 +26,14 @@ class Source:
     eval_set: EvalSet | None
     default: bool
     calibration: CalibrationSet | None = None  # loaded by the build when a chosen target needs it
+    sensitivities: dict[Scheme, Sensitivity] = field(default_factory=dict, repr=False)
+
+    def sensitivity(self, scheme: Scheme) -> Sensitivity:
+        """Each layer group's INT8 cost under `scheme` (quantize/sensitivity.py), measured once per scheme: targets
+        whose formats quantize alike share the table."""
+        if scheme not in self.sensitivities:
+            self.sensitivities[scheme] = measure_sensitivity(self, scheme)
+        return self.sensitivities[scheme]
 
     @cached_property
     def record(self) -> dict[str, Any]:
@@ -52,6 +61,20 @@ def load_source(checkpoint: str | Path | None, eval_file: str | Path | None = No
     else:
         eval_set = None
     return Source(ckpt, sample_texts(), eval_set, default=checkpoint is None)
+
+
+def measure_sensitivity(source: Source, scheme: Scheme) -> Sensitivity:
+    from distilforge.quantize.sensitivity import CALIBRATION_SAMPLES, measure
+    from distilforge.validate.inputs import sensitivity_cases
+
+    info = source.ckpt.info
+    cases = sensitivity_cases(info, source.ckpt.tokenizer, source.texts)
+    calibration = source.calibration.samples if scheme.activations == "static" and source.calibration else ()
+    inputs = f"{len(cases)} batches: " + ", ".join(c.name for c in cases)
+    if calibration:
+        inputs += f"; ranges from {min(len(calibration), CALIBRATION_SAMPLES)} calibration samples"
+    return measure(source.ckpt.model, info.head.output_names, [c.inputs for c in cases], scheme,
+                   calibration=calibration, inputs=inputs)
 
 
 def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:

@@ -10,6 +10,11 @@ and keeps the first whose figures pass the unchanged pass rule with a margin (va
 `MARGIN`); a recipe that scrapes past the rule on the build CPU is the one that fails on the next CPU. The
 pipeline exports and validates each rung (an `Attempt`); `kept_attempt` says which one ships, `ladder_record`
 what the manifest says of them all.
+
+Measured rungs (`measured_rungs`): between a target's first recipe and its role-level fallbacks, the first
+recipe again with the 1, 2, 4 and 8 layer groups that its sensitivity table (quantize/sensitivity.py) measured
+most costly kept float. The format's exporter gets the base recipe's name and the float groups
+(`QuantizeRun.float_layers`) and keeps those groups float in its own way.
 """
 
 from __future__ import annotations
@@ -23,17 +28,44 @@ from distilforge.artifacts.manifest import ArtifactEntry
 from distilforge.cpu import PORTABLE, SATURATING, cpu_class, cpu_flags
 from distilforge.errors import UsageError
 from distilforge.quantize.calibration import CalibrationSet
+from distilforge.quantize.sensitivity import Sensitivity
 from distilforge.validate.tolerances import MARGIN
 
 INT8_CPU_MODES = ("portable", "native")
+MEASURED_FLOAT_COUNTS = (1, 2, 4, 8)  # the measured rungs: this many of the most costly layer groups kept float
 
 
 @dataclass(frozen=True)
 class Rung:
-    """One recipe of a target's ladder: `name` is what the quantizer reads, `summary` what a person reads."""
+    """One recipe of a target's ladder: `name` is what a person and the manifest call it, `summary` what it does.
+    A measured rung is its `base` recipe (the name the quantizer reads) with `float_layers` kept float."""
 
     name: str
     summary: str
+    float_layers: tuple[str, ...] = ()
+    base: str | None = None
+
+    @property
+    def recipe(self) -> str:
+        return self.base or self.name
+
+
+def measured_rungs(rungs: tuple[Rung, ...], sensitivity: Sensitivity) -> tuple[Rung, ...]:
+    """The first recipe, then it again with the k most costly groups float for each k of MEASURED_FLOAT_COUNTS
+    (fewer than every group), then the other recipes: the role-level fallbacks."""
+    first = rungs[0]
+    measured = []
+    for k in MEASURED_FLOAT_COUNTS:
+        if k >= len(sensitivity.layers):
+            break
+        top = sensitivity.top(k)
+        measured.append(Rung(f"float-top{k}", f"{first.name} with the {_groups(k)} measured most costly kept float: "
+                             f"{', '.join(top)}", float_layers=top, base=first.name))
+    return (first, *measured, *rungs[1:])
+
+
+def _groups(k: int) -> str:
+    return "layer group" if k == 1 else f"{k} layer groups"
 
 
 @dataclass(frozen=True)
@@ -64,7 +96,7 @@ def int8_cpu(mode: str, *, arch: str | None = None, flags: dict[str, bool] | Non
 
 
 def pick(rungs: tuple[Rung, ...], name: str | None) -> Rung:
-    """The rung called `name` (None: the first). The pipeline only asks for rungs of the target's own ladder."""
+    """The recipe called `name` (None: the first). The pipeline only asks for recipes of the target's own ladder."""
     if name is None:
         return rungs[0]
     return next(r for r in rungs if r.name == name)
@@ -77,6 +109,7 @@ class QuantizeRun:
 
     rung: str | None = None
     calibration: CalibrationSet | None = None
+    float_layers: tuple[str, ...] = ()  # layer groups (quantize/sensitivity.py) the recipe keeps float besides its own
 
 
 @dataclass
@@ -103,14 +136,15 @@ def verdict(attempt: Attempt) -> str:
 
 
 def kept_attempt(attempts: list[Attempt]) -> Attempt:
-    """The first recipe clear of the margin; else the passing one with the best min cosine; else (all failed)
-    the last one that produced files, so the failure can be inspected."""
+    """The first recipe clear of the margin; else the passing one with the fewest shortfalls against the margin
+    (cosine, agreement and task drop, on every CPU judged), the best min cosine among those; else (all failed) the
+    last one that produced files, so the failure can be inspected."""
     for attempt in attempts:
         if attempt.clear:
             return attempt
     passing = [a for a in attempts if a.entry.passed]
     if passing:
-        return max(passing, key=lambda a: _min_cosine(a.entry))
+        return min(passing, key=lambda a: (len(a.shortfalls), -_min_cosine(a.entry)))
     exported = [a for a in attempts if a.entry.artifact.files]
     return exported[-1] if exported else attempts[-1]
 
@@ -120,22 +154,26 @@ def _min_cosine(entry: ArtifactEntry) -> float:
     return 1.0 if worst is None else worst
 
 
-def ladder_record(rungs: tuple[Rung | None, ...], attempts: list[Attempt], kept: Attempt) -> dict[str, Any]:
-    """What the manifest says of a target's ladder: the margin, every recipe tried with its figures, the kept one."""
+def ladder_record(rungs: tuple[Rung | None, ...], attempts: list[Attempt], kept: Attempt,
+                  sensitivity: Sensitivity | None = None) -> dict[str, Any]:
+    """What the manifest says of a target's ladder: the margin, every recipe tried with its figures, the kept one,
+    and the sensitivity table its measured rungs came from."""
     if kept.clear:
         why = "the first recipe that passed its rule with the margin"
     elif kept.entry.passed:
-        why = "no recipe cleared the margin: the passing one with the best min cosine"
+        why = "no recipe cleared the margin: the passing one with the fewest shortfalls, then the best min cosine"
     else:
         why = "every recipe tried failed: the last one that was exported, for inspection"
     return {"margin": MARGIN.to_dict(), "rungs": [r.name for r in rungs if r], "kept": kept.rung.name if kept.rung
-            else None, "why": why, "tried": [_rung_record(a) for a in attempts]}
+            else None, "why": why, "tried": [_rung_record(a) for a in attempts],
+            "sensitivity": sensitivity.record() if sensitivity else None}
 
 
 def _rung_record(attempt: Attempt) -> dict[str, Any]:
     entry, validation = attempt.entry, attempt.entry.validation
     return {"name": attempt.rung.name if attempt.rung else None,
             "summary": attempt.rung.summary if attempt.rung else None,
+            "float_layers": list(attempt.rung.float_layers) if attempt.rung else [],
             "passed": entry.passed, "clear_of_margin": attempt.clear, "shortfalls": attempt.shortfalls,
             "worst": validation.worst() if validation else None,
             "task_drop": validation.task.drop if validation and validation.task else None,

@@ -43,6 +43,7 @@ from distilforge.exporters.common import Captured, file_records, input_specs, ou
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 # What each target keeps in float: op types, MatMul roles (ROLES) or exact node names; each rung of a
 # target's ladder adds to its list. BuildOptions.onnx_int8_keep_float replaces list and ladder.
@@ -69,6 +70,7 @@ DYNAMIC_RUNGS = (
     Rung("attention-only", "only attention int8 (QAttention and its output MatMul); both feed-forward layers float"),
 )
 STATIC_RUNGS = (
+    Rung("all-int8", "every encoder MatMul outside the fused attention int8 (QDQ has no Attention)"),
     Rung("ffn-out-float", "every encoder MatMul int8 but the feed-forward output (its calibrated range clips)"),
     Rung("ffn-float", "only the attention projections and attention output int8; both feed-forward layers float"),
 )
@@ -85,6 +87,22 @@ def static_ladder(options: BuildOptions) -> tuple[Rung, ...]:
     return (USER_RUNG,) if options.onnx_int8_keep_float is not None else STATIC_RUNGS
 
 
+def dynamic_scheme(options: BuildOptions) -> Scheme | None:
+    """How quantize_dynamic computes a MatMul (the head stays float), for the sensitivity table."""
+    if options.onnx_int8_keep_float is not None:
+        return None
+    bits = 7 if weight_recipe(int8_cpu(options.int8_cpu)).reduce_range else 8
+    return Scheme(weight_bits=bits, activations="tensor", float_roles=("head",))
+
+
+def static_scheme(options: BuildOptions) -> Scheme | None:
+    """How the QDQ recipe computes a MatMul (the fused attention stays float), for the sensitivity table."""
+    if options.onnx_int8_keep_float is not None:
+        return None
+    bits = 7 if weight_recipe(int8_cpu(options.int8_cpu)).reduce_range else 8
+    return Scheme(weight_bits=bits, activations="static", float_roles=("qkv",))
+
+
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                         run: QuantizeRun) -> ExportedArtifact:
     """quantize_dynamic on the fp32-optimized graph, per-channel weights, embeddings float."""
@@ -96,7 +114,7 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     keep = _keep_float(options, DYNAMIC_KEEP_FLOAT, rung)
     with quiet() as captured:
         model, graph_details = onnx_export.optimized_model(ckpt, options, target)
-        excluded = kept_float_nodes(model, keep)
+        excluded = kept_float_nodes(model, keep) + group_nodes(model, ckpt, run.float_layers, target)
         with tempfile.TemporaryDirectory(prefix="distilforge-onnx8-") as tmp:
             src, dst = _stage(model, Path(tmp), target)
             with _root_log(captured):
@@ -108,7 +126,7 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     details = {"quantizer": "onnxruntime.quantization.quantize_dynamic (QOperator)",
                "weights": weights.describe(), "activations": "uint8 per tensor, quantized at run time",
                "int8_cpu": weights.cpu.record(weights.why), "rung": rung.name, "recipe": rung.summary,
-               "keep_float": list(keep), "excluded_nodes": len(excluded)}
+               "keep_float": list(keep), "float_layers": list(run.float_layers), "excluded_nodes": len(excluded)}
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
 
@@ -126,7 +144,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
     method = getattr(CalibrationMethod, CALIBRATION_METHOD)
     with quiet() as captured:
         model, graph_details = onnx_export.optimized_model(ckpt, options, target)
-        excluded = kept_float_nodes(model, keep)
+        excluded = kept_float_nodes(model, keep) + group_nodes(model, ckpt, run.float_layers, target)
         op_types = [t for t in STATIC_OP_TYPES if t not in keep]
         with tempfile.TemporaryDirectory(prefix="distilforge-onnx8-") as tmp:
             src, dst = _stage(model, Path(tmp), target)
@@ -145,7 +163,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "weights": weights.describe(), "activations": "QUInt8 per tensor, calibrated",
                "int8_cpu": weights.cpu.record(weights.why), "rung": rung.name, "recipe": rung.summary,
                "quantized_op_types": op_types, "calibration_method": CALIBRATION_METHOD,
-               "keep_float": list(keep), "excluded_nodes": len(excluded),
+               "keep_float": list(keep), "float_layers": list(run.float_layers), "excluded_nodes": len(excluded),
                "float_inputs_restored": rewired, "calibration": run.calibration.record()}
     return _artifact(ckpt, folder, target, quantized, external, graph_details, details, captured)
 
@@ -229,6 +247,47 @@ def kept_float_nodes(model: Any, keep: tuple[str, ...]) -> list[str]:
             if node.op_type == "Gemm":
                 names.append(f"{node.name}_MatMul")
     return names
+
+
+def layer_groups_in_graph(model: Any, ckpt: LoadedCheckpoint) -> dict[str, list[str]]:
+    """Each layer group (quantize/sensitivity.py) -> its node names in the optimized graph: the n-th fused
+    Attention / attention-output / FFN-in / FFN-out MatMul is encoder layer n's; the GEMMs after the last FFN
+    with constant weights are the head's Linears, in the eager model's order."""
+    import torch
+
+    producers = {out: n for n in model.graph.node for out in n.output}
+    found: dict[str, list[str]] = {}
+    seen: Counter[str] = Counter()
+    last_ffn = max((i for i, n in enumerate(model.graph.node) if matmul_role(n, producers) == "ffn_out"), default=-1)
+    weights = {t.name for t in model.graph.initializer}
+    head = [n for n in list(model.graph.node)[last_ffn + 1:]
+            if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights]
+    for node in list(model.graph.node)[:last_ffn + 1]:
+        role = "qkv" if node.op_type in ROLES["attention_out"] else matmul_role(node, producers)
+        if role is not None:
+            found[f"layer.{seen[role]}.{role}"] = [node.name]
+            seen[role] += 1
+    eager_heads = list(dict.fromkeys(group_of(name) for name, m in ckpt.model.named_modules()
+                                     if isinstance(m, torch.nn.Linear) and group_of(name).startswith("head.")))
+    if len(eager_heads) == len(head):
+        found.update({group: [node.name] for group, node in zip(eager_heads, head, strict=True)})
+    return found
+
+
+def group_nodes(model: Any, ckpt: LoadedCheckpoint, groups: tuple[str, ...], target: str) -> list[str]:
+    """The node names of the layer groups a measured rung keeps float (a Gemm under both of its names)."""
+    if not groups:
+        return []
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}_distilforge"
+    placed = layer_groups_in_graph(model, ckpt)
+    missing = [g for g in groups if g not in placed]
+    if missing:
+        raise ExportError(f"{target}: layer group {missing[0]} has no node in the optimized graph")
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    names = [name for g in groups for name in placed[g]]
+    return names + [f"{name}_MatMul" for name in names if kinds[name] == "Gemm"]
 
 
 def float_consumers_off_qdq(model: Any, quantized_types: list[str]) -> int:

@@ -96,6 +96,23 @@ class Fits:
                     texts=case.texts)
 
 
+SENSITIVITY_BATCHES = 2  # batches of TOP_UP_BATCH rows the INT8 layer sensitivity is measured on
+SENSITIVITY_LENGTH = 128
+
+
+def sensitivity_cases(info: CheckpointInfo, tokenizer: Any, texts: Sequence[str], seed: int = 0) -> list[Case]:
+    """What each layer's INT8 cost is measured on (quantize/sensitivity.py): real text when there is a tokenizer,
+    else random ids; the same for every target."""
+    fits = Fits(min(info.max_length, SENSITIVITY_LENGTH), None)
+    if tokenizer is not None and texts:
+        return [_text_case(tokenizer, texts, info, i * TOP_UP_BATCH, TOP_UP_BATCH, fits)
+                for i in range(SENSITIVITY_BATCHES)]
+    rng = np.random.default_rng(seed)
+    shape = (TOP_UP_BATCH, CHOICES_GRID[0], TOP_UP_SEQUENCE) if info.head.multiple_choice else \
+        (TOP_UP_BATCH, TOP_UP_SEQUENCE)
+    return [_random_case(shape, info, rng) for _ in range(SENSITIVITY_BATCHES)]
+
+
 def decisions(info: CheckpointInfo, case: Case) -> int:
     """How many discrete decisions a case gives the head's least decided output (0: a values-only head)."""
     counts = [_output_decisions(spec, case, info) for spec in info.head.outputs if spec.agreement]
