@@ -236,7 +236,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS,
            cost=5),
     Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,
-           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS), cost=7.5),
+           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS), scheme=torchscript_quantize.scheme,
+           cost=7.5),
     Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32, cost=5.5),
     Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16, cost=4),
     Target("openvino:int8-weights", OPENVINO, export=openvino_quantize.export_int8_weights,
@@ -251,9 +252,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ladder=_rungs(tflite_quantize.STATIC_RUNGS), cost=73),
     Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32, cost=71),
     Target("executorch:int8-dynamic", EXECUTORCH, export=executorch_quantize.export_int8_dynamic,
-           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS), cost=142),
+           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS), scheme=executorch_quantize.dynamic_scheme, cost=142),
     Target("executorch:int8-static", EXECUTORCH, export=executorch_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(executorch_quantize.STATIC_RUNGS), cost=206),
+           ladder=_rungs(executorch_quantize.STATIC_RUNGS), scheme=executorch_quantize.static_scheme, cost=206),
 )}
 
 

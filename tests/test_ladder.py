@@ -54,7 +54,8 @@ def _attempt(name: str, result: ValidationResult | None, error: str | None = Non
 def test_the_first_clear_recipe_is_kept_then_the_best_passing_then_the_last_exported():
     failing, close, clear = _attempt("a", _result(0.98)), _attempt("b", _result(0.991)), _attempt("c", _result(0.996))
     assert kept_attempt([failing, close, clear]).rung.name == "c"
-    assert kept_attempt([close, _attempt("d", _result(0.992))]).rung.name == "d"  # none clear: best min cosine
+    assert kept_attempt([close, _attempt("d", _result(0.992))]).rung.name == "d"  # none clear, as many shortfalls:
+    # the best min cosine
     unexported = _attempt("e", None, error="export failed")
     assert kept_attempt([failing, unexported]).rung.name == "a"  # all fail: the last that has files
 
@@ -72,24 +73,35 @@ def test_every_int8_target_has_a_ladder_and_every_other_target_none():
             assert names and len(names) == len(set(names)), target.name
 
 
-def test_the_ladder_recovers_when_a_recipe_fails(tmp_path):
-    """A model whose feed-forward output Linear reads one huge feature (trained DistilBERTs have such outliers):
-    per-token int8 there rounds the other features away, so `all-int8` fails its rule; the build climbs to
-    `ffn-out-float`, which passes, and the manifest shows both."""
-    checkpoint = add_outlier_feature(make_checkpoint(tmp_path, "seq-single"))
+def test_the_ladder_keeps_the_layer_measured_most_costly_float(tmp_path):
+    """A model whose second layer's feed-forward output Linear reads one huge feature (trained DistilBERTs have such
+    outliers) and weighs in the outputs: int8 there rounds the other features away, so `all-int8` fails its rule.
+    The sensitivity table finds that layer first, and the next rung, `float-top1`, keeps exactly it float, passes,
+    and is kept: the rest of the model stays int8. The manifest shows the table and both rungs."""
+    checkpoint = add_outlier_feature(make_checkpoint(tmp_path, "seq-single"), layers=(1,), gain=20.0)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "distilforge", "build", str(checkpoint), "--out", str(out),
-                           "--targets", "torchscript:int8-dynamic"], capture_output=True, text=True, timeout=900)
+                           "--targets", "torchscript:int8-dynamic,onnx:int8-dynamic"],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
-    assert "recipe all-int8 failed" in done.stderr and "trying ffn-out-float" in done.stderr
-    entry = json.loads((out / "manifest.json").read_text())["artifacts"][0]
-    ladder = entry["ladder"]
-    assert ladder["rungs"] == ["all-int8", "ffn-out-float", "ffn-float"] and ladder["kept"] == "ffn-out-float"
-    first, second = ladder["tried"]
-    assert not first["passed"] and first["failures"] and first["worst"]["min_cosine"] < INT8.min_cosine
-    assert second["passed"] and second["clear_of_margin"] and second["worst"] == entry["validation"]["worst"]
-    assert entry["details"]["rung"] == "ffn-out-float" and entry["validation"]["tolerance"]["min_cosine"] == 0.99
+    assert "recipe all-int8 failed" in done.stderr and "trying float-top1" in done.stderr
+    for entry in json.loads((out / "manifest.json").read_text())["artifacts"]:
+        ladder = entry["ladder"]
+        assert ladder["sensitivity"]["layers"][0]["layer"] == "layer.1.ffn_out", entry["target"]
+        assert ladder["rungs"][:3] == ["all-int8", "float-top1", "float-top2"] and ladder["kept"] == "float-top1"
+        first, second = ladder["tried"]
+        assert not first["passed"] and first["failures"] and first["worst"]["min_cosine"] < INT8.min_cosine
+        assert second["passed"] and second["clear_of_margin"] and second["worst"] == entry["validation"]["worst"]
+        assert second["float_layers"] == ["layer.1.ffn_out"] == entry["details"]["float_layers"]
+        assert entry["details"]["rung"] == "all-int8" and entry["validation"]["tolerance"]["min_cosine"] == 0.99
     assert not list(out.glob(".staging-*"))  # the failed recipe's files are gone
+
+
+def test_no_clear_recipe_keeps_the_one_with_the_fewest_shortfalls():
+    three = _attempt("same-width", _result(0.9920, 0.985, 0.8))  # best cosine, three shortfalls
+    one = _attempt("widening", _result(0.9916, 1.0, 0.0))  # one shortfall
+    assert len(three.shortfalls) == 3 and len(one.shortfalls) == 1
+    assert kept_attempt([three, one]).rung.name == "widening"
 
 
 def test_a_recipe_that_passes_first_is_kept_without_climbing(tmp_path):

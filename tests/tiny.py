@@ -69,19 +69,24 @@ def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int = 0, tokenizer: b
     return out
 
 
-def add_outlier_feature(checkpoint: Path, *, value: float = 300.0) -> Path:
-    """Give every layer's feed-forward output Linear (lin2) one input feature of `value` on every token, as
-    trained DistilBERTs have (outlier features after GELU), without changing what the model computes: lin2's
-    weights for that feature are zero. One per-tensor or per-token int8 scale over lin2's input then has to cover
-    the outlier, and rounds the other features away."""
+def add_outlier_feature(checkpoint: Path, *, value: float = 300.0, layers: tuple[int, ...] | None = None,
+                        gain: float = 1.0) -> Path:
+    """Give the feed-forward output Linear (lin2) of every layer (or of `layers`) one input feature of `value` on
+    every token, as trained DistilBERTs have (outlier features after GELU), without changing what the model
+    computes: lin2's weights for that feature are zero. One per-tensor or per-token int8 scale over lin2's input
+    then has to cover the outlier, and rounds the other features away. `gain` scales lin2's weights, so that what
+    the layer adds to the residual stream (and what rounding takes away) weighs in the outputs."""
     from safetensors.torch import load_file, save_file
 
     path = checkpoint / "model.safetensors"
     weights = load_file(str(path))
     for name in [n for n in weights if n.endswith("ffn.lin1.bias")]:
+        if layers is not None and int(name.split("layer.")[1].split(".")[0]) not in layers:
+            continue
         weights[name][0] = value  # GELU(value) = value
         weights[name.replace("lin1.bias", "lin1.weight")][0] = 0.0
         weights[name.replace("lin1.bias", "lin2.weight")][:, 0] = 0.0
+        weights[name.replace("lin1.bias", "lin2.weight")] *= gain
     save_file(weights, str(path), metadata={"format": "pt"})
     return checkpoint
 

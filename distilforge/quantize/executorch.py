@@ -45,6 +45,7 @@ from distilforge.exporters.executorch import (
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 DYNAMIC_RUNGS = (
     Rung("all-int8", "every Linear int8 weights, activations quantized at run time; embeddings int8 weight-only"),
@@ -62,13 +63,24 @@ CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding
 KEPT_FLOAT = ("LayerNorm", "softmax and the attention matmuls", "GELU", "residual adds", "the attention mask path")
 
 
+def dynamic_scheme(options: BuildOptions) -> Scheme:
+    """XNNPACK's QD8 Linear: 8-bit weights per channel, activations quantized per row at run time."""
+    return Scheme(activations="token")
+
+
+def static_scheme(options: BuildOptions) -> Scheme:
+    """The first static recipe: calibrated activations, the narrowing and output-writing Linears dynamic."""
+    return Scheme(activations="static", dynamic_roles=("ffn_out", "head"))
+
+
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                         run: QuantizeRun) -> ExportedArtifact:
     rung = pick(DYNAMIC_RUNGS, run.rung)
     details = {"weights": "int8 per output channel (Linears); embedding tables int8 per row, weight-only",
                "activations": "float, quantized per row at run time (XNNPACK QD8)",
                "kept_float": list(KEPT_FLOAT) + (["the narrowing Linears"] if rung.name == "narrowing-float" else [])}
-    return _quantized(ckpt, folder, options, "executorch:int8-dynamic", rung, details, calibration=None)
+    return _quantized(ckpt, folder, options, "executorch:int8-dynamic", rung, details, calibration=None,
+                      float_groups=run.float_layers)
 
 
 def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
@@ -80,11 +92,12 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                               + "; the others quantized at run time",
                "kept_float": list(KEPT_FLOAT)}
     return _quantized(ckpt, folder, options, "executorch:int8-static", rung, details,
-                      calibration=run.calibration)
+                      calibration=run.calibration, float_groups=run.float_layers)
 
 
 def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, target: str, rung: Rung,
-               details: dict[str, Any], calibration: CalibrationSet | None) -> ExportedArtifact:
+               details: dict[str, Any], calibration: CalibrationSet | None,
+               float_groups: tuple[str, ...] = ()) -> ExportedArtifact:
     import torch
 
     shape = max_shape(ckpt.info, options)
@@ -94,7 +107,7 @@ def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, targ
     with quiet() as captured, torch.no_grad(), fewer_collections():
         _import_quantization()
         module, tables = shared_conversion(ckpt, ("executorch:int8-embeddings",), lambda: _with_int8_embeddings(ckpt))
-        quantizer = _quantizer(module, rung, static)
+        quantizer = _quantizer(module, rung, static, float_groups)
         # the same torch.export for every recipe (1.2-3 s): made once; prepare_pt2e changes the GraphModule that
         # .module() makes, not the program (checked: its tensors are unchanged after each recipe)
         program = shared_conversion(ckpt, ("executorch:int8-exported", shape),
@@ -111,6 +124,7 @@ def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, targ
         manager = lower(export_program(converted, ckpt, shape, target), target)
         (folder / MODEL_FILE).write_bytes(bytes(manager.buffer))
     details.update(embedding_tables_int8=tables, rung=rung.name, rung_summary=rung.summary,
+                   float_layers=list(float_groups),
                    quantizer=_quantizer_record(static), int8_cpu=int8_cpu(options.int8_cpu).record(CPU_WHY))
     if calibration is not None:
         details["calibration"] = calibration.record()
@@ -194,7 +208,7 @@ def _observer_edges(prepared: Any) -> dict[str, tuple[Any, ...]]:
     return edges
 
 
-def _quantizer(module: Any, rung: Rung, static: bool) -> Any:
+def _quantizer(module: Any, rung: Rung, static: bool, float_groups: tuple[str, ...] = ()) -> Any:
     """XNNPACKQuantizers for the Linears the rung quantizes: one per config, each picking its Linears with a filter.
 
     (One `set_module_name` per Linear would be simpler to read, but the quantizer traces its patterns again for
@@ -206,7 +220,7 @@ def _quantizer(module: Any, rung: Rung, static: bool) -> Any:
     )
     from torchao.quantization.pt2e.quantizer import ComposableQuantizer
 
-    plan = linear_plan(module, rung)
+    plan = linear_plan(module, rung, float_groups)
     quantizers = []
     for kind, config in (("static", get_symmetric_quantization_config(is_per_channel=True)),
                          ("dynamic", get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))):
@@ -217,8 +231,9 @@ def _quantizer(module: Any, rung: Rung, static: bool) -> Any:
     return ComposableQuantizer(quantizers)
 
 
-def linear_plan(module: Any, rung: Rung) -> dict[str, str]:
-    """Each Linear's name -> "static", "dynamic" or "float", as the rung says."""
+def linear_plan(module: Any, rung: Rung, float_groups: tuple[str, ...] = ()) -> dict[str, str]:
+    """Each Linear's name -> "static", "dynamic" or "float", as the rung says; the layer groups in `float_groups`
+    (quantize/sensitivity.py) float."""
     import torch
 
     plan = {}
@@ -228,7 +243,7 @@ def linear_plan(module: Any, rung: Rung) -> dict[str, str]:
         width = "narrowing" if m.out_features < m.in_features else \
             "widening" if m.out_features > m.in_features else "same"
         writes_output = name.rsplit(".", 1)[-1] in HEAD_OUTPUTS
-        plan[name] = _how(rung.name, width, writes_output)
+        plan[name] = "float" if group_of(name) in float_groups else _how(rung.name, width, writes_output)
     return plan
 
 

@@ -40,6 +40,7 @@ from distilforge.exporters.common import head_module, quiet
 from distilforge.exporters.torchscript import trace
 from distilforge.options import BuildOptions
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 ATTENTION_PROJECTIONS = ("q_lin", "k_lin", "v_lin")  # DistilBERT's MultiHeadSelfAttention
 FFN_LINEARS = {"lin1": "ffn_in", "lin2": "ffn_out"}  # DistilBERT's FFN
@@ -59,6 +60,12 @@ KERNELS = {
 }
 
 
+def scheme(options: BuildOptions) -> Scheme:
+    """How the kernel computes a Linear (per-token activations, 7- or 8-bit weights), for the sensitivity table."""
+    kernel, _ = kernel_for(int8_cpu(options.int8_cpu))
+    return Scheme(weight_bits=8 if WEIGHT_RANGE[kernel][1] == 127 else 7, activations="token")
+
+
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                         run: QuantizeRun) -> ExportedArtifact:
     import torch
@@ -72,14 +79,16 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     with quiet() as captured:
         try:  # quantize_dynamic copies: the reference model stays fp32
             quantized = quantize_dynamic(module, {torch.nn.Embedding: float_qparams_weight_only_qconfig})
-            fused = fuse_attention_projections(quantized, kernel)
-            replaced = replace_linears(quantized, kernel, keep_float=RUNG_FLOAT[rung.name])
+            fused = fuse_attention_projections(quantized, kernel, float_groups=run.float_layers)
+            replaced = replace_linears(quantized, kernel, keep_float=RUNG_FLOAT[rung.name],
+                                       float_groups=run.float_layers)
         except Exception as e:
             raise ExportError(f"{target}: quantizing the Linear layers failed: {type(e).__name__}: "
                               f"{first_line(e)}") from e
     artifact = trace(quantized, ckpt, folder, target,
                      {"quantization": f"{KERNELS[kernel]}; embeddings int8 weight-only (torch.ao quantize_dynamic)",
                       "kernel": kernel, "int8_cpu": cpu.record(why), "rung": rung.name, "recipe": rung.summary,
+                      "float_layers": list(run.float_layers),
                       "int8_linears": replaced + len(ATTENTION_PROJECTIONS) * fused,
                       "fused_qkv_projections": fused})
     artifact.warnings = list(dict.fromkeys(captured.warnings + artifact.warnings))
@@ -96,24 +105,27 @@ def kernel_for(cpu: Int8Cpu) -> tuple[str, str]:
                       "and 7-bit weights keep its AVX2 int16 pair sums (VPMADDUBSW) from saturating")
 
 
-def replace_linears(module: Any, kernel: str, *, keep_float: tuple[str, ...] = ()) -> int:
+def replace_linears(module: Any, kernel: str, *, keep_float: tuple[str, ...] = (),
+                    float_groups: tuple[str, ...] = ()) -> int:
     """Swap every nn.Linear under `module` for an int8 Linear of `kernel`, in place, except the FFN Linears
-    whose role ('ffn_in', 'ffn_out') is in `keep_float`; return how many were swapped."""
+    whose role ('ffn_in', 'ffn_out') is in `keep_float` and those of the layer groups in `float_groups`
+    (quantize/sensitivity.py); return how many were swapped."""
     import torch
 
     count = 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, torch.nn.Linear):
-            if FFN_LINEARS.get(name) in keep_float:
-                continue
-            setattr(module, name, int8_linear(kernel, child.weight.detach(), child.bias))
-            count += 1
-        else:
-            count += replace_linears(child, kernel, keep_float=keep_float)
+    for name, child in list(module.named_modules()):
+        if not isinstance(child, torch.nn.Linear) or group_of(name) in float_groups:
+            continue
+        if FFN_LINEARS.get(name.rsplit(".", 1)[-1]) in keep_float:
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr,
+                int8_linear(kernel, child.weight.detach(), child.bias))
+        count += 1
     return count
 
 
-def fuse_attention_projections(module: Any, kernel: str) -> int:
+def fuse_attention_projections(module: Any, kernel: str, *, float_groups: tuple[str, ...] = ()) -> int:
     """Quantize each attention block's q/k/v Linears as one, in place; return how many blocks.
 
     The fused Linear is registered on the attention module as `qkv_int8`; `q_lin`, `k_lin` and
@@ -124,7 +136,9 @@ def fuse_attention_projections(module: Any, kernel: str) -> int:
     import torch
 
     count = 0
-    for block in list(module.modules()):
+    for block_name, block in list(module.named_modules()):
+        if group_of(f"{block_name}.{ATTENTION_PROJECTIONS[0]}") in float_groups:
+            continue
         linears = [getattr(block, name, None) for name in ATTENTION_PROJECTIONS]
         if not all(isinstance(linear, torch.nn.Linear) for linear in linears):
             continue

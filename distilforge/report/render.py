@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from distilforge.report import svg
+from distilforge.report import sensitivity, svg
 from distilforge.report.data import FIDELITY_FLOOR, FIDELITY_LABEL, FLOOR_TEXT, ReportData, Row
 from distilforge.report.recommend import Limits, Recommendation, describe
 
@@ -67,6 +67,7 @@ def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[s
         "peers": [r.to_dict() for r in data.peers],
         "peer": {k: data.peer.get(k) for k in PEER_KEYS} if data.peer else None,
         "recommendation": rec.to_dict(),
+        "sensitivity": [t.to_dict() for t in sensitivity.sensitivities(data.manifest)],
     }
 
 
@@ -84,6 +85,7 @@ def markdown(data: ReportData, rec: Recommendation, limits: Limits) -> str:
         lines += ["", *[f"- {line}" for line in peer_lines(data)]]
     lines += ["", _legend_text(data)]
     lines += [f"- bench.json note: {n}" for n in _bench_notes(data)]
+    lines += sensitivity.markdown_lines(data.manifest)
     lines += ["", "## Recommendation", ""]
     lines += recommendation_lines(rec, limits, bullet="- ", code="`")
     return "\n".join(lines) + "\n"
@@ -120,7 +122,7 @@ def html(data: ReportData, rec: Recommendation, limits: Limits) -> str:
         f"<style>{CSS}</style></head><body><h1>distilforge report</h1><p>{escape(_source_line(data))}</p>{note}"
         f"<h2>Recommendation</h2>{rec_html}{main}<h2>Artifacts</h2><table><thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody></table><p>{escape(_reference_text(data))}</p>{peer}"
-        f"<p class=\"small\">{escape(_legend_text(data))}</p>{notes}"
+        f"<p class=\"small\">{escape(_legend_text(data))}</p>{notes}{sensitivity.html_section(data.manifest)}"
         f"<h2>More plots</h2>{plots}</body></html>\n")
 
 

@@ -1,0 +1,68 @@
+"""INT8 layer sensitivity (quantize/sensitivity.py): the layer made sensitive on purpose is the one measured most
+costly, under every format's scheme, and the ladder's measured rungs keep exactly it float."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import add_outlier_feature, make_checkpoint
+
+from distilforge.checkpoint import load_checkpoint
+from distilforge.options import BuildOptions
+from distilforge.quantize.ladder import MEASURED_FLOAT_COUNTS, Rung, measured_rungs
+from distilforge.quantize.sensitivity import Scheme, fake_quantize_activation, group_of, measure, quantizable_groups
+from distilforge.targets import TARGETS
+from distilforge.validate.inputs import sensitivity_cases
+
+GAIN = 20.0  # what layer 1's feed-forward adds to the residual stream weighs in the outputs
+SCHEMED = [t for t in TARGETS.values() if t.scheme is not None]
+
+
+@pytest.fixture(scope="module")
+def sensitive(tmp_path_factory):
+    """A tiny classifier whose second layer's feed-forward output reads one huge feature (layer.1.ffn_out)."""
+    return load_checkpoint(add_outlier_feature(make_checkpoint(tmp_path_factory.mktemp("sens"), "seq-single"),
+                                               layers=(1,), gain=GAIN))
+
+
+def test_group_names_are_the_same_for_every_prefix():
+    assert group_of("distilbert.transformer.layer.3.attention.k_lin") == "layer.3.qkv"
+    assert group_of("model.transformer.layer.0.ffn.lin2") == "layer.0.ffn_out"
+    assert group_of("transformer.layer.11.attention.out_lin") == "layer.11.attention_out"
+    assert group_of("distilbert.transformer.layer.2.ffn.lin1") == "layer.2.ffn_in"
+    assert group_of("pre_classifier") == "head.pre_classifier"
+
+
+@pytest.mark.parametrize("target", [t.name for t in SCHEMED])
+def test_the_layer_made_sensitive_is_measured_most_costly(sensitive, target):
+    scheme = TARGETS[target].scheme(BuildOptions())
+    cases = [c.inputs for c in sensitivity_cases(sensitive.info, sensitive.tokenizer, ["a small market", "the bank"])]
+    table = measure(sensitive.model, sensitive.info.head.output_names, cases, scheme, calibration=cases)
+    assert table.layers[0].layer == "layer.1.ffn_out", table.layers[:3]
+    assert table.layers[0].cost > 10 * table.layers[1].cost  # by far, not by a rounding
+    groups = quantizable_groups(sensitive.model, scheme)
+    assert [c.layer for c in sorted(table.layers, key=lambda c: c.layer)] == sorted(groups)
+    assert not any(g.split(".")[-1] in scheme.float_roles for g in groups)
+
+
+def test_activation_fake_quantization_keeps_zero_and_the_range():
+    import torch
+
+    x = torch.tensor([[-1.0, 0.0, 0.5, 3.0], [0.1, 0.2, 0.3, 0.4]])
+    for mode in ("tensor", "token"):
+        y = fake_quantize_activation(x, mode)
+        assert torch.all(y[x == 0] == 0) and torch.allclose(y, x, atol=(3.0 + 1.0) / 255)
+    clipped = fake_quantize_activation(x, "static", (-0.5, 1.0))
+    assert float(clipped.max()) == pytest.approx(1.0, abs=1.5 / 255) and float(clipped.min()) >= -0.5 - 1e-6
+
+
+def test_measured_rungs_sit_between_the_first_recipe_and_the_fallbacks(sensitive):
+    scheme = Scheme(activations="token")
+    cases = [c.inputs for c in sensitivity_cases(sensitive.info, sensitive.tokenizer, ["a small market"])]
+    table = measure(sensitive.model, sensitive.info.head.output_names, cases, scheme)
+    base = (Rung("all-int8", "a"), Rung("ffn-out-float", "b"))
+    rungs = measured_rungs(base, table)
+    names = [r.name for r in rungs]
+    counts = [k for k in MEASURED_FLOAT_COUNTS if k < len(table.layers)]
+    assert names == ["all-int8", *[f"float-top{k}" for k in counts], "ffn-out-float"]
+    assert rungs[1].float_layers == ("layer.1.ffn_out",) and rungs[1].recipe == "all-int8"
+    assert all(len(r.float_layers) == k for r, k in zip(rungs[1:-1], counts, strict=True))
