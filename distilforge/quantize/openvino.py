@@ -45,6 +45,7 @@ from distilforge.exporters.openvino import convert, no_telemetry, record, save
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 # MatMuls that keep float activations in the static recipe (regexes over OpenVINO op names, e.g.
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
@@ -55,17 +56,24 @@ DYNAMIC_ACTIVATIONS = ("float in the IR; on a VNNI CPU the CPU plugin quantizes 
                        "them in fp32")
 
 
-# The ladders, fastest first (quantize/ladder.py). Static: each rung adds MatMuls to the weight-only scope.
+# The ladders, fastest first (quantize/ladder.py). Static: each rung after the first adds MatMuls to the
+# weight-only scope (the first keeps none weight-only).
 WEIGHTS_RUNGS = (Rung("int8-sym", "INT8_SYM weights per output channel"),
                  Rung("int8-asym", "INT8_ASYM weights per output channel (a zero point per channel)"))
 STATIC_RUNGS = (
+    Rung("all-int8", "int8 weights and calibrated int8 activations in every MatMul NNCF's transformer scope "
+                     "quantizes, the task head's included"),
     Rung("ffn-out-weight-only", "int8 activations everywhere but the feed-forward output and the task head"),
     Rung("attention-out-weight-only", "the attention output projection keeps float activations too"),
     Rung("qkv-only", "only the query, key and value projections take int8 activations; the other MatMuls "
                      "int8 weights only"),
 )
-RUNG_WEIGHT_ONLY = {"ffn-out-weight-only": (), "attention-out-weight-only": (r".*\.attention\.out_lin/.*",),
-                    "qkv-only": (r".*\.attention\.out_lin/.*", r".*\.ffn\.lin1/.*")}
+RUNG_WEIGHT_ONLY = {"all-int8": None, "ffn-out-weight-only": (),
+                    "attention-out-weight-only": (r".*\.attention\.out_lin/.*",),
+                    "qkv-only": (r".*\.attention\.out_lin/.*", r".*\.ffn\.lin1/.*")}  # None: no weight-only scope
+# A Linear's MatMul as ov.convert_model names it from the traced module path; a Linear whose result is a model
+# output is named after its bias Add: "__module.model.classifier/aten::linear/Add".
+LINEAR_OP = re.compile(r"^__module\.([^/]+)/aten::linear/")
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,20 @@ STATIC = StaticRecipe(why={
 })
 
 
+def weights_scheme(options: BuildOptions) -> Scheme:
+    """How the first weights rung computes a MatMul, for the sensitivity table: 8-bit symmetric weights per
+    channel, float activations (the on-the-fly input quantization of VNNI CPUs is not imitated)."""
+    return Scheme(weight_bits=8, per_channel=True, activations="none")
+
+
+def static_scheme(options: BuildOptions) -> Scheme:
+    """How the first static rung (all-int8) computes a MatMul, for the sensitivity table: 7-bit weights when
+    OverflowFix.ENABLE halves every layer's weight range, calibrated per-tensor activations. Not imitated:
+    SmoothQuant's rescaling, and NNCF's symmetric (PERFORMANCE) activation ranges."""
+    fix, _ = overflow_fix(int8_cpu(options.int8_cpu))
+    return Scheme(weight_bits=7 if fix == "ENABLE" else 8, per_channel=True, activations="static")
+
+
 def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, run: QuantizeRun,
                         recipe: WeightsRecipe = WEIGHTS) -> ExportedArtifact:
     """int8 weights (per output channel), float activations: NNCF's data-free weight compression."""
@@ -111,14 +133,16 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
+        floats = group_ops(model, run.float_layers, target)
+        scope = {"ignored_scope": nncf.IgnoredScope(names=floats, validate=False)} if floats else {}
         model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
-                      mode=getattr(nncf.CompressWeightsMode, mode))
+                      mode=getattr(nncf.CompressWeightsMode, mode), **scope)
         save(model, folder, compress_to_fp16=False)
     cpu = int8_cpu(options.int8_cpu)
     details = {"weights": "int8 per output channel, embedding tables included", "activations": DYNAMIC_ACTIVATIONS,
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
                "mode": mode, "why": recipe.why, "rung": rung.name, "recipe": rung.summary,
-               "int8_cpu": cpu.record(WEIGHTS_CPU_WHY)}
+               "float_layers": list(run.float_layers), "int8_cpu": cpu.record(WEIGHTS_CPU_WHY)}
     return record(ckpt, folder, target, details, captured.warnings)
 
 
@@ -132,18 +156,20 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
     rung = pick(STATIC_RUNGS, run.rung)
     cpu = int8_cpu(options.int8_cpu)
     fix, fix_why = overflow_fix(cpu) if recipe.overflow_fix is None else (recipe.overflow_fix, "given")
-    recipe = replace(recipe, weight_only=recipe.weight_only + RUNG_WEIGHT_ONLY[rung.name], overflow_fix=fix)
+    extra = RUNG_WEIGHT_ONLY[rung.name]
+    recipe = replace(recipe, weight_only=() if extra is None else recipe.weight_only + extra, overflow_fix=fix)
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
-        kept = matching_ops(model, recipe.weight_only)
+        floats = group_ops(model, run.float_layers, target)
+        kept = [name for name in matching_ops(model, recipe.weight_only) if name not in floats]
         if kept:
             model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
                           mode=nncf.CompressWeightsMode.INT8_SYM,
                           ignored_scope=nncf.IgnoredScope(names=weight_ops(model, exclude=kept), validate=False))
         model = _call(target, "nncf.quantize", nncf.quantize, model,
                       _dataset(nncf, run.calibration, ckpt.info.max_length),
-                      **_quantize_options(nncf, recipe, kept, len(run.calibration.samples)))
+                      **_quantize_options(nncf, recipe, kept + floats, len(run.calibration.samples)))
         save(model, folder, compress_to_fp16=False)
     details = {"weights": "int8", "activations": f"int8 (calibrated); ignored scope: {DYNAMIC_ACTIVATIONS}",
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
@@ -154,6 +180,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "rung": rung.name, "recipe": rung.summary, "int8_cpu": cpu.record(fix_why),
                "ignored_scope": {"patterns": list(recipe.weight_only), "matched": len(kept),
                                  "treatment": "int8 weights (INT8_SYM per channel), float activations"},
+               "float_layers": list(run.float_layers), "float_matmuls": len(floats),
                "why": recipe.why, "calibration": run.calibration.record()}
     return record(ckpt, folder, target, details, captured.warnings)
 
@@ -238,3 +265,24 @@ def matching_ops(model: Any, patterns: tuple[str, ...]) -> list[str]:
     compression step needs the complement, which IgnoredScope patterns cannot say reliably."""
     return [op.get_friendly_name() for op in model.get_ordered_ops()
             if op.get_type_name() == "MatMul" and any(re.fullmatch(p, op.get_friendly_name()) for p in patterns)]
+
+
+def layer_groups_in_model(model: Any) -> dict[str, list[str]]:
+    """Each layer group (quantize/sensitivity.py) -> the names of its MatMuls, from the module path in the name."""
+    found: dict[str, list[str]] = {}
+    for op in model.get_ordered_ops():
+        match = LINEAR_OP.match(op.get_friendly_name())
+        if op.get_type_name() == "MatMul" and match:
+            found.setdefault(group_of(match.group(1)), []).append(op.get_friendly_name())
+    return found
+
+
+def group_ops(model: Any, groups: tuple[str, ...], target: str) -> list[str]:
+    """The MatMul names of the layer groups a measured rung keeps fully float."""
+    if not groups:
+        return []
+    placed = layer_groups_in_model(model)
+    for group in groups:
+        if group not in placed:
+            raise ExportError(f"{target}: layer group {group} has no MatMul in the OpenVINO model")
+    return [name for group in groups for name in placed[group]]
