@@ -13,11 +13,12 @@ from distilforge.options import BuildOptions
 from distilforge.quantize import openvino as openvino_quantize
 from distilforge.quantize.calibration import load_calibration
 from distilforge.quantize.ladder import QuantizeRun
-from distilforge.quantize.sensitivity import quantizable_groups
+from distilforge.quantize.sensitivity import Scheme, quantizable_groups
 from distilforge.targets import TARGETS
 
 FLOAT = "layer.1.ffn_out"
 QUANTIZED = "layer.0.ffn_out"
+FIRST = openvino_quantize.STATIC_RUNGS[0].name  # ffn-out-weight-only: int8 weights, float activations for ffn_out
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +58,22 @@ def _saved(folder):
 
 def test_every_eager_group_has_matmuls_in_the_converted_model(ckpt):
     placed = openvino_quantize.layer_groups_in_model(convert(ckpt, "openvino:int8-static"))
-    scheme = openvino_quantize.static_scheme(BuildOptions())
-    eager = quantizable_groups(ckpt.model, scheme)
+    eager = quantizable_groups(ckpt.model, Scheme())  # every group, the roles static's first rung skips too
     assert set(eager) == set(placed)
     assert all(len(placed[g]) == len(modules) for g, modules in eager.items())  # q, k and v: three MatMuls
 
 
-@pytest.mark.parametrize("rung", ["all-int8", "ffn-out-weight-only"])
-def test_static_keeps_a_float_group_fully_float(ckpt, calibration, tmp_path, rung):
-    openvino_quantize.export_int8_static(ckpt, tmp_path, BuildOptions(), QuantizeRun(rung, calibration, (FLOAT,)))
+@pytest.mark.parametrize("group", [FLOAT, "layer.1.ffn_in"])  # weight-only in the recipe, or int8 activations
+def test_static_keeps_a_float_group_fully_float(ckpt, calibration, tmp_path, group):
+    artifact = openvino_quantize.export_int8_static(ckpt, tmp_path, BuildOptions(),
+                                                    QuantizeRun(FIRST, calibration, (group,)))
     model = _saved(tmp_path)
-    kept, other = _matmul(model, FLOAT), _matmul(model, QUANTIZED)
+    kept = _matmul(model, group)
     assert _float_weights(kept) and not _quantized_input(kept)
-    assert not _float_weights(other)  # int8 weights in either rung
-    assert _quantized_input(other) == (rung == "all-int8")  # ffn-out-weight-only: float activations by recipe
-    assert _quantized_input(_matmul(model, "layer.1.qkv"))
+    other = "layer.0.ffn_in"
+    assert not _float_weights(_matmul(model, other)) and _quantized_input(_matmul(model, other))
+    assert not _float_weights(_matmul(model, QUANTIZED))  # the recipe's weight-only scope: int8 weights still
+    assert artifact.details["float_layers"] == [group]
 
 
 def test_weights_keeps_a_float_group_uncompressed(ckpt, tmp_path):
@@ -89,5 +91,5 @@ def test_a_group_the_model_lacks_is_an_export_error(ckpt, tmp_path):
 def test_both_openvino_int8_targets_measure():
     static = TARGETS["openvino:int8-static"].scheme(BuildOptions())
     weights = TARGETS["openvino:int8-weights"].scheme(BuildOptions())
-    assert static.activations == "static" and static.float_roles == ()
+    assert static.activations == "static" and static.float_roles == ("ffn_out", "head")  # weight-only, not measured
     assert weights.activations == "none" and weights.weight_bits == 8
