@@ -25,7 +25,10 @@ or off, fast_bias_correction off (also task -1.6), ffn.lin1 float instead of lin
 too with the same scope (min cosine 0.9945 vs 0.9963). `STATIC.why` (in the manifest) has the numbers.
 
 Portable builds (quantize/ladder.py) use OverflowFix.ENABLE (`overflow_fix`): 7-bit weights in every layer, as
-OpenVINO's u8 x s8 kernel saturates without VNNI. Both targets climb a ladder (WEIGHTS_RUNGS, STATIC_RUNGS).
+OpenVINO's u8 x s8 kernel saturates without VNNI. Both targets climb a ladder (WEIGHTS_RUNGS, STATIC_RUNGS);
+after the first rung, the measured rungs (quantize/ladder.py) keep the layer groups its sensitivity table ranks
+costliest fully float (`weights_scheme`, `static_scheme`): their MatMuls, found by the torch module path in their
+names (`layer_groups_in_model`), are left out of compress_weights and nncf.quantize.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from distilforge.exporters.openvino import convert, no_telemetry, record, save
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 # MatMuls that keep float activations in the static recipe (regexes over OpenVINO op names, e.g.
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
@@ -66,6 +70,12 @@ STATIC_RUNGS = (
 )
 RUNG_WEIGHT_ONLY = {"ffn-out-weight-only": (), "attention-out-weight-only": (r".*\.attention\.out_lin/.*",),
                     "qkv-only": (r".*\.attention\.out_lin/.*", r".*\.ffn\.lin1/.*")}
+# The roles the first static rung gives float activations (WEIGHT_ONLY): not measured, the measured rungs keep
+# float the most costly of the others. An all-int8 first rung was measured and rejected (`STATIC.why`).
+STATIC_WEIGHT_ONLY_ROLES = ("ffn_out", "head")
+# A Linear's MatMul as ov.convert_model names it from the traced module path; a Linear whose result is a model
+# output is named after its bias Add: "__module.model.classifier/aten::linear/Add".
+LINEAR_OP = re.compile(r"^__module\.([^/]+)/aten::linear/")
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,26 @@ STATIC = StaticRecipe(why={
     "calibration samples": "256 instead of 128 (MIXED, same scope): min cosine 0.9945 -> 0.9963",
     "rejected": "SmoothQuant alpha 0.5 (min cosine 0.984) or off (0.976); fast_bias_correction=False "
     "(task -1.6); ffn.lin1 float instead of lin2 (0.981)",
+    "first rung": "all-int8 (no weight-only scope, PERFORMANCE, 7-bit) fails: min cosine 0.9853 (labelled texts "
+    "113-125), task -0.8; with the 1/2/4/8 groups the eager table ranks costliest fully float 0.9855/0.9859/"
+    "0.9867/0.9868 (it ranks the head last); with the head float 0.9910, with the head and every ffn.lin2 float "
+    "0.9942; ffn-out-weight-only gives 0.9949 with int8 weights there, and five fewer tries",
 })
+
+
+def weights_scheme(options: BuildOptions) -> Scheme:
+    """How the first weights rung computes a MatMul, for the sensitivity table: 8-bit symmetric weights per
+    channel, float activations (the on-the-fly input quantization of VNNI CPUs is not imitated)."""
+    return Scheme(weight_bits=8, per_channel=True, activations="none")
+
+
+def static_scheme(options: BuildOptions) -> Scheme:
+    """How the first static rung computes a MatMul, for the sensitivity table: 7-bit weights when
+    OverflowFix.ENABLE halves every layer's weight range, calibrated per-tensor activations; the weight-only
+    roles are not measured. Not imitated: SmoothQuant's rescaling, NNCF's symmetric (PERFORMANCE) ranges."""
+    fix, _ = overflow_fix(int8_cpu(options.int8_cpu))
+    return Scheme(weight_bits=7 if fix == "ENABLE" else 8, per_channel=True, activations="static",
+                  float_roles=STATIC_WEIGHT_ONLY_ROLES)
 
 
 def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, run: QuantizeRun,
@@ -111,14 +140,16 @@ def export_int8_weights(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
+        floats = group_ops(model, run.float_layers, target)
+        scope = {"ignored_scope": nncf.IgnoredScope(names=floats, validate=False)} if floats else {}
         model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
-                      mode=getattr(nncf.CompressWeightsMode, mode))
+                      mode=getattr(nncf.CompressWeightsMode, mode), **scope)
         save(model, folder, compress_to_fp16=False)
     cpu = int8_cpu(options.int8_cpu)
     details = {"weights": "int8 per output channel, embedding tables included", "activations": DYNAMIC_ACTIVATIONS,
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
                "mode": mode, "why": recipe.why, "rung": rung.name, "recipe": rung.summary,
-               "int8_cpu": cpu.record(WEIGHTS_CPU_WHY)}
+               "float_layers": list(run.float_layers), "int8_cpu": cpu.record(WEIGHTS_CPU_WHY)}
     return record(ckpt, folder, target, details, captured.warnings)
 
 
@@ -136,14 +167,15 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
     nncf = _nncf()
     with quiet() as captured:
         model = convert(ckpt, target)
-        kept = matching_ops(model, recipe.weight_only)
+        floats = group_ops(model, run.float_layers, target)
+        kept = [name for name in matching_ops(model, recipe.weight_only) if name not in floats]
         if kept:
             model = _call(target, "nncf.compress_weights", nncf.compress_weights, model,
                           mode=nncf.CompressWeightsMode.INT8_SYM,
                           ignored_scope=nncf.IgnoredScope(names=weight_ops(model, exclude=kept), validate=False))
         model = _call(target, "nncf.quantize", nncf.quantize, model,
                       _dataset(nncf, run.calibration, ckpt.info.max_length),
-                      **_quantize_options(nncf, recipe, kept, len(run.calibration.samples)))
+                      **_quantize_options(nncf, recipe, kept + floats, len(run.calibration.samples)))
         save(model, folder, compress_to_fp16=False)
     details = {"weights": "int8", "activations": f"int8 (calibrated); ignored scope: {DYNAMIC_ACTIVATIONS}",
                "inference_precision_hint": "f32", "quantizer": f"nncf {nncf.__version__}",
@@ -154,6 +186,7 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                "rung": rung.name, "recipe": rung.summary, "int8_cpu": cpu.record(fix_why),
                "ignored_scope": {"patterns": list(recipe.weight_only), "matched": len(kept),
                                  "treatment": "int8 weights (INT8_SYM per channel), float activations"},
+               "float_layers": list(run.float_layers), "float_matmuls": len(floats),
                "why": recipe.why, "calibration": run.calibration.record()}
     return record(ckpt, folder, target, details, captured.warnings)
 
@@ -238,3 +271,24 @@ def matching_ops(model: Any, patterns: tuple[str, ...]) -> list[str]:
     compression step needs the complement, which IgnoredScope patterns cannot say reliably."""
     return [op.get_friendly_name() for op in model.get_ordered_ops()
             if op.get_type_name() == "MatMul" and any(re.fullmatch(p, op.get_friendly_name()) for p in patterns)]
+
+
+def layer_groups_in_model(model: Any) -> dict[str, list[str]]:
+    """Each layer group (quantize/sensitivity.py) -> the names of its MatMuls, from the module path in the name."""
+    found: dict[str, list[str]] = {}
+    for op in model.get_ordered_ops():
+        match = LINEAR_OP.match(op.get_friendly_name())
+        if op.get_type_name() == "MatMul" and match:
+            found.setdefault(group_of(match.group(1)), []).append(op.get_friendly_name())
+    return found
+
+
+def group_ops(model: Any, groups: tuple[str, ...], target: str) -> list[str]:
+    """The MatMul names of the layer groups a measured rung keeps fully float."""
+    if not groups:
+        return []
+    placed = layer_groups_in_model(model)
+    for group in groups:
+        if group not in placed:
+            raise ExportError(f"{target}: layer group {group} has no MatMul in the OpenVINO model")
+    return [name for group in groups for name in placed[group]]
