@@ -22,6 +22,11 @@
   - activation ranges are the min/max over all calibration samples. ai-edge-quantizer's default
     keeps a moving average (0.95) of each sample's range, which the later samples dominate, and it
     clipped inputs unlike them (worst cosine over 12 more random-id inputs: 0.951 against 0.988).
+
+Measured rungs (quantize/ladder.py): both INT8 targets describe their first recipe as a `Scheme` for the layer
+sensitivity table, and keep the layer groups a rung names fully float (float weights, no quantization) with a
+NO_QUANTIZE entry per FULLY_CONNECTED op, added after every other entry: ai-edge-quantizer applies the last
+matching entry (quantize/tflite_layers.py finds the ops).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from distilforge.exporters.tflite import MODEL_FILE, convert_fp32, declared_shap
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
 from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
+from distilforge.quantize.sensitivity import Scheme
+from distilforge.quantize.tflite_layers import fully_connected_ops, group_selectors, width
 
 # The ladders, fastest first (quantize/ladder.py).
 DYNAMIC_RUNGS = (
@@ -67,6 +74,21 @@ STATIC_FLOAT = ("attention (BATCH_MATMUL, SOFTMAX, mask SELECT_V2/ADD)", "LayerN
                 "model outputs")
 
 
+def dynamic_scheme(options: BuildOptions) -> Scheme:
+    """How `all-int8` computes a Linear, for the sensitivity table: int8 symmetric weights per output channel,
+    the input quantized per row (token) at run time (LiteRT's dynamic-range FULLY_CONNECTED and XNNPACK's QD8
+    kernels quantize each batch row of the flattened input with its own range)."""
+    return Scheme(weight_bits=8, per_channel=True, activations="token")
+
+
+def static_scheme(options: BuildOptions) -> Scheme:
+    """How `static-widening` computes a Linear: calibrated per-tensor int8 inputs (asymmetric: ai-edge-quantizer's
+    int8 activations are) into the layers that widen or keep the width; the FFN's narrowing lin2 and the head
+    (the classifier narrows and writes the output) quantized per row at run time. The head's same-width
+    pre_classifier is static in the recipe but measured per row here: a Scheme says it per role."""
+    return Scheme(weight_bits=8, per_channel=True, activations="static", dynamic_roles=("ffn_out", "head"))
+
+
 def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> ExportedArtifact:
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer.qtyping import TFLOperationName
@@ -83,28 +105,33 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                         run: QuantizeRun) -> ExportedArtifact:
     rung = pick(DYNAMIC_RUNGS, run.rung)
+    target = "tflite:int8-dynamic"
+    narrowing = rung.name == "narrowing-weight-only"
+    details: dict[str, Any] = {
+        "weights": "int8 per channel", "activations": "float, quantized at run time",
+        "recipe": "ai_edge_quantizer.recipe.dynamic_wi8_afp32" + (
+            " + add_weight_only_config(narrowing FULLY_CONNECTED, 8)" if narrowing else "") + _float_recipe(run),
+        **_rung_details(rung, run, options)}
 
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer import recipe as recipes
         from ai_edge_quantizer.qtyping import TFLOperationName as ops
 
         q.load_quantization_recipe(recipes.dynamic_wi8_afp32())
-        if rung.name == "narrowing-weight-only":
+        if narrowing:
             for scope in _fc_scopes(fp32, narrowing_only=True)[1]:
                 q.add_weight_only_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED,
                                          num_bits=8)
+        details["float_ops"] = _keep_float(q, fp32, ckpt, run, target)
 
-    return _quantized(ckpt, folder, options, "tflite:int8-dynamic", recipe,
-                      {"weights": "int8 per channel", "activations": "float, quantized at run time",
-                       "recipe": "ai_edge_quantizer.recipe.dynamic_wi8_afp32" + (
-                           " + add_weight_only_config(narrowing FULLY_CONNECTED, 8)"
-                           if rung.name == "narrowing-weight-only" else ""), **_rung_details(rung, options)})
+    return _quantized(ckpt, folder, options, target, recipe, details)
 
 
 def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                        run: QuantizeRun) -> ExportedArtifact:
     rung = pick(STATIC_RUNGS, run.rung)
-    details: dict[str, Any] = _rung_details(rung, options)
+    target = "tflite:int8-static"
+    details: dict[str, Any] = _rung_details(rung, run, options)
 
     def recipe(q: Any, fp32: bytes) -> None:
         from ai_edge_quantizer.qtyping import TFLOperationName as ops
@@ -117,12 +144,33 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
             q.add_dynamic_config(regex=f"^{re.escape(scope)}$", operation_name=ops.FULLY_CONNECTED, num_bits=8)
         q.add_weight_only_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
         details.update(_static_details(total, len(dynamic), kinds=kinds))
+        details["recipe"] += _float_recipe(run)
+        details["float_ops"] = _keep_float(q, fp32, ckpt, run, target)
 
-    return _quantized(ckpt, folder, options, "tflite:int8-static", recipe, details, calibration=run.calibration)
+    return _quantized(ckpt, folder, options, target, recipe, details, calibration=run.calibration)
 
 
-def _rung_details(rung: Rung, options: BuildOptions) -> dict[str, Any]:
-    return {"rung": rung.name, "rung_summary": rung.summary, "int8_cpu": int8_cpu(options.int8_cpu).record(CPU_WHY)}
+def _keep_float(q: Any, fp32: bytes, ckpt: LoadedCheckpoint, run: QuantizeRun, target: str) -> int:
+    """A NO_QUANTIZE entry for each FULLY_CONNECTED op of the run's float layer groups (how many: the return).
+    Call it last: of the entries whose regex matches an op's scope, ai-edge-quantizer applies the last added
+    (an entry with a regex already in the recipe replaces that one where it stands)."""
+    from ai_edge_quantizer.qtyping import TFLOperationName as ops
+    from ai_edge_quantizer.quantizer import AlgorithmName
+
+    regexes = group_selectors(fp32, ckpt.model, run.float_layers, target)
+    for regex in regexes:
+        q.update_quantization_recipe(regex=regex, operation_name=ops.FULLY_CONNECTED,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return len(regexes)
+
+
+def _float_recipe(run: QuantizeRun) -> str:
+    return " + NO_QUANTIZE(the float layers' FULLY_CONNECTED ops)" if run.float_layers else ""
+
+
+def _rung_details(rung: Rung, run: QuantizeRun, options: BuildOptions) -> dict[str, Any]:
+    return {"rung": rung.name, "rung_summary": rung.summary, "float_layers": list(run.float_layers),
+            "int8_cpu": int8_cpu(options.int8_cpu).record(CPU_WHY)}
 
 
 def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False,
@@ -135,22 +183,18 @@ def _fc_scopes(fp32: bytes, *, narrowing_only: bool, widening: bool = False,
     Chosen from the graph, not from tensor names (those change with the attention implementation
     and the head). The scope is what ai-edge-quantizer matches a recipe's regex against: the op's output
     tensor names joined by ';', plus a trailing ';'."""
-    from ai_edge_quantizer.qtyping import TFLOperationName
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
-    model = tfl.read_model(fp32)
     total, scopes = 0, []
-    for graph in model.subgraphs:
-        fcs = [op for op in graph.operators if tfl.TFL_OP_CODE_TO_NAME.get(
-            model.operatorCodes[op.opcodeIndex].builtinCode) == TFLOperationName.FULLY_CONNECTED]
+    for graph, fcs in fully_connected_ops(fp32):
         readers = Counter(op.inputs[0] for op in fcs)
         for op in fcs:
             total += 1
-            out_features, in_features = graph.tensors[op.inputs[1]].shape[:2]
+            kind = width(graph, op)
             writes_output = bool(set(op.outputs) & set(graph.outputs)) and not narrowing_only
             qkv = readers[op.inputs[0]] >= 3
-            if out_features < in_features or writes_output or (widening and out_features > in_features) or (
-                    same_width_but_qkv and out_features == in_features and not qkv):
+            if kind == "narrowing" or writes_output or (widening and kind == "widening") or (
+                    same_width_but_qkv and kind == "same" and not qkv):
                 scopes.append(tfl.get_op_scope(op, graph.tensors))
     return total, list(dict.fromkeys(scopes))
 
