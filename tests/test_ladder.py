@@ -112,3 +112,14 @@ def test_a_recipe_that_passes_first_is_kept_without_climbing(tmp_path):
     assert done.returncode == 0, done.stderr
     ladder = json.loads((out / "manifest.json").read_text())["artifacts"][0]["ladder"]
     assert ladder["kept"] == "all-int8" and len(ladder["tried"]) == 1 and ladder["tried"][0]["clear_of_margin"]
+
+
+def test_measured_rungs_stop_when_one_does_no_better_than_the_recipe_before():
+    from distilforge.pipeline.ladder import _next_rung
+
+    rungs = (Rung("all-int8", ""), Rung("float-top1", "", ("layer.0.ffn_out",), "all-int8"),
+             Rung("float-top2", "", ("layer.0.ffn_out", "layer.1.qkv"), "all-int8"), Rung("ffn-float", ""))
+    base, better, worse = _attempt("a", _result(0.980)), _attempt("b", _result(0.985)), _attempt("c", _result(0.979))
+    assert _next_rung(rungs, 0, [base]) == 1
+    assert _next_rung(rungs, 1, [base, better]) == 2  # it helped: the next measured rung
+    assert _next_rung(rungs, 1, [base, worse]) == 3  # it did not: straight to the role-level recipe

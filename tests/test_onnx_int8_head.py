@@ -7,7 +7,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from distilforge.quantize.onnx import head_nodes, kept_float_nodes  # noqa: E402
+from distilforge.quantize.onnx_layers import head_nodes, kept_float_nodes  # noqa: E402
 
 
 def _graph(tail: list) -> object:

@@ -24,6 +24,7 @@ from distilforge.quantize.ladder import (
     kept_attempt,
     ladder_record,
     measured_rungs,
+    min_cosine,
     verdict,
 )
 from distilforge.quantize.sensitivity import Sensitivity
@@ -39,12 +40,15 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     rungs, sensitivity = _ladder(target, source, options, progress)
     attempts: list[Attempt] = []
     try:
-        for index, rung in enumerate(rungs):
+        index = 0
+        while index < len(rungs):
+            rung = rungs[index]
             attempts.append(_attempt(target, source, out, options, reference, progress, rung,
                                      f"{index + 1}/{len(rungs)}"))
-            if attempts[-1].clear or index + 1 == len(rungs):
+            index = _next_rung(rungs, index, attempts)
+            if attempts[-1].clear or index >= len(rungs):
                 break
-            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index + 1].name}")
+            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index].name}")
         kept = kept_attempt(attempts)
         if target.ladder:
             kept.entry.ladder = ladder_record(rungs, attempts, kept, sensitivity)
@@ -55,6 +59,16 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
         for attempt in attempts:
             shutil.rmtree(attempt.root, ignore_errors=True)
     return kept.entry
+
+
+def _next_rung(rungs: tuple[Rung | None, ...], index: int, attempts: list[Attempt]) -> int:
+    """The next rung to try; past the measured ones when the one just tried did no better (min cosine) than the
+    recipe before it: the one-group-at-a-time table does not rank what this artifact loses (errors of several
+    groups can cancel), and each further measured rung is a whole export and validation."""
+    rung, (before, latest) = rungs[index], (attempts[-2:] if len(attempts) > 1 else (None, attempts[-1]))
+    if rung is None or not rung.float_layers or before is None or min_cosine(latest) > min_cosine(before):
+        return index + 1
+    return next((i for i in range(index + 1, len(rungs)) if not rungs[i].float_layers), len(rungs))
 
 
 def _ladder(target: Target, source: Source, options: BuildOptions, progress: Progress

@@ -144,13 +144,15 @@ def kept_attempt(attempts: list[Attempt]) -> Attempt:
             return attempt
     passing = [a for a in attempts if a.entry.passed]
     if passing:
-        return min(passing, key=lambda a: (len(a.shortfalls), -_min_cosine(a.entry)))
+        return min(passing, key=lambda a: (len(a.shortfalls), -min_cosine(a)))
     exported = [a for a in attempts if a.entry.artifact.files]
     return exported[-1] if exported else attempts[-1]
 
 
-def _min_cosine(entry: ArtifactEntry) -> float:
-    worst = entry.validation.worst()["min_cosine"] if entry.validation else None
+def min_cosine(attempt: Attempt) -> float:
+    """The attempt's worst cosine; 0 when it was not validated (its export failed)."""
+    validation = attempt.entry.validation
+    worst = validation.worst()["min_cosine"] if validation else 0.0
     return 1.0 if worst is None else worst
 
 
