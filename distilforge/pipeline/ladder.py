@@ -23,8 +23,8 @@ from distilforge.quantize.ladder import (
     Rung,
     kept_attempt,
     ladder_record,
+    mean_error,
     measured_rungs,
-    min_cosine,
     verdict,
 )
 from distilforge.quantize.sensitivity import Sensitivity
@@ -62,11 +62,11 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
 
 
 def _next_rung(rungs: tuple[Rung | None, ...], index: int, attempts: list[Attempt]) -> int:
-    """The next rung to try; past the measured ones when the one just tried did no better (min cosine) than the
-    recipe before it: the one-group-at-a-time table does not rank what this artifact loses (errors of several
-    groups can cancel), and each further measured rung is a whole export and validation."""
+    """The next rung to try; past the measured ones when the one just tried did no better (mean cosine error over
+    the validation cases) than the recipe before it: the one-group-at-a-time table does not rank what this artifact
+    loses (errors of several groups can cancel), and each further measured rung is a whole export and validation."""
     rung, (before, latest) = rungs[index], (attempts[-2:] if len(attempts) > 1 else (None, attempts[-1]))
-    if rung is None or not rung.float_layers or before is None or min_cosine(latest) > min_cosine(before):
+    if rung is None or not rung.float_layers or before is None or mean_error(latest) < mean_error(before):
         return index + 1
     return next((i for i in range(index + 1, len(rungs)) if not rungs[i].float_layers), len(rungs))
 

@@ -149,6 +149,14 @@ def kept_attempt(attempts: list[Attempt]) -> Attempt:
     return exported[-1] if exported else attempts[-1]
 
 
+def mean_error(attempt: Attempt) -> float:
+    """1 - cosine averaged over the attempt's validation cases and outputs: how far it is from the fp32 model,
+    less at the mercy of one case than the min cosine; 1 when it was not validated (its export failed)."""
+    validation = attempt.entry.validation
+    cosines = [c.cosine for c in validation.cases if c.cosine is not None] if validation else []
+    return 1.0 - sum(cosines) / len(cosines) if cosines else 1.0
+
+
 def min_cosine(attempt: Attempt) -> float:
     """The attempt's worst cosine; 0 when it was not validated (its export failed)."""
     validation = attempt.entry.validation
