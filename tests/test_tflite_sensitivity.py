@@ -28,8 +28,8 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("scheme", ["dynamic_scheme", "static_scheme"])
 def test_every_eager_group_has_its_own_fully_connected_ops(tiny, scheme):
     from distilforge.quantize import tflite as tflite_quantize
-    from distilforge.quantize.sensitivity import quantizable_groups
-    from distilforge.quantize.tflite_layers import head_groups, layer_groups_in_model
+    from distilforge.quantize.sensitivity import head_groups, quantizable_groups
+    from distilforge.quantize.tflite_layers import layer_groups_in_model
 
     ckpt, fp32 = tiny
     groups = quantizable_groups(ckpt.model, getattr(tflite_quantize, scheme)(BuildOptions()))

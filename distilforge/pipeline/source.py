@@ -64,14 +64,12 @@ def load_source(checkpoint: str | Path | None, eval_file: str | Path | None = No
 
 
 def measure_sensitivity(source: Source, scheme: Scheme) -> Sensitivity:
-    from distilforge.quantize.calibration import fit_to_shape
     from distilforge.quantize.sensitivity import CALIBRATION_SAMPLES, measure
     from distilforge.validate.inputs import sensitivity_cases
 
     info = source.ckpt.info
     cases = sensitivity_cases(info, source.ckpt.tokenizer, source.texts)
-    calibration = [fit_to_shape(s, (*s["input_ids"].shape[:-1], min(s["input_ids"].shape[-1], info.max_length)))
-                   for s in source.calibration.samples[:CALIBRATION_SAMPLES]] \
+    calibration = source.calibration.cut(info.max_length)[:CALIBRATION_SAMPLES] \
         if scheme.activations == "static" and source.calibration else []
     inputs = f"{len(cases)} batches: " + ", ".join(c.name for c in cases)
     if calibration:

@@ -33,6 +33,11 @@ class CalibrationSet:
     def record(self) -> dict[str, Any]:
         return {"source": self.source, "samples": len(self.samples), "sha256": self.sha256}
 
+    def cut(self, length: int) -> list[dict[str, np.ndarray]]:
+        """Every sample cut to at most `length` tokens (what the model or the artifact takes), unpadded."""
+        return [fit_to_shape(s, (*s["input_ids"].shape[:-1], min(s["input_ids"].shape[-1], length)))
+                for s in self.samples]
+
     def padded(self, length: int) -> list[dict[str, np.ndarray]]:
         """Every sample padded (or cut) to one sequence length."""
         return [fit_to_shape(s, (*s["input_ids"].shape[:-1], length)) for s in self.samples]

@@ -318,8 +318,7 @@ def _samples(ckpt: LoadedCheckpoint, calibration: CalibrationSet | None,
     if calibration is None:
         return [example_tensors(ckpt, bounds)]
     longest, rows = bounds[-1], min(CALIBRATION_BATCH, bounds[0])
-    samples = sorted((fit_to_shape(s, (*s["input_ids"].shape[:-1], min(longest, s["input_ids"].shape[-1])))
-                      for s in calibration.samples), key=lambda s: s["input_ids"].shape[-1])
+    samples = sorted(calibration.cut(longest), key=lambda s: s["input_ids"].shape[-1])
     batches = []
     for start in range(0, len(samples), rows):
         group = samples[start:start + rows]

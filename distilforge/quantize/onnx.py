@@ -229,8 +229,7 @@ def _reader(calibration: CalibrationSet, method: Any, max_length: int) -> Any:
     unpadded for MinMax; histogram methods need one shape, so padded to the longest."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 
-    samples = [fit_to_shape(s, (*s["input_ids"].shape[:-1], min(s["input_ids"].shape[-1], max_length)))
-               for s in calibration.samples]
+    samples = calibration.cut(max_length)
     if method != CalibrationMethod.MinMax:
         longest = max(s["input_ids"].shape[-1] for s in samples)
         samples = [fit_to_shape(s, (*s["input_ids"].shape[:-1], longest)) for s in samples]

@@ -7,8 +7,7 @@ from collections import Counter
 from typing import Any
 
 from distilforge.checkpoint import LoadedCheckpoint
-from distilforge.errors import ExportError
-from distilforge.quantize.sensitivity import group_of
+from distilforge.quantize.sensitivity import head_groups, placed_names
 
 # A MatMul's role, from the op that produces its activation input.
 ROLES = {"ffn_out": ("Gelu", "FastGelu", "BiasGelu"), "attention_out": ("Attention", "MultiHeadAttention"),
@@ -46,15 +45,20 @@ def head_nodes(model: Any) -> set[str]:
     return heads
 
 
+def name_nodes(model: Any) -> None:
+    """Give every unnamed node a name, in place: the quantizer excludes nodes by name."""
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}_distilforge"
+
+
 def kept_float_nodes(model: Any, keep: tuple[str, ...]) -> list[str]:
     """Names of the nodes that match `keep` by op type, role ("head" or a MatMul role) or name (unnamed nodes
     get names). ORT's quantizer first rewrites a Gemm as `<name>_MatMul` + `<name>_Add`: a kept Gemm is
     listed under both names, or the exclusion would silently miss it."""
     producers = {out: n for n in model.graph.node for out in n.output}
     names = []
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}_distilforge"
+    name_nodes(model)
     heads = head_nodes(model) if "head" in keep else set()
     for node in model.graph.node:
         if (node.op_type in keep or node.name in keep or node.name in heads
@@ -69,8 +73,6 @@ def layer_groups_in_graph(model: Any, ckpt: LoadedCheckpoint) -> dict[str, list[
     """Each layer group (quantize/sensitivity.py) -> its node names in the optimized graph: the n-th fused
     Attention / attention-output / FFN-in / FFN-out MatMul is encoder layer n's; the GEMMs after the last FFN
     with constant weights are the head's Linears, in the eager model's order."""
-    import torch
-
     producers = {out: n for n in model.graph.node for out in n.output}
     found: dict[str, list[str]] = {}
     seen: Counter[str] = Counter()
@@ -83,8 +85,7 @@ def layer_groups_in_graph(model: Any, ckpt: LoadedCheckpoint) -> dict[str, list[
         if role is not None:
             found[f"layer.{seen[role]}.{role}"] = [node.name]
             seen[role] += 1
-    eager_heads = list(dict.fromkeys(group_of(name) for name, m in ckpt.model.named_modules()
-                                     if isinstance(m, torch.nn.Linear) and group_of(name).startswith("head.")))
+    eager_heads = head_groups(ckpt.model)
     if len(eager_heads) == len(head):
         found.update({group: [node.name] for group, node in zip(eager_heads, head, strict=True)})
     return found
@@ -94,13 +95,7 @@ def group_nodes(model: Any, ckpt: LoadedCheckpoint, groups: tuple[str, ...], tar
     """The node names of the layer groups a measured rung keeps float (a Gemm under both of its names)."""
     if not groups:
         return []
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}_distilforge"
-    placed = layer_groups_in_graph(model, ckpt)
-    missing = [g for g in groups if g not in placed]
-    if missing:
-        raise ExportError(f"{target}: layer group {missing[0]} has no node in the optimized graph")
+    name_nodes(model)
+    names = placed_names(layer_groups_in_graph(model, ckpt), groups, target, "node in the optimized graph")
     kinds = {n.name: n.op_type for n in model.graph.node}
-    names = [name for g in groups for name in placed[g]]
     return names + [f"{name}_MatMul" for name in names if kinds[name] == "Gemm"]

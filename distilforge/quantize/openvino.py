@@ -48,7 +48,7 @@ from distilforge.exporters.openvino import convert, no_telemetry, record, save
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
-from distilforge.quantize.sensitivity import Scheme, group_of
+from distilforge.quantize.sensitivity import Scheme, group_of, placed_names
 
 # MatMuls that keep float activations in the static recipe (regexes over OpenVINO op names, e.g.
 # "__module.model.distilbert.transformer.layer.0.ffn.lin2/aten::linear/MatMul").
@@ -287,8 +287,4 @@ def group_ops(model: Any, groups: tuple[str, ...], target: str) -> list[str]:
     """The MatMul names of the layer groups a measured rung keeps fully float."""
     if not groups:
         return []
-    placed = layer_groups_in_model(model)
-    for group in groups:
-        if group not in placed:
-            raise ExportError(f"{target}: layer group {group} has no MatMul in the OpenVINO model")
-    return [name for group in groups for name in placed[group]]
+    return placed_names(layer_groups_in_model(model), groups, target, "MatMul in the OpenVINO model")

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from distilforge.errors import ExportError
+
 ENCODER_LINEAR = re.compile(r"(?:^|\.)layer\.(\d+)\.(attention\.[qkv]_lin|attention\.out_lin|ffn\.lin1|ffn\.lin2)$")
 ROLE_OF = {"attention.q_lin": "qkv", "attention.k_lin": "qkv", "attention.v_lin": "qkv",
            "attention.out_lin": "attention_out", "ffn.lin1": "ffn_in", "ffn.lin2": "ffn_out"}
@@ -134,6 +136,21 @@ def quantizable_groups(model: Any, scheme: Scheme) -> dict[str, list[Any]]:
         if isinstance(module, torch.nn.Linear) and role_of(group_of(name)) not in scheme.float_roles:
             groups.setdefault(group_of(name), []).append(module)
     return groups
+
+
+def head_groups(model: Any) -> list[str]:
+    """The eager model's head groups (`head.pre_classifier`, `head.classifier`), in module order: the order their
+    GEMMs run in, which is how the formats' graphs are matched to them."""
+    return [g for g in quantizable_groups(model, Scheme()) if role_of(g) == "head"]
+
+
+def placed_names(placed: dict[str, list[str]], groups: Sequence[str], target: str, missing: str) -> list[str]:
+    """The names (nodes, ops, selectors) of `groups` in a format's model, from where each group was found there;
+    a group found nowhere is an ExportError (`missing` says what it has none of)."""
+    for group in groups:
+        if not placed.get(group):
+            raise ExportError(f"{target}: layer group {group} has no {missing}")
+    return list(dict.fromkeys(name for group in groups for name in placed[group]))
 
 
 def _method(scheme: Scheme) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from distilforge.errors import ExportError
-from distilforge.quantize.sensitivity import Scheme, quantizable_groups, role_of
+from distilforge.quantize.sensitivity import head_groups, placed_names
 
 ENCODER_WIDTHS = ("same", "widening", "narrowing")  # attention output, FFN lin1, FFN lin2: after q, k, v
 
@@ -49,11 +49,6 @@ def selector(graph: Any, op: Any) -> str:
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
     return f"^{re.escape(tfl.get_op_scope(op, graph.tensors))}$"
-
-
-def head_groups(model: Any) -> list[str]:
-    """The eager model's head groups (`head.pre_classifier`, `head.classifier`), in module order."""
-    return [g for g in quantizable_groups(model, Scheme()) if role_of(g) == "head"]
 
 
 def layer_groups_in_model(fp32: bytes, heads: Sequence[str]) -> dict[str, list[str]]:
@@ -93,12 +88,11 @@ def group_selectors(fp32: bytes, model: Any, groups: Sequence[str], target: str)
     if not groups:
         return []
     placed = layer_groups_in_model(fp32, head_groups(model))
+    names = placed_names(placed, groups, target, "fully connected op in the TFLite model")
     for group in groups:
-        if not placed.get(group):
-            raise ExportError(f"{target}: layer group {group} has no fully connected op in the TFLite model")
         shared = [other for other, selectors in placed.items()
                   if other not in groups and set(selectors) & set(placed[group])]
         if shared:
             raise ExportError(f"{target}: layer group {group}'s fully connected op has the same name as "
                               f"{shared[0]}'s, so ai-edge-quantizer cannot keep it float alone")
-    return list(dict.fromkeys(s for g in groups for s in placed[g]))
+    return names
