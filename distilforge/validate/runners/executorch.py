@@ -35,7 +35,7 @@ def check_bounds(artifact: ExportedArtifact, shape: tuple[int, ...]) -> None:
 
 class ExecuTorchRunner:
     def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int) -> None:
-        with _native_stderr_muted():  # the C++ runtime logs its CPU probing and thread count on stderr
+        with _native_stderr_muted(), _without_the_compiler():  # the C++ runtime logs its CPU probing on stderr
             import executorch.kernels.quantized  # noqa: F401  the quantized embedding kernels
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
             from executorch.runtime import Runtime
@@ -60,6 +60,30 @@ class ExecuTorchRunner:
         check_bounds(self.artifact, fed["input_ids"].shape)
         out = self.method.execute([torch.from_numpy(fed[s.name]) for s in self.artifact.inputs])
         return {name: t.numpy().astype(np.float32, copy=True) for name, t in zip(self.output_names, out, strict=True)}
+
+
+@contextlib.contextmanager
+def _without_the_compiler() -> Iterator[None]:
+    """The runtime's pybindings (`portable_lib`) import `executorch.exir._warnings`, one small module of the
+    compiler package, and so run `executorch/exir/__init__.py`, which imports the whole compiler (5.4 of the
+    runtime's 7.3 s import, measured; every validation starts a runtime process). While the runtime is imported,
+    `executorch.exir` is an empty package on the same path: `_warnings` loads from it alone. The stand-in is
+    removed afterwards, so a later `import executorch.exir` (an export in the same process) runs the real one."""
+    import importlib.util
+    import types
+
+    if "executorch.exir" in sys.modules:
+        yield
+        return
+    spec = importlib.util.find_spec("executorch")
+    stand_in = types.ModuleType("executorch.exir")
+    stand_in.__path__ = [os.path.join(p, "exir") for p in (spec.submodule_search_locations or [])]
+    sys.modules["executorch.exir"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("executorch.exir") is stand_in:
+            del sys.modules["executorch.exir"]
 
 
 @contextlib.contextmanager

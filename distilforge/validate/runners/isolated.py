@@ -171,3 +171,8 @@ if __name__ == "__main__":
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
     sys.stdout = sys.stderr
     _serve(requests, replies)
+    replies.flush()
+    sys.stderr.flush()
+    # Nothing is left to write: skip the interpreter's teardown (1.5 s after an ExecuTorch or TorchScript
+    # runtime, measured), which the parent waits for after every validation.
+    os._exit(0)
