@@ -126,3 +126,24 @@ def test_measured_rungs_stop_when_one_does_no_better_than_the_recipe_before():
     assert _next_rung(rungs, 0, [base]) == 1
     assert _next_rung(rungs, 1, [base, better]) == 2  # it helped: the next measured rung
     assert _next_rung(rungs, 1, [base, worse]) == 3  # it did not: straight to the role-level recipe
+
+
+def test_a_measured_rung_predicted_no_better_is_skipped_with_the_ones_after_it():
+    """The eager proxy's figures of the default model's executorch:int8-static (x86-avx2): float-top1 0.002834
+    after the first recipe's 0.004118, then float-top2 0.002837. Exporting float-top2 (two minutes) would have
+    confirmed the prediction: its artifact did worse than float-top1's."""
+    from distilforge.pipeline.ladder import _past_unpromising
+
+    rungs = (Rung("static-widening", ""), Rung("float-top1", "", ("layer.4.ffn_in",), "static-widening"),
+             Rung("float-top2", "", ("layer.4.ffn_in", "layer.4.qkv"), "static-widening"),
+             Rung("float-top4", "", ("layer.4.ffn_in", "layer.4.qkv", "a", "b"), "static-widening"),
+             Rung("static-same-width", ""))
+    proxy = {(): 0.004118, rungs[1].float_layers: 0.002834, rungs[2].float_layers: 0.002837,
+             rungs[3].float_layers: 0.00229}
+    skipped = []
+    assert _past_unpromising(rungs, 1, rungs[0], proxy.__getitem__, skipped) == 1 and not skipped
+    assert _past_unpromising(rungs, 2, rungs[1], proxy.__getitem__, skipped) == 4  # float-top4 too
+    assert [(s.name, s.after) for s in skipped] == [("float-top2", "float-top1")]
+    assert skipped[0].record()["predicted_error"] == 0.002837 and "predicted no better" in skipped[0].record()["why"]
+    assert _past_unpromising(rungs, 4, rungs[1], proxy.__getitem__, skipped) == 4  # a role-level rung: no check
+    assert _past_unpromising(rungs, 2, rungs[1], None, []) == 2  # a target without a scheme

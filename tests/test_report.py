@@ -345,3 +345,25 @@ def test_an_int8_artifact_slower_than_its_fp32_sibling_is_flagged_and_never_reco
     assert rejected(result)["onnx:int8-dynamic"] == "INT8 slower than onnx:fp32 (1.07x its p50) on the CPU measured"
     assert "pass, slower than fp32" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["rows"][1]["slower_than_fp32"].startswith("onnx:fp32")
+
+
+def test_the_sensitivity_section_names_the_kept_recipe_its_float_groups_and_what_was_skipped() -> None:
+    from distilforge.report.sensitivity import TITLE, html_section, markdown_lines
+
+    table = {"method": "eager", "inputs": "2 batches",
+             "layers": [{"layer": "layer.4.ffn_in", "cost": 0.004, "worst": 0.01},
+                        {"layer": "layer.4.qkv", "cost": 0.002, "worst": 0.005}]}
+    ladder = {"kept": "static-same-width", "sensitivity": table,
+              "tried": [{"name": "static-widening", "float_layers": []},
+                        {"name": "float-top1", "float_layers": ["layer.4.ffn_in"]},
+                        {"name": "static-same-width", "float_layers": [], "summary": "same-width Linears only"}],
+              "skipped": [{"name": "float-top2", "after": "float-top1"}]}
+    manifest = {"artifacts": [{"target": "executorch:int8-static", "ladder": ladder},
+                              {"target": "onnx:fp32", "ladder": None}]}
+    lines = markdown_lines(manifest)
+    assert lines[1] == f"## {TITLE}" and len([line for line in lines if line.startswith("| executorch")]) == 1
+    row = next(line for line in lines if line.startswith("| executorch"))
+    assert "static-same-width (float-top2 on: predicted no better)" in row
+    assert "by role: same-width Linears only" in row and "layer.4.ffn_in 4.0e-03" in row
+    assert "float-top2 on: predicted no better" in html_section(manifest)
+    assert markdown_lines({"artifacts": [{"target": "onnx:fp32", "ladder": None}]}) == []

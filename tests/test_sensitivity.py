@@ -52,6 +52,22 @@ def test_the_layer_made_sensitive_is_measured_most_costly(sensitive, target):
     assert not any(g.split(".")[-1] in scheme.float_roles for g in groups)
 
 
+@pytest.mark.parametrize("target", ["onnx:int8-dynamic", "executorch:int8-static"])
+def test_the_whole_recipe_predicted_in_eager_loses_less_with_the_costly_layer_float(sensitive, target):
+    """The ladder's pre-check (Source.predicted_error): every group fake-quantized at once, on the validation
+    grid. Keeping the outlier layer float must predict far less error; keeping every group float, none."""
+    from distilforge.pipeline.source import Source
+
+    source = Source(sensitive, ["a small market", "the bank raised its rates", "the striker scored"], None, False)
+    scheme = TARGETS[target].scheme(BuildOptions())
+    every = tuple(quantizable_groups(sensitive.model, scheme))
+    base, outlier_float = source.predicted_error(scheme, ()), source.predicted_error(scheme, ("layer.1.ffn_out",))
+    assert outlier_float < 0.2 * base and base > 1e-3, (base, outlier_float)
+    assert source.predicted_error(scheme, every) == 0.0
+    assert source.predicted_error(scheme, ("layer.1.ffn_out",)) == outlier_float  # computed once, then remembered
+    assert len(source.predictions) == 3
+
+
 def test_activation_fake_quantization_keeps_zero_and_the_range():
     import torch
 

@@ -18,9 +18,11 @@ from distilforge.pipeline.judge import failed_entry, judge_elsewhere, validate_o
 from distilforge.pipeline.source import Source
 from distilforge.progress import Progress
 from distilforge.quantize.ladder import (
+    PREDICTED_GAIN,
     Attempt,
     QuantizeRun,
     Rung,
+    Skipped,
     kept_attempt,
     ladder_record,
     mean_error,
@@ -38,20 +40,27 @@ def build_target(target: Target, source: Source, out: Path, options: BuildOption
     """Export into a staging folder and validate it there through its runner; an INT8 target climbs its ladder of
     recipes until one passes its rule with the margin (validate/tolerances.py). The kept one moves into place."""
     rungs, sensitivity = _ladder(target, source, options, progress)
+    predict = _predictor(target, source, options, progress)
     attempts: list[Attempt] = []
+    skipped: list[Skipped] = []
     try:
         index = 0
         while index < len(rungs):
             rung = rungs[index]
             attempts.append(_attempt(target, source, out, options, reference, progress, rung,
                                      f"{index + 1}/{len(rungs)}"))
-            index = _next_rung(rungs, index, attempts)
-            if attempts[-1].clear or index >= len(rungs):
+            if attempts[-1].clear:
                 break
-            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}; trying {rungs[index].name}")
+            index = _next_rung(rungs, index, attempts)
+            index = _past_unpromising(rungs, index, rung, predict, skipped)
+            if index >= len(rungs):
+                break
+            why = f"; {skipped[-1].say()}" if skipped and skipped[-1].after == rung.name else ""
+            progress.note(f"{target.name}: recipe {rung.name} {verdict(attempts[-1])}{why}; "
+                          f"trying {rungs[index].name}")
         kept = kept_attempt(attempts)
         if target.ladder:
-            kept.entry.ladder = ladder_record(rungs, attempts, kept, sensitivity)
+            kept.entry.ladder = ladder_record(rungs, attempts, kept, sensitivity, skipped)
         if kept.entry.artifact.files:
             finish_folder(target, kept.entry, kept.root / target.folder, source)
             move_into_place(kept.root / target.folder, out / target.folder)
@@ -68,7 +77,39 @@ def _next_rung(rungs: tuple[Rung | None, ...], index: int, attempts: list[Attemp
     rung, (before, latest) = rungs[index], (attempts[-2:] if len(attempts) > 1 else (None, attempts[-1]))
     if rung is None or not rung.float_layers or before is None or mean_error(latest) < mean_error(before):
         return index + 1
-    return next((i for i in range(index + 1, len(rungs)) if not rungs[i].float_layers), len(rungs))
+    return _past_measured(rungs, index + 1)
+
+
+def _past_unpromising(rungs: tuple[Rung | None, ...], index: int, tried: Rung | None,
+                      predict: Callable[[tuple[str, ...]], float] | None, skipped: list[Skipped]) -> int:
+    """`index`, or past the measured rungs when the eager proxy predicts that rung `index` (a measured one) loses
+    no less than PREDICTED_GAIN of what the recipe just tried loses: exporting it would cost a conversion and a
+    validation (minutes for ExecuTorch) to confirm a prediction of no progress."""
+    if predict is None or tried is None or index >= len(rungs) or not (rungs[index] and rungs[index].float_layers):
+        return index
+    now, then = predict(tried.float_layers), predict(rungs[index].float_layers)
+    if then < PREDICTED_GAIN * now:
+        return index
+    skipped.append(Skipped(rungs[index].name, tried.name, then, now))
+    return _past_measured(rungs, index)
+
+
+def _past_measured(rungs: tuple[Rung | None, ...], index: int) -> int:
+    return next((i for i in range(index, len(rungs)) if not (rungs[i] and rungs[i].float_layers)), len(rungs))
+
+
+def _predictor(target: Target, source: Source, options: BuildOptions, progress: Progress
+               ) -> Callable[[tuple[str, ...]], float] | None:
+    """float groups -> the eager proxy's mean cosine error of the target's first recipe with them float."""
+    scheme = target.scheme(options) if target.ladder and target.scheme else None
+    if scheme is None:
+        return None
+
+    def predict(float_groups: tuple[str, ...]) -> float:
+        progress.step(target.name, f"predicting a recipe with {len(float_groups)} layer groups float, in eager")
+        return source.predicted_error(scheme, float_groups)
+
+    return predict
 
 
 def _ladder(target: Target, source: Source, options: BuildOptions, progress: Progress

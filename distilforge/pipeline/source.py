@@ -27,6 +27,7 @@ class Source:
     default: bool
     calibration: CalibrationSet | None = None  # loaded by the build when a chosen target needs it
     sensitivities: dict[Scheme, Sensitivity] = field(default_factory=dict, repr=False)
+    predictions: dict[tuple[Scheme, tuple[str, ...]], float] = field(default_factory=dict, repr=False)
 
     def sensitivity(self, scheme: Scheme) -> Sensitivity:
         """Each layer group's INT8 cost under `scheme` (quantize/sensitivity.py), measured once per scheme: targets
@@ -34,6 +35,25 @@ class Source:
         if scheme not in self.sensitivities:
             self.sensitivities[scheme] = measure_sensitivity(self, scheme)
         return self.sensitivities[scheme]
+
+    def predicted_error(self, scheme: Scheme, float_groups: tuple[str, ...]) -> float:
+        """The eager proxy's mean cosine error of a whole recipe (`scheme` with `float_groups` float) on the
+        validation grid (quantize/sensitivity.py: `predicted_error`), computed once per recipe."""
+        key = (scheme, tuple(sorted(float_groups)))
+        if key not in self.predictions:
+            self.predictions[key] = predict_error(self, scheme, float_groups)
+        return self.predictions[key]
+
+    @cached_property
+    def proxy_cases(self) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The validation grid's inputs (random shapes and real text, as every artifact is judged on) and the
+        clean eager model's rows for them."""
+        from distilforge.quantize.sensitivity import reference_rows
+        from distilforge.validate.inputs import validation_cases
+
+        info = self.ckpt.info
+        cases = [c.inputs for c in validation_cases(info, self.ckpt.tokenizer, self.texts)]
+        return cases, reference_rows(self.ckpt.model, info.head.output_names, cases)
 
     @cached_property
     def record(self) -> dict[str, Any]:
@@ -64,18 +84,35 @@ def load_source(checkpoint: str | Path | None, eval_file: str | Path | None = No
 
 
 def measure_sensitivity(source: Source, scheme: Scheme) -> Sensitivity:
-    from distilforge.quantize.sensitivity import CALIBRATION_SAMPLES, measure
+    from distilforge.quantize.sensitivity import measure
     from distilforge.validate.inputs import sensitivity_cases
 
     info = source.ckpt.info
     cases = sensitivity_cases(info, source.ckpt.tokenizer, source.texts)
-    calibration = source.calibration.cut(info.max_length)[:CALIBRATION_SAMPLES] \
-        if scheme.activations == "static" and source.calibration else []
+    calibration = _range_samples(source, scheme, [])
     inputs = f"{len(cases)} batches: " + ", ".join(c.name for c in cases)
     if calibration:
         inputs += f"; ranges from {len(calibration)} calibration samples"
     return measure(source.ckpt.model, info.head.output_names, [c.inputs for c in cases], scheme,
                    calibration=calibration, inputs=inputs)
+
+
+def predict_error(source: Source, scheme: Scheme, float_groups: tuple[str, ...]) -> float:
+    from distilforge.quantize.sensitivity import predicted_error, static_ranges
+
+    cases, reference = source.proxy_cases
+    ranges = static_ranges(source.ckpt.model, scheme, _range_samples(source, scheme, cases))
+    return predicted_error(source.ckpt.model, source.ckpt.info.head.output_names, cases, reference, scheme,
+                           float_groups, ranges)
+
+
+def _range_samples(source: Source, scheme: Scheme, fallback: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a static scheme's ranges are calibrated on: the first calibration samples, as for the table."""
+    from distilforge.quantize.sensitivity import CALIBRATION_SAMPLES
+
+    if scheme.activations != "static" or not source.calibration:
+        return fallback
+    return source.calibration.cut(source.ckpt.info.max_length)[:CALIBRATION_SAMPLES]
 
 
 def eager_runner(ckpt: LoadedCheckpoint, threads: int) -> Any:

@@ -15,8 +15,9 @@ ONNX Runtime's QAttention and our TorchScript fuse them into one GEMM, so they a
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -109,22 +110,46 @@ def measure(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, n
     groups = quantizable_groups(model, scheme)
     if not groups:
         return Sensitivity(_method(scheme), inputs, ())
-    ranges = _input_ranges(model, groups, calibration or cases) if scheme.activations == "static" else {}
+    ranges = static_ranges(model, scheme, calibration or cases)
     with torch.inference_mode():
         reference = [_rows(model, case, output_names) for case in cases]
         costs = []
         for group, modules in groups.items():
-            handles = [m.register_forward_hook(_fake_quantized(m, scheme, _mode(scheme, group), ranges.get(m)))
-                       for m in modules]
-            try:
-                cosines = np.concatenate([_cosines(ref, _rows(model, case, output_names))
-                                          for ref, case in zip(reference, cases, strict=True)])
-            finally:
-                for handle in handles:
-                    handle.remove()
+            with _fake_quantized_groups({group: modules}, scheme, ranges):
+                cosines = _row_cosines(model, output_names, cases, reference)
             costs.append(LayerCost(group, _rounded(1.0 - float(cosines.mean())), _rounded(1.0 - float(cosines.min()))))
     ranked = sorted(costs, key=lambda c: (-c.cost, -c.worst, c.layer))
     return Sensitivity(_method(scheme), inputs, tuple(ranked))
+
+
+def predicted_error(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, np.ndarray]],
+                    reference: Sequence[np.ndarray], scheme: Scheme, float_groups: Sequence[str],
+                    ranges: dict[Any, tuple[float, float]]) -> float:
+    """A whole recipe in eager: every group the scheme quantizes fake-quantized at once, but `float_groups`;
+    1 - the mean cosine of the rows with `reference` (the clean model's `reference_rows`). Unlike the table, it
+    sees the groups' errors together (they add up or cancel), so it can tell whether keeping more groups float
+    helps this recipe before a format exports it. `ranges`: `static_ranges`."""
+    import torch
+
+    groups = {g: m for g, m in quantizable_groups(model, scheme).items() if g not in set(float_groups)}
+    with torch.inference_mode(), _fake_quantized_groups(groups, scheme, ranges):
+        return _rounded(1.0 - float(_row_cosines(model, output_names, cases, reference).mean()))
+
+
+def reference_rows(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, np.ndarray]]
+                   ) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        return [_rows(model.eval(), case, output_names) for case in cases]
+
+
+def static_ranges(model: Any, scheme: Scheme, samples: Sequence[dict[str, np.ndarray]]
+                  ) -> dict[Any, tuple[float, float]]:
+    """Each quantized Linear's calibrated input range under a static scheme (none otherwise)."""
+    if scheme.activations != "static":
+        return {}
+    return _input_ranges(model, quantizable_groups(model, scheme), samples)
 
 
 def quantizable_groups(model: Any, scheme: Scheme) -> dict[str, list[Any]]:
@@ -206,6 +231,25 @@ def _input_ranges(model: Any, groups: dict[str, list[Any]], samples: Sequence[di
         for handle in handles:
             handle.remove()
     return ranges
+
+
+@contextlib.contextmanager
+def _fake_quantized_groups(groups: dict[str, list[Any]], scheme: Scheme, ranges: dict[Any, tuple[float, float]]
+                           ) -> Iterator[None]:
+    """While inside, every Linear of `groups` computes as its fake-quantized twin."""
+    handles = [m.register_forward_hook(_fake_quantized(m, scheme, _mode(scheme, group), ranges.get(m)))
+               for group, modules in groups.items() for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _row_cosines(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, np.ndarray]],
+                 reference: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([_cosines(ref, _rows(model, case, output_names))
+                           for ref, case in zip(reference, cases, strict=True)])
 
 
 def _fake_quantized(module: Any, scheme: Scheme, mode: str, static_range: tuple[float, float] | None) -> Any:

@@ -20,6 +20,7 @@ class TargetSensitivity:
     layers: tuple[tuple[str, float], ...]  # (group, cost), most costly first
     method: str
     by_role: str = ""  # the kept recipe keeps whole roles float (a fallback rung): its summary
+    skipped: str = ""  # the first measured rung the eager prediction skipped (ladder.skipped)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "kept": self.kept, "float_layers": list(self.float_layers),
@@ -29,7 +30,8 @@ class TargetSensitivity:
         costly = ", ".join(f"{g} {c:.1e}" + (" (float)" if g in self.float_layers else "")
                            for g, c in self.layers[:SHOWN])
         kept_float = ", ".join(self.float_layers) or (f"by role: {self.by_role}" if self.by_role else "none")
-        return [self.target, self.kept or "", kept_float, costly]
+        kept = (self.kept or "") + (f" ({self.skipped} on: predicted no better)" if self.skipped else "")
+        return [self.target, kept, kept_float, costly]
 
 
 HEADERS = ("target", "kept recipe", "layer groups kept float",
@@ -52,7 +54,8 @@ def sensitivities(manifest: dict[str, Any]) -> list[TargetSensitivity]:
         first = bool(tried) and kept is tried[0]
         out.append(TargetSensitivity(artifact["target"], ladder.get("kept"), tuple(kept.get("float_layers") or ()),
                                      tuple((c["layer"], c["cost"]) for c in table["layers"]), table["method"],
-                                     "" if first or kept.get("float_layers") else kept.get("summary") or ""))
+                                     "" if first or kept.get("float_layers") else kept.get("summary") or "",
+                                     next((s["name"] for s in ladder.get("skipped") or []), "")))
     return out
 
 
