@@ -106,8 +106,9 @@ def _predictor(target: Target, source: Source, options: BuildOptions, progress: 
         return None
 
     def predict(float_groups: tuple[str, ...]) -> float:
-        progress.step(target.name, f"predicting a recipe with {len(float_groups)} layer groups float, in eager")
-        return source.predicted_error(scheme, float_groups)
+        count = f"{len(float_groups)} layer group{'' if len(float_groups) == 1 else 's'}"
+        step = f"predicting the recipe with {count} float, in eager"
+        return source.predicted_error(scheme, float_groups, lambda: progress.step(target.name, step))
 
     return predict
 

@@ -4,6 +4,7 @@ them (and whether they changed since)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -36,11 +37,14 @@ class Source:
             self.sensitivities[scheme] = measure_sensitivity(self, scheme)
         return self.sensitivities[scheme]
 
-    def predicted_error(self, scheme: Scheme, float_groups: tuple[str, ...]) -> float:
+    def predicted_error(self, scheme: Scheme, float_groups: tuple[str, ...],
+                        computing: Callable[[], None] = lambda: None) -> float:
         """The eager proxy's mean cosine error of a whole recipe (`scheme` with `float_groups` float) on the
-        validation grid (quantize/sensitivity.py: `predicted_error`), computed once per recipe."""
+        validation grid (quantize/sensitivity.py: `predicted_error`), computed once per recipe (`computing` is
+        called first when it is)."""
         key = (scheme, tuple(sorted(float_groups)))
         if key not in self.predictions:
+            computing()
             self.predictions[key] = predict_error(self, scheme, float_groups)
         return self.predictions[key]
 
