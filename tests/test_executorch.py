@@ -119,16 +119,19 @@ def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
         assert "aten::embedding" not in entry["details"]["portable_ops"]
 
 
-def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tiny_checkpoints, tmp_path, monkeypatch):
+def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeypatch):
     """`static-same-width` observes a subset of the edges `static-widening` does: after it, it copies those
-    observers instead of running the calibration text again, and writes the same bytes as when it calibrates."""
+    observers instead of running the calibration text again, and writes the same bytes as when it calibrates.
+    On one layer: the sharing does not depend on the depth, and each of the three lowerings costs per layer."""
+    from tiny import make_checkpoint
+
     from distilforge.checkpoint import load_checkpoint
     from distilforge.options import BuildOptions
     from distilforge.quantize import executorch as quantize
     from distilforge.quantize.calibration import load_calibration
     from distilforge.quantize.ladder import QuantizeRun
 
-    ckpt = load_checkpoint(tiny_checkpoints["seq-single"])
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "checkpoint", "seq-single", n_layers=1))
     calibration = load_calibration(None, ckpt.tokenizer, ckpt.head, samples=16)
     calibrated = []
     samples = quantize._samples
