@@ -14,12 +14,40 @@ from distilforge.artifacts.layout import CACHE, IN_PROGRESS, MANIFEST, exclusive
 from distilforge.artifacts.manifest import verify_files
 
 
-def test_a_second_build_into_a_locked_directory_fails_at_once(tiny_checkpoints, tmp_path):
+def test_a_second_build_into_a_directory_another_process_writes_fails_at_once_naming_it(tiny_checkpoints, tmp_path):
+    """Two real processes: one holds `out` (as a build, merge or build-many does for its whole run); a build into it
+    refuses at once, naming the holder. Killed, the holder leaves no lock behind: the kernel drops it."""
     out = tmp_path / "out"
-    with exclusive(out):  # a build in progress holds this lock
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from distilforge.artifacts.layout import exclusive\n"
+                               "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         result = run_cli("build", str(tiny_checkpoints["seq-single"]), "--out", str(out), "--targets", "onnx:fp32")
-    assert_one_line_error(result, str(out), "another distilforge build is writing into it")
-    assert sorted(p.name for p in out.iterdir()) == [".distilforge.lock"]
+        assert_one_line_error(result, str(out), "another distilforge process is writing into it",
+                              f"(pid {holder.pid}: ")
+        assert sorted(p.name for p in out.iterdir()) == [".distilforge.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(out):  # nothing stuck
+        assert (out / ".distilforge.lock").read_text().startswith(f"pid {os.getpid()}: ")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_records_take_the_mode_every_other_file_gets(tmp_path, umask):
+    """manifest.json (and every record written through a temporary file) is not left 0600 by mkstemp."""
+    from distilforge.artifacts.layout import write_json_atomic
+
+    before = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "manifest.json", {"a": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 \
+        == 0o666 & ~umask
 
 
 KILL_POINTS = ["checkpoint: loading", "onnx:fp32: exporting", "onnx:fp32: validating", "torchscript:fp32: exporting",
@@ -53,6 +81,8 @@ def test_builds_killed_at_several_points_list_nothing_and_the_rerun_completes(ti
     first = subprocess.run(args, env=env, capture_output=True, timeout=900)  # a complete build to overwrite
     assert first.returncode == 0, first.stderr
     complete = (out / MANIFEST).read_bytes()
+    assert {(out / MANIFEST).stat().st_mode & 0o777} == {p.stat().st_mode & 0o777 for p in out.rglob("*")
+                                                         if p.is_file() and not p.name.startswith(".")}
     for point in KILL_POINTS:
         # --rebuild: export everything again, so the kill lands while artifacts are being replaced
         landed = kill_during([*args, "--rebuild"], env, point, delay=0.3)

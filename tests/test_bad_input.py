@@ -834,7 +834,7 @@ def _(ctx: Ctx) -> Bad:
     lock = exclusive(ctx.out)  # another build holds the directory until the case is over
     lock.__enter__()
     ctx.cleanups.append(lambda: lock.__exit__(None, None, None))
-    return Bad(ctx.build(), (str(ctx.out), "another distilforge build is writing into it"), out_states=("prepared",))
+    return Bad(ctx.build(), (str(ctx.out), "another distilforge process is writing into it"), out_states=("prepared",))
 
 
 @case("out-disk-full")

@@ -59,23 +59,59 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+_HELD: set[Path] = set()  # the directories this process holds (build-many's driver, then its merge into one)
+
+
 @contextlib.contextmanager
 def exclusive(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `out` for a whole build, so a second build into it fails at once.
-    The lock is the kernel's (flock): it goes with the process, a killed build leaves no stale lock."""
+    """Hold an exclusive lock on `out` for a whole build, so a second build, merge or build-many into it fails at
+    once, naming the process that holds it. The lock is the kernel's (flock): it goes with the process, a killed
+    build leaves no stale lock. Re-entrant within one process."""
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    key = out.resolve()
+    if key in _HELD:
+        yield
+        return
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         os.close(fd)
-        raise OutputDirError(f"{out}: another distilforge build is writing into it; "
-                             "wait for it to finish or choose another --out") from None
+        raise OutputDirError(f"{out}: another distilforge process is writing into it"
+                             f"{f' ({holder})' if holder else ''}; wait for it to finish or choose another --out"
+                             ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {_command_line()}".encode(), 0)
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
+        os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _command_line() -> str:
+    import sys
+
+    args = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    if args[0] in ("__main__.py", "-m"):
+        args[0] = "distilforge"
+    return " ".join(args)[:300]
+
+
+def file_mode() -> int:
+    """The mode a new file gets here (0o666 less the umask): what records written through a temporary file take,
+    as every other file of a build has (mkstemp would leave them 0600, unreadable to another user)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def begin_build(out: Path) -> None:
@@ -121,6 +157,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{path.name}-", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilforge.artifacts.layout import STAGING_PREFIX, check_out_dir
+from distilforge.artifacts.layout import STAGING_PREFIX, check_out_dir, exclusive
 from distilforge.artifacts.manifest import read_manifest, verify_files
 from distilforge.artifacts.merge import link_or_copy, merge
 from distilforge.errors import DistilforgeError, MissingBackendError, UsageError, first_line
@@ -81,15 +81,16 @@ def build_many(plan_path: str | Path, root: str | Path, *, address: str | None =
     root = Path(root)
     for c in plan.checkpoints:
         check_out_dir(root / c.name)
-    ray = _connect(address)
-    try:
-        nodes = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes() if n.get("Alive")}
-        progress.note(f"ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s); "
-                      f"{len(plan.tasks)} task(s) of {plan.threads} CPU(s) each")
-        with contextlib.redirect_stdout(_RayMessages(progress)):  # Ray prints its cluster's errors on stdout
-            outcomes = _run(ray, plan, root, progress, max_retries)
-    finally:
-        ray.shutdown()
+    with exclusive(root):  # a second build-many into ROOT refuses at once; each merge locks its checkpoint's folder
+        ray = _connect(address)
+        try:
+            nodes = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes() if n.get("Alive")}
+            progress.note(f"ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s); "
+                          f"{len(plan.tasks)} task(s) of {plan.threads} CPU(s) each")
+            with contextlib.redirect_stdout(_RayMessages(progress)):  # Ray prints its cluster's errors on stdout
+                outcomes = _run(ray, plan, root, progress, max_retries)
+        finally:
+            ray.shutdown()
     return ManyResult(root=root, outcomes=outcomes, nodes=nodes, wall_seconds=time.monotonic() - started)
 
 
