@@ -59,19 +59,12 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-_HELD: set[Path] = set()  # the directories this process holds (build-many's driver, then its merge into one)
-
-
 @contextlib.contextmanager
 def exclusive(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on `out` for a whole build, so a second build, merge or build-many into it fails at
     once, naming the process that holds it. The lock is the kernel's (flock): it goes with the process, a killed
-    build leaves no stale lock. Re-entrant within one process."""
+    build leaves no stale lock."""
     out.mkdir(parents=True, exist_ok=True)
-    key = out.resolve()
-    if key in _HELD:
-        yield
-        return
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,11 +76,9 @@ def exclusive(out: Path) -> Iterator[None]:
                              ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}: {_command_line()}".encode(), 0)
-    _HELD.add(key)
     try:
         yield
     finally:
-        _HELD.discard(key)
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

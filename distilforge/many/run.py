@@ -81,14 +81,15 @@ def build_many(plan_path: str | Path, root: str | Path, *, address: str | None =
     root = Path(root)
     for c in plan.checkpoints:
         check_out_dir(root / c.name)
-    with exclusive(root):  # a second build-many into ROOT refuses at once; each merge locks its checkpoint's folder
-        ray = _connect(address)
-        try:
-            nodes = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes() if n.get("Alive")}
-            progress.note(f"ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s); "
-                          f"{len(plan.tasks)} task(s) of {plan.threads} CPU(s) each")
-            with contextlib.redirect_stdout(_RayMessages(progress)):  # Ray prints its cluster's errors on stdout
-                outcomes = _run(ray, plan, root, progress, max_retries)
+    with tempfile.TemporaryDirectory(prefix="distilforge-ray-") as empty:
+        ray = _connect(address, empty)
+        try:  # ROOT held: a second build-many into it refuses at once (each merge locks its checkpoint's folder)
+            with exclusive(root):
+                nodes = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in ray.nodes() if n.get("Alive")}
+                progress.note(f"ray: {len(nodes)} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU(s); "
+                              f"{len(plan.tasks)} task(s) of {plan.threads} CPU(s) each")
+                with contextlib.redirect_stdout(_RayMessages(progress)):  # Ray prints its cluster's errors on stdout
+                    outcomes = _run(ray, plan, root, progress, max_retries)
         finally:
             ray.shutdown()
     return ManyResult(root=root, outcomes=outcomes, nodes=nodes, wall_seconds=time.monotonic() - started)
@@ -121,7 +122,10 @@ class _RayMessages(io.TextIOBase):
         return len(text)
 
 
-def _connect(address: str | None) -> Any:
+def _connect(address: str | None, working_dir: str) -> Any:
+    """ray.init for this job. `working_dir` (an empty directory): without a job working directory Ray puts the
+    driver's current directory first on every worker's sys.path, so a `distilforge` folder there (another
+    checkout) was imported instead of the installed package; with one, workers import what the driver did."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -130,7 +134,7 @@ def _connect(address: str | None) -> Any:
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "USE_TF", "USE_FLAX", "TF_CPP_MIN_LOG_LEVEL")
            if k in os.environ}
     kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
-                                  runtime_env={"env_vars": env} if env else None)
+                                  runtime_env={"working_dir": working_dir, **({"env_vars": env} if env else {})})
     if address and address != "auto":
         _check_reachable(address)
     try:
