@@ -220,24 +220,17 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
                         triton_why_not=_NO_TRITON)
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
-_ONNX_PATHS = ("same bytes only from the same install path: torch.onnx writes the file paths of the traced "
-               "Python code (torch, transformers in the venv) into node metadata")
-_TS_PATHS = ("same bytes only from the same install path: torch.jit.save keeps debug info with the file paths "
-             "of the traced Python code")
-
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, reproducible_caveat=_ONNX_PATHS, cost=10),
+    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, cost=10),
     Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized, cost=8),
-    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, reproducible_caveat=_ONNX_PATHS, cost=3.5),
+    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, cost=3.5),
     Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder,
            scheme=onnx_quantize.dynamic_scheme, cost=16.5),
     Target("onnx:int8-static", ONNX, export=onnx_quantize.export_int8_static, calibrated=True,
            ladder=onnx_quantize.static_ladder, scheme=onnx_quantize.static_scheme, cost=16),
-    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, reproducible_caveat=_TS_PATHS,
-           cost=5),
+    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, cost=5),
     Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,
-           reproducible_caveat=_TS_PATHS, ladder=_rungs(torchscript_quantize.RUNGS), scheme=torchscript_quantize.scheme,
-           cost=7.5),
+           ladder=_rungs(torchscript_quantize.RUNGS), scheme=torchscript_quantize.scheme, cost=7.5),
     Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32, cost=5.5),
     Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16, cost=4),
     Target("openvino:int8-weights", OPENVINO, export=openvino_quantize.export_int8_weights,

@@ -25,8 +25,12 @@ pytestmark = pytest.mark.xdist_group("ray")
 SOME = [t for t in ("onnx:fp32", "torchscript:fp32", "onnx:int8-dynamic", "openvino:fp32") if t in installed_targets()]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilforge", *args], capture_output=True, text=True,
+def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 1200,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m distilforge ...`; from `cwd`, the installed console script (`-m` would put `cwd` on the driver's
+    own sys.path)."""
+    command = [str(Path(sys.executable).with_name("distilforge"))] if cwd else [sys.executable, "-m", "distilforge"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=timeout)
 
 
@@ -95,10 +99,16 @@ def test_build_many_on_two_local_nodes_survives_a_killed_worker_and_equals_seque
     checkpoints["broken"] = _broken_checkpoint(tiny_checkpoints["seq-single"], tmp_path / "broken")
     plan = _plan(tmp_path / "plan.toml", checkpoints, SOME)
     root = tmp_path / "root"
+    # run from a directory holding another `distilforge` (another checkout): the workers must import the installed
+    # package, as the driver does (Ray put the driver's directory first on their sys.path: every task failed)
+    decoy = tmp_path / "checkout"
+    (decoy / "distilforge").mkdir(parents=True)
+    (decoy / "distilforge" / "__init__.py").write_text("raise ImportError('the checkout in the working directory')\n")
     with two_node_cluster() as address:
         killer = Killer(after=2.0)
         killer.start()
-        first = cli("build-many", str(plan), "--out", str(root), "--ray-address", address, "--json", env=RAY_ENV)
+        first = cli("build-many", str(plan), "--out", str(root), "--ray-address", address, "--json", env=RAY_ENV,
+                    cwd=decoy)
         killer.stop.set()
         second = cli("build-many", str(plan), "--out", str(root), "--ray-address", address, "--json", env=RAY_ENV)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -55,6 +56,7 @@ def export_fp32(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
                             location=EXTERNAL_DATA)
         except Exception as e:
             raise ExportError(f"onnx:fp32: saving {MODEL_FILE} failed: {type(e).__name__}: {first_line(e)}") from e
+        _readable_external_data(folder)
     return ExportedArtifact(
         target="onnx:fp32", files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.onnx.export (dynamo)", "opset": options.onnx_opset, "external_data": True},
@@ -132,7 +134,31 @@ def _load_export(ckpt: LoadedCheckpoint, options: BuildOptions, target: str) -> 
     with tempfile.TemporaryDirectory(prefix="distilforge-onnx-") as tmp:
         path = Path(tmp) / MODEL_FILE
         _torch_export(ckpt, path, options, target)
-        return onnx.load(str(path))
+        return strip_source_paths(onnx.load(str(path)))
+
+
+SOURCE_PATH_KEYS = ("pkg.torch.onnx.stack_trace",)  # the traced Python frames, with absolute file paths
+
+
+def strip_source_paths(model: Any) -> Any:
+    """Drop the node metadata torch.onnx writes unconditionally (no export option turns it off) with the absolute
+    paths and line numbers of the traced Python code (torch's, transformers', ours): with it, the same model from
+    another install path or checkout gave other bytes, in every ONNX target (the optimizer and the quantizers
+    keep node metadata). Nothing reads it; the other keys (`namespace`, `fx_node`, ...) hold no paths."""
+
+    def strip(graph: Any) -> None:
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if p.key not in SOURCE_PATH_KEYS]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    strip(sub)
+
+    strip(model.graph)
+    for function in model.functions:
+        strip(function)
+    return model
 
 
 def _copy_model(model: Any) -> Any:
@@ -220,7 +246,16 @@ def save_model(model: Any, path: Path, target: str) -> bool:
                         location=EXTERNAL_DATA)
     except Exception as e:
         raise ExportError(f"{target}: saving {path.name} failed: {type(e).__name__}: {first_line(e)}") from e
+    if external:
+        _readable_external_data(path.parent)
     return external
+
+
+def _readable_external_data(folder: Path) -> None:
+    """onnx writes the external data file with mode 0600; give it the mode every other file of the folder has."""
+    from distilforge.artifacts.layout import file_mode
+
+    os.chmod(folder / EXTERNAL_DATA, file_mode())
 
 
 def tool_versions() -> dict[str, str]:

@@ -34,7 +34,7 @@ def trace(module: object, ckpt: LoadedCheckpoint, folder: Path, target: str, det
             traced = torch.jit.trace(module, inputs, strict=False, check_trace=False)
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
-            return buffer.getvalue()
+            return without_debug_info(buffer.getvalue())
 
     with quiet() as captured:
         try:
@@ -80,3 +80,29 @@ def _in_a_new_thread(fn: Callable[[], bytes]) -> bytes:
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+# written by the archive writer itself, not copied
+_WRITER_RECORDS = {".data/version", "version", "byteorder", ".data/serialization_id"}
+
+
+def without_debug_info(data: bytes) -> bytes:
+    """The TorchScript archive without its `*.debug_pkl` records: the source text and absolute file paths of the
+    traced code (torch's and transformers' in the venv, Python's threading.py), which made the same model saved
+    from another install path other bytes. torch.jit.save has no switch for them; torch.jit.load reads them only
+    when present (for error messages' source ranges). The rest is copied record by record in the archive's order
+    with torch's own writer: same code, same tensors, bit-identical outputs."""
+    import torch
+
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    version = next(n for n in (".data/version", "version") if reader.has_record(n))
+    writer.set_min_version(int(bytes(reader.get_record(version)).decode()))  # keeps ".data/version" where it was
+    for name in reader.get_all_records():
+        if name.endswith(".debug_pkl") or name in _WRITER_RECORDS:
+            continue
+        record = reader.get_record(name)
+        writer.write_record(name, record, len(record))
+    writer.write_end_of_file()
+    return out.getvalue()

@@ -87,7 +87,10 @@ def _where() -> dict[str, Any]:
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     except ImportError:
         pass
-    return {"node": node, "host": platform.node(), "pid": os.getpid()}
+    import distilforge
+
+    return {"node": node, "host": platform.node(), "pid": os.getpid(),
+            "package": os.path.dirname(distilforge.__file__)}  # the distilforge this worker imported
 
 
 def pack(folder: Path) -> bytes:
