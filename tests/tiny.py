@@ -27,7 +27,9 @@ TINY_MODELS = (
          {"num_labels": 4, "problem_type": "multi_label_classification"}),
     Tiny("seq-regression", "DistilBertForSequenceClassification", {"num_labels": 1, "problem_type": "regression"}),
     Tiny("token", "DistilBertForTokenClassification", {"num_labels": 5}),
-    Tiny("qa", "DistilBertForQuestionAnswering"),
+    # initializer_range 0.2: at 0.02 a one-layer model's span logits are near flat (std 0.12) and our decoding and
+    # transformers' pipeline pick different spans (scored differently: noted on issue 27)
+    Tiny("qa", "DistilBertForQuestionAnswering", {"initializer_range": 0.2}),
     # initializer_range 0.2: at the default 0.02 its choices' logits differ by ~1e-5 (std 1.8e-5), ties that
     # fp16 rounding alone flips; at 0.2 the median gap between the top two choices is 0.16
     Tiny("multiple-choice", "DistilBertForMultipleChoice", {"initializer_range": 0.2}),
