@@ -29,6 +29,7 @@ class Source:
     calibration: CalibrationSet | None = None  # loaded by the build when a chosen target needs it
     sensitivities: dict[Scheme, Sensitivity] = field(default_factory=dict, repr=False)
     predictions: dict[tuple[Scheme, tuple[str, ...]], float] = field(default_factory=dict, repr=False)
+    ranges: dict[Scheme, dict[Any, tuple[float, float]]] = field(default_factory=dict, repr=False)
 
     def sensitivity(self, scheme: Scheme) -> Sensitivity:
         """Each layer group's INT8 cost under `scheme` (quantize/sensitivity.py), measured once per scheme: targets
@@ -105,7 +106,9 @@ def predict_error(source: Source, scheme: Scheme, float_groups: tuple[str, ...])
     from distilforge.quantize.sensitivity import predicted_error, static_ranges
 
     cases, reference = source.proxy_cases
-    ranges = static_ranges(source.ckpt.model, scheme, _range_samples(source, scheme, cases))
+    if scheme not in source.ranges:  # the same calibration forwards for every prediction of a scheme: made once
+        source.ranges[scheme] = static_ranges(source.ckpt.model, scheme, _range_samples(source, scheme, cases))
+    ranges = source.ranges[scheme]
     return predicted_error(source.ckpt.model, source.ckpt.info.head.output_names, cases, reference, scheme,
                            float_groups, ranges)
 

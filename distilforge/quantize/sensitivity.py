@@ -111,8 +111,8 @@ def measure(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, n
     if not groups:
         return Sensitivity(_method(scheme), inputs, ())
     ranges = static_ranges(model, scheme, calibration or cases)
+    reference = reference_rows(model, output_names, cases)
     with torch.inference_mode():
-        reference = [_rows(model, case, output_names) for case in cases]
         costs = []
         for group, modules in groups.items():
             with _fake_quantized_groups({group: modules}, scheme, ranges):
