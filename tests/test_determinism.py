@@ -20,23 +20,21 @@ def _digests(root):
 
 
 @pytest.mark.slow
-def test_two_builds_are_byte_identical(tmp_path):
-    """... and building targets on two workers at once (--jobs 2) gives the bytes of one at a time (--jobs 1).
-    On a one-layer token head: what makes bytes differ does not depend on the depth, and ExecuTorch's lowering
-    (most of these builds' time) costs per layer."""
-    from tiny import make_checkpoint
-
-    checkpoint = make_checkpoint(tmp_path / "checkpoint", "token", n_layers=1)
+def test_two_builds_are_byte_identical(built, tiny_checkpoints, tmp_path):
+    """The session's build of the one-layer token head (in a pytest worker, after whatever tests ran there, targets
+    one at a time) and the CLI's in a fresh process from another directory with --jobs 2 (targets on two workers at
+    once) give the same files and manifest, byte for byte: every installed target."""
+    session = built("token")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    outs = [tmp_path / "a", tmp_path / "b"]
-    for out, jobs in zip(outs, ("1", "2"), strict=True):  # every installed target, each build in its own process
-        subprocess.run([sys.executable, "-m", "distilforge", "build", str(checkpoint), "--out", str(out),
-                        "--quiet", "--keep-going", "--jobs", jobs, "--tolerance", "int8.min_cosine=0.5",
-                        "--tolerance", "int8.min_agreement=0.5"],
-                       env=env, capture_output=True, text=True, timeout=1200)
-    first, second = (_digests(o) for o in outs)
+    out = tmp_path / "cli"
+    done = subprocess.run([sys.executable, "-m", "distilforge", "build", str(tiny_checkpoints["token"]), "--out",
+                           str(out), "--targets", ",".join(session.manifest["settings"]["targets"]), "--quiet",
+                           "--keep-going", "--jobs", "2", *[f"--tolerance={t}" for t in TINY_TOLERANCES]],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    first, second = _digests(session.out), _digests(out)
     assert "manifest.json" in first and len(first) > 10
-    manifest = json.loads((outs[0] / "manifest.json").read_text())
+    manifest = session.manifest
     assert {a["target"] for a in manifest["artifacts"]} == {n for n, t in TARGETS.items() if t.installed()}
     for a in manifest["artifacts"]:  # what the manifest promises, file by file
         if a["reproducible"]["bytes"]:
@@ -47,53 +45,39 @@ def test_two_builds_are_byte_identical(tmp_path):
     assert not [a["target"] for a in manifest["artifacts"] if a["reproducible"]["caveat"]]  # not even the path
 
 
-PATH_TARGETS = [t for t in ("onnx:fp32", "onnx:int8-dynamic", "torchscript:fp32", "torchscript:int8-dynamic")
-                if TARGETS[t].installed()]
+# torch.onnx (node metadata) and torch.jit.save (debug records) wrote source paths; the others share conversions
+ALONE = [t for t in ("onnx:int8-dynamic", "openvino:int8-static", "tflite:fp16", "torchscript:fp32")
+         if TARGETS[t].installed()]
 
 
-def test_bytes_do_not_depend_on_where_distilforge_is_installed(tiny_checkpoints, tmp_path):
-    """The same build from a second copy of the source (another checkout: its own path, its own lock beside it) and
-    from the installed package, each from another working directory, gives the same bytes and manifest: torch.onnx
-    writes the traced code's absolute paths into node metadata, torch.jit.save into debug records (106 of them
-    in a tiny model's ONNX file), and the exporters drop them."""
+def test_an_entry_depends_neither_on_its_siblings_nor_on_where_distilforge_is_installed(built, tiny_checkpoints,
+                                                                                       tmp_path):
+    """A few targets built alone, by a second copy of the source (another checkout: its own path, its own lock
+    beside it) from another working directory, give each entry the session's build of every target with the
+    installed package gave it: files (by hash), details, validation, ladder, warnings.
+
+    A format's targets share one conversion per build (exporters/common.shared_conversion), so an entry must not
+    depend on its siblings; torch.onnx writes the traced code's absolute paths into node metadata and torch.jit.save
+    into debug records (106 of them in a tiny model's ONNX file), which the exporters drop."""
+    assert ALONE, "no backend installed"
     root = Path(__file__).resolve().parent.parent
     other = tmp_path / "other-checkout"
     shutil.copytree(root / "distilforge", other / "distilforge", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(root / "requirements.lock", other / "requirements.lock")
-    outs = {}
-    for name, pythonpath in (("installed", ""), ("other", str(other))):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
-        where = subprocess.run([sys.executable, "-P", "-c", "import distilforge; print(distilforge.__file__)"],
-                               env=env, capture_output=True, text=True, cwd=tmp_path, check=True).stdout.strip()
-        assert Path(where).is_relative_to(other) == (name == "other"), where
-        outs[name] = tmp_path / name
-        done = subprocess.run([sys.executable, "-P", "-m", "distilforge", "build", str(tiny_checkpoints["token"]),
-                               "--out", str(outs[name]), "--targets", ",".join(PATH_TARGETS), "--quiet",
-                               *[f"--tolerance={t}" for t in TINY_TOLERANCES]],
-                              env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-        assert done.returncode == 0, done.stderr
-    installed, elsewhere = (_digests(o) for o in outs.values())
-    assert "manifest.json" in installed and installed == elsewhere, {k for k in installed
-                                                                     if installed[k] != elsewhere.get(k)}
-
-
-def test_an_entry_does_not_depend_on_the_targets_built_beside_it(built, tiny_checkpoints, tmp_path):
-    """A format's targets share one conversion per build (exporters/common.shared_conversion), so each entry must be
-    the same built alone as built with its siblings: files, details, validation, ladder."""
-
-    from distilforge.options import BuildOptions
-    from distilforge.pipeline import build
-    from distilforge.validate.tolerances import parse_overrides
-
-    alone = [t for t in ("onnx:int8-dynamic", "openvino:int8-static", "tflite:fp16") if TARGETS[t].installed()]
-    assert alone, "no backend installed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(other)}
+    where = subprocess.run([sys.executable, "-P", "-c", "import distilforge; print(distilforge.__file__)"],
+                           env=env, capture_output=True, text=True, cwd=tmp_path, check=True).stdout.strip()
+    assert Path(where).is_relative_to(other), where
+    out = tmp_path / "alone"
+    done = subprocess.run([sys.executable, "-P", "-m", "distilforge", "build", str(tiny_checkpoints["token"]),
+                           "--out", str(out), "--targets", ",".join(ALONE), "--quiet",
+                           *[f"--tolerance={t}" for t in TINY_TOLERANCES]],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    alone = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert [a["target"] for a in alone] == ALONE
     with_siblings = {a["target"]: a for a in built("token").manifest["artifacts"]}
-    result = build(tiny_checkpoints["token"], tmp_path / "alone", targets=alone, force=True, keep_going=True,
-                   options=BuildOptions(tolerances=parse_overrides(TINY_TOLERANCES)))
-    assert [a["target"] for a in result.manifest["artifacts"]] == alone
-    for entry in result.manifest["artifacts"]:
-        # every key but `warnings`: libraries warn once per process (torch.jit.trace's deprecation, JAX's os.fork
-        # notice), so what a build records there depends on what ran before it in the same process
-        other = with_siblings[entry["target"]]
-        assert {k: v for k, v in entry.items() if k != "warnings"} == {k: v for k, v in other.items()
-                                                                        if k != "warnings"}, entry["target"]
+    for entry in alone:
+        assert entry == with_siblings[entry["target"]], entry["target"]
+    files = _digests(out)
+    assert all(files[f["path"]] == f["sha256"] for a in alone for f in a["files"])

@@ -16,6 +16,7 @@ class Tiny:
     key: str  # pytest id
     architecture: str
     config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # torch's seed for the random weights
 
 
 TINY_MODELS = (
@@ -28,8 +29,11 @@ TINY_MODELS = (
     Tiny("seq-regression", "DistilBertForSequenceClassification", {"num_labels": 1, "problem_type": "regression"}),
     Tiny("token", "DistilBertForTokenClassification", {"num_labels": 5}),
     # initializer_range 0.2: at 0.02 a one-layer model's span logits are near flat (std 0.12) and our decoding and
-    # transformers' pipeline pick different spans (scored differently: noted on issue 27)
-    Tiny("qa", "DistilBertForQuestionAnswering", {"initializer_range": 0.2}),
+    # transformers' pipeline pick different spans (scored differently: noted on issue 27). Seed 5: at seed 0 two
+    # positions of one validation row were 1.1e-5 apart, a tie fp16 rounding flipped on another CPU class (1 of 109
+    # decisions, under the 99.5 % rule); at 5 the closest of the 218 decisions is 0.0058 apart (median 0.3), which
+    # test_validation_inputs.py::test_tiny_decisions_are_not_ties holds
+    Tiny("qa", "DistilBertForQuestionAnswering", {"initializer_range": 0.2}, seed=5),
     # initializer_range 0.2: at the default 0.02 its choices' logits differ by ~1e-5 (std 1.8e-5), ties that
     # fp16 rounding alone flips; at 0.2 the median gap between the top two choices is 0.16
     Tiny("multiple-choice", "DistilBertForMultipleChoice", {"initializer_range": 0.2}),
@@ -47,7 +51,7 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
-def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int = 0, tokenizer: bool = True,
+def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int | None = None, tokenizer: bool = True,
                     safe_serialization: bool = True, max_shard_size: str | None = None, **config: Any) -> Path:
     """Save a seeded random tiny checkpoint (with a WordPiece tokenizer) under root/<key>."""
     import torch
@@ -60,7 +64,7 @@ def make_checkpoint(root: Path, tiny: Tiny | str, *, seed: int = 0, tokenizer: b
     vocab_size = len(vocab.read_text().splitlines())
     settings = {**BASE_CONFIG, **tiny.config, **config, "vocab_size": vocab_size,
                 "architectures": [tiny.architecture]}
-    torch.manual_seed(seed)
+    torch.manual_seed(tiny.seed if seed is None else seed)
     model = getattr(transformers, tiny.architecture)(transformers.DistilBertConfig(**settings)).eval()
     kwargs: dict[str, Any] = {"safe_serialization": safe_serialization}
     if max_shard_size:
