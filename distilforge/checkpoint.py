@@ -15,6 +15,7 @@ from distilforge import weights
 from distilforge.artifacts.hashing import sha256_file
 from distilforge.errors import CheckpointError, first_line
 from distilforge.heads import ARCHITECTURES, SENTENCE_HEAD, HeadSpec, find_head
+from distilforge.libraries import lean_transformers
 from distilforge.sentence import SentencePooling, check_dimension, is_sentence_transformers, read_sentence_pooling
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -270,6 +271,7 @@ def load_checkpoint(path: str | Path, *, provenance: dict[str, Any] | None = Non
 
 def _load_model(info: CheckpointInfo) -> Any:
     _check_weight_files_readable(info)
+    lean_transformers()
     import torch
     import transformers
 

@@ -164,3 +164,66 @@ def card_problems(out: Path, entry: dict[str, Any], checkpoint: dict[str, Any], 
 def _record(folder: Path, name: str, prefix: str, role: str) -> FileRecord:
     record = FileRecord.of(folder, folder / name, role)
     return FileRecord(f"{prefix}/{record.path}", record.bytes, record.sha256, role)
+
+
+def companion_problems(out: Path, entry: dict[str, Any], model_dir: Path) -> list[str]:
+    """A companion (config.json, a tokenizer file) that is no longer the checkpoint's own, one line each naming the
+    file and what differs. Their hashes in the manifest only say the folder is as it was written: a folder whose
+    labels or vocabulary were edited and re-signed (hashes, card and digest recomputed) passes that check, and then
+    decodes every answer with the wrong labels or tokenizes every text wrongly."""
+    problems = []
+    for record in entry.get("files", []):
+        name = Path(record["path"]).name
+        if record.get("role") not in ("config", "tokenizer") or name not in (CONFIG, *TOKENIZER_FILES):
+            continue
+        here, there = out / record["path"], model_dir / name
+        if not here.is_file():
+            continue  # reported by the hash check
+        if not there.is_file():
+            problems.append(f"{entry['target']}: {record['path']}: the checkpoint has no {name} any more")
+        elif here.read_bytes() != there.read_bytes():
+            problems.append(f"{entry['target']}: {record['path']} is not the checkpoint's {name}: "
+                            f"{_what_differs(here, there)}")
+    return problems
+
+
+def _what_differs(here: Path, there: Path) -> str:
+    """The keys of a JSON file whose values differ (with both values where they are short), or the first line of a
+    vocabulary that differs."""
+    mine, theirs = here.read_text(encoding="utf-8", errors="replace"), there.read_text(encoding="utf-8",
+                                                                                       errors="replace")
+    if here.suffix == ".json":
+        try:
+            a, b = json.loads(mine), json.loads(theirs)
+        except json.JSONDecodeError:
+            return "not the same JSON"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+            return "; ".join(_key_difference(k, a.get(k, _MISSING), b.get(k, _MISSING)) for k in keys[:4]) \
+                + (f"; and {len(keys) - 4} more keys" if len(keys) > 4 else "") or "formatting only"
+        return "not the same JSON"
+    lines_here, lines_there = mine.splitlines(), theirs.splitlines()
+    changed = [i for i in range(max(len(lines_here), len(lines_there)))
+               if (lines_here[i:i + 1] or [None]) != (lines_there[i:i + 1] or [None])]
+    if not changed:
+        return "line endings or trailing bytes differ"
+    i = changed[0]
+    return (f"{len(changed)} of {len(lines_there)} lines differ; line {i + 1} is "
+            f"{_short(lines_here[i] if i < len(lines_here) else None)} here, "
+            f"{_short(lines_there[i] if i < len(lines_there) else None)} in the checkpoint")
+
+
+_MISSING = object()
+
+
+def _key_difference(key: str, here: Any, there: Any) -> str:
+    if here is _MISSING:
+        return f"no {key!r} here (the checkpoint's: {_short(there)})"
+    if there is _MISSING:
+        return f"{key!r} {_short(here)} is not in the checkpoint's"
+    return f"{key!r} is {_short(here)} here, {_short(there)} in the checkpoint"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = "missing" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from distilforge.libraries import for_our_process
+
 
 def feed(batch: int, seq: int, vocab: int, choices: int | None) -> dict[str, np.ndarray]:
     """Random token ids (no padding: every position is real work), the same for every candidate."""
@@ -128,6 +130,5 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("USE_TF", "0")
-    os.environ.setdefault("USE_FLAX", "0")
+    for_our_process()
     sys.exit(main(sys.argv[1:]))

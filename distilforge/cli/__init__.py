@@ -15,6 +15,7 @@ import warnings
 from distilforge.cli import terminal
 from distilforge.cli.parser import build_parser
 from distilforge.errors import EXIT_FAILED, EXIT_USAGE, DistilforgeError
+from distilforge.libraries import for_our_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _silence_libraries() -> None:
     """Library noise (torchao's pytree warnings, TF's C++ logs) must not drown our one-line errors."""
+    for_our_process()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("USE_TF", "0")  # transformers would import TensorFlow (seconds, and noise) otherwise
-    os.environ.setdefault("USE_FLAX", "0")  # ... and JAX, where Flax is installed (the test-only fixtures extra)
     warnings.filterwarnings("ignore")
     for name in ("torch", "transformers", "onnxscript", "nncf", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -21,6 +21,7 @@ from typing import Any
 
 from distilforge.artifacts.layout import process_alive
 from distilforge.errors import DistilforgeError
+from distilforge.libraries import for_our_process
 
 STAGING_PREFIX = "distilforge-task-"
 
@@ -55,6 +56,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
     from distilforge.many.plan import build_options
     from distilforge.pipeline import Part, build
 
+    for_our_process()
     started = time.monotonic()
     result = TaskResult(spec.checkpoint, spec.target, node=_where())
     remove_orphans()

@@ -25,6 +25,7 @@ from typing import Any
 
 from distilforge.cpu import SHARED_CORES_VARIABLE
 from distilforge.errors import BuildFailure, DistilforgeError, UsageError, first_line
+from distilforge.libraries import for_our_process
 
 UNKNOWN_SECONDS_PER_RECIPE = 10.0
 
@@ -194,8 +195,7 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     _die_with_parent()
-    os.environ.setdefault("USE_TF", "0")  # as the CLI: transformers would import TensorFlow (seconds) otherwise
-    os.environ.setdefault("USE_FLAX", "0")
+    for_our_process()
     os.environ[SHARED_CORES_VARIABLE] = "1"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before its import
     from distilforge.pipeline.ladder import build_target

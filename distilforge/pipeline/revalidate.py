@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilforge.artifacts.folder import Loader, card_problems
+from distilforge.artifacts.folder import Loader, card_problems, companion_problems
 from distilforge.artifacts.manifest import ArtifactEntry, host_cpu, manifest_problems, read_manifest, verify_files
 from distilforge.artifacts.records import ExportedArtifact, Tolerance
 from distilforge.errors import UsageError
@@ -63,6 +63,7 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
                  for p in card_problems(out, a, manifest["checkpoint"], _loader(a.get("format")))]
     source = source_for(manifest)
     problems += checkpoint_drift(manifest["checkpoint"], source)
+    problems += [p for a in manifest["artifacts"] for p in companion_problems(out, a, source.ckpt.info.model_dir)]
     problems += eval_drift(manifest["settings"].get("eval"), source)
     options = BuildOptions(threads=threads or manifest["settings"]["threads"], seed=manifest["settings"]["seed"])
     reference = Reference(eager_runner(source.ckpt, options.threads))
