@@ -30,7 +30,7 @@ def sentence_models(tmp_path_factory):
     """Three folders over one tiny DistilBertModel: mean + Normalize and cls + max (written by sentence-transformers
     itself), and 2.x's layout with the transformer in 0_Transformer/ (mean, max and mean_sqrt_len, max 24 tokens)."""
     root = tmp_path_factory.mktemp("sentence")
-    base = make_checkpoint(root, "base")
+    base = make_checkpoint(root, "base", n_layers=1)  # ExecuTorch's lowering, most of the build, costs per layer
     return {"mean-normalize": save_sentence_transformer(base, root / "mean-normalize"),
             "cls-max": save_sentence_transformer(base, root / "cls-max", ["cls", "max"], normalize=False),
             "legacy-subfolder": write_legacy_sentence_folder(base, root / "legacy-subfolder",
