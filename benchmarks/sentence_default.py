@@ -8,7 +8,9 @@ then Normalize), checks the eager reference against `SentenceTransformer.encode`
 `distilforge build --eval PAIRS` with the default (real) rules: PAIRS are 300 pairs of the held-out topic texts,
 scored 1 when both texts share a topic and 0 otherwise, so Spearman x100 of the embeddings' cosine measures how
 well each artifact keeps topics apart. Prints per target: size, min per-text cosine with eager, nearest-neighbour
-agreement (decisions), Spearman and its drop, pass/fail; saves WORK/sentence_default.json.
+agreement (decisions), agreement counting a pick within 0.01 of eager's best cosine, the Spearman of all pairwise
+cosines with eager's (validation.embedding), the task Spearman and its drop, pass/fail; saves
+WORK/sentence_default.json (with each target's whole validation.embedding record).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def main() -> int:
     reference = manifest["reference"]["task"]
     rows = []
     print(f"\nreference (eager) spearman {reference['value']:.2f} over {reference['examples']} pairs")
-    print(f"{'target':26} {'MB':>6} {'min cos':>9} {'NN agree (n)':>14} {'spearman':>9} {'drop':>6}  status")
+    print(f"{'target':26} {'MB':>6} {'min cos':>9} {'NN agree (n)':>14} {'<=0.01':>7} {'pair rho':>9} "
+          f"{'spearman':>9} {'drop':>6}  status")
     for entry in manifest["artifacts"]:
         v = entry.get("validation") or {}
         embedding = [c for c in v.get("cases", []) if c["output"] == "sentence_embedding"]
@@ -102,10 +105,14 @@ def main() -> int:
                "min_cosine": min((c["cosine"] for c in embedding if c["cosine"] is not None), default=None),
                "agreement": agree / decisions if decisions else None, "decisions": decisions,
                "spearman": (v.get("task") or {}).get("artifact"), "drop": (v.get("task") or {}).get("drop"),
-               "passed": bool(v.get("passed"))}
+               "passed": bool(v.get("passed")),
+               "embedding": (v.get("embedding") or {}).get("sentence_embedding")}
         rows.append(row)
+        record = row["embedding"] or {}
         print(f"{row['target']:26} {row['mb']:6.1f} {row['min_cosine'] or 0:9.5f} "
-              f"{(row['agreement'] or 0) * 100:7.1f}% ({decisions:>3}) {row['spearman'] or 0:9.2f} "
+              f"{(row['agreement'] or 0) * 100:7.1f}% ({decisions:>3}) "
+              f"{(record.get('agreement_within') or {}).get('0.01', 0) * 100:6.1f}% "
+              f"{record.get('pairwise_spearman', 0):9.5f} {row['spearman'] or 0:9.2f} "
               f"{row['drop'] or 0:6.2f}  {'pass' if row['passed'] else 'FAIL'}")
     (work / "sentence_default.json").write_text(json.dumps(
         {"reference_vs_encode_max_abs": gap, "reference_spearman": reference["value"], "rows": rows,

@@ -123,3 +123,39 @@ def test_nearest_neighbour_agreement_over_text_rows():
     # random token ids, or two rows (each the other's nearest), make no decision
     assert compare_output("c", (4, 8), embedding, ref, got, np.ones((4, 8))).agreement is None
     assert compare_output("c", (2, 8), embedding, ref[:2], got[:2], np.ones((2, 8)), texts=True).agreement is None
+
+
+def test_embedding_record_tells_a_near_tie_from_a_wrong_neighbour():
+    """Row 0's two nearest others are 0.004 apart in eager's cosine: the artifact picking the second is a near-tie
+    (agreeing within 0.005), not a wrong neighbour; shuffled rows are wrong neighbours and rank pairs differently."""
+    from scipy.stats import rankdata, spearmanr
+
+    from distilforge.validate.embedding import _ranks, embedding_record
+
+    def unit(v):
+        return np.asarray(v, dtype=np.float64) / np.linalg.norm(v)
+
+    eager = np.stack([unit([1, 0, 0, 0]), unit([0.9, 0.43589, 0, 0]), unit([0.896, 0, 0.44405, 0]),
+                      unit([0, 0, 0, 1]), unit([0, 0.2, 0, 1])])
+    near_tie = eager.copy()
+    near_tie[1] = unit([0.85, 0.5268, 0, 0])  # row 0 now prefers row 2 (0.896) over row 1 (0.85)
+    record = embedding_record([(eager, near_tie)])
+    assert record["texts"] == 5 and record["min_cosine"] < 1.0 and record["mean_cosine"] > 0.99
+    assert record["agreement"] == 0.8  # row 0 picks another neighbour
+    assert record["agreement_within"]["0.005"] == 1.0  # ... 0.004 below eager's best: a near-tie
+    assert record["differing_margins"]["0.002-0.005"] == 1 and sum(record["differing_margins"].values()) == 1
+    assert 0.9 < record["pairwise_spearman"] < 1.0
+
+    same = embedding_record([(eager, eager * 3.0)])  # scale does not matter to cosine
+    assert same["agreement"] == 1.0 and same["pairwise_spearman"] == pytest.approx(1.0)
+    garbage = np.random.default_rng(2).normal(size=eager.shape)  # a broken artifact: wrong neighbours, far off
+    assert embedding_record([(eager, garbage)])["agreement_within"]["0.05"] <= 0.6
+    assert embedding_record([]) is None
+
+    values = np.random.default_rng(0).integers(0, 5, size=40).astype(float)
+    assert np.array_equal(_ranks(values), rankdata(values))
+    a, b = np.random.default_rng(1).normal(size=(2, 30))
+    record = embedding_record([(a.reshape(6, 5), b.reshape(6, 5))])
+    upper = np.triu_indices(6, 1)
+    ua, ub = (x.reshape(6, 5) / np.linalg.norm(x.reshape(6, 5), axis=1, keepdims=True) for x in (a, b))
+    assert record["pairwise_spearman"] == pytest.approx(spearmanr((ua @ ua.T)[upper], (ub @ ub.T)[upper]).statistic)

@@ -15,7 +15,7 @@ from distilforge.artifacts.hashing import sha256_file  # noqa: E402
 from distilforge.artifacts.manifest import read_manifest  # noqa: E402
 from distilforge.errors import OutputDirError, UsageError  # noqa: E402
 from distilforge.package import package_triton  # noqa: E402
-from distilforge.package.triton import MARKER, QUEUE_DELAY_US, triton_dims  # noqa: E402
+from distilforge.package.triton import MARKER, QUEUE_DELAY_US, batching_off, triton_dims  # noqa: E402
 from distilforge.targets import TARGETS  # noqa: E402
 
 # what this module's fixtures build is built once: one xdist worker runs the whole module (a module-scoped
@@ -151,8 +151,10 @@ def test_every_config_matches_the_manifest(built, tmp_path):
             for t, s in zip(tensors, specs, strict=True):
                 shape = s["shape"][1:] if batching else s["shape"]
                 assert list(t.dims) == [d if isinstance(d, int) else -1 for d in shape], (target, t.name)
-        assert config.HasField("dynamic_batching") == batching
-        if batching:
+        # off for a model whose answers validation saw change in a padded batch (this QA head's dynamic INT8 on AVX2)
+        off = batching_off(entry, "auto")
+        assert config.HasField("dynamic_batching") == (batching and off is None), (target, off)
+        if batching and off is None:
             assert 0 < config.dynamic_batching.max_queue_delay_microseconds == QUEUE_DELAY_US <= 1000
         assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU,
                                                                        1)]
@@ -316,3 +318,41 @@ def test_the_command_line(built, tmp_path):
     assert_one_line_error(run_cli("package", str(built), "--format", "triton", "--out", str(tmp_path / "other"),
                                   "--targets", "tflite:fp32"), "tflite:fp32")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_model_whose_answers_changed_in_a_batch_is_not_batched_by_the_server(built, tmp_path):
+    """Issue 27: dynamic INT8 takes one activation scale over the whole batch, so a server batching strangers'
+    requests together would give answers that depend on them. Validation counts the decisions that change
+    (batch_dependence, measured on every dynamic INT8 target); the package turns the server's batching off where
+    any did, and says so, unless told otherwise."""
+    manifest = read_manifest(built)
+    measured = {a["target"]: a["validation"]["batch_dependence"] for a in manifest["artifacts"]}
+    assert measured["onnx:fp32"] is None and measured["torchscript:fp32"] is None
+    record = measured["onnx:int8-dynamic"]
+    assert record["texts"] > 0 and record["decisions"] >= record["texts"] and 0 <= record["changed"] <= \
+        record["decisions"], record
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    edited = json.loads((out / "manifest.json").read_text())
+    entry = next(a for a in edited["artifacts"] if a["target"] == "onnx:int8-dynamic")
+    entry["validation"]["batch_dependence"] = {**record, "changed": 2}  # as the default model's did on AVX2
+    (out / "manifest.json").write_text(json.dumps(edited))
+    for mode, batched in (("auto", {"onnx-fp32"}), ("on", {"onnx-fp32", "onnx-int8-dynamic"}), ("off", set())):
+        said: list[str] = []
+        repo = tmp_path / mode
+        package_triton(out, repo, targets=["onnx:fp32", "onnx:int8-dynamic"], dynamic_batching=mode, say=said.append)
+        configs = {name: parse(repo / name / "config.pbtxt") for name in ("onnx-fp32", "onnx-int8-dynamic")}
+        assert {n for n, c in configs.items() if c.HasField("dynamic_batching")} == batched, mode
+        assert all(c.max_batch_size == 32 for c in configs.values())  # a client may still send its own batch
+        text = (repo / "onnx-int8-dynamic" / "config.pbtxt").read_text()
+        if mode == "auto":
+            assert said == [f"onnx:int8-dynamic: dynamic batching off: 2 of {record['decisions']} decisions on real "
+                            "text changed when its texts ran as one padded batch (validation.batch_dependence in "
+                            "manifest.json), so an answer would depend on the requests batched with it; "
+                            "--dynamic-batching on turns it on"]
+            assert f"# dynamic batching off: 2 of {record['decisions']} decisions" in text
+        else:
+            assert said == []
+    with pytest.raises(UsageError, match="dynamic batching 'sometimes'"):
+        package_triton(out, tmp_path / "bad", dynamic_batching="sometimes")

@@ -367,3 +367,27 @@ def test_the_sensitivity_section_names_the_kept_recipe_its_float_groups_and_what
     assert "by role: same-width Linears only" in row and "layer.4.ffn_in 4.0e-03" in row
     assert "float-top2 on: predicted no better" in html_section(manifest)
     assert markdown_lines({"artifacts": [{"target": "onnx:fp32", "ladder": None}]}) == []
+
+
+def test_the_report_says_how_many_decisions_changed_in_a_padded_batch(tmp_path: Path) -> None:
+    """Dynamic INT8 targets carry validation.batch_dependence; the table shows it for them, blank for the others,
+    and has no such column when nothing measured it."""
+    (tmp_path / "plain").mkdir()
+    plain = write_report(make_dir(tmp_path / "plain"))
+    assert "changed in a batch" not in (tmp_path / "plain" / "report.md").read_text()
+    assert all(r["batch_dependence"] == "" for r in plain.report["rows"])
+
+    entries = [spec_artifact(t, spec) for t, spec in ARTIFACTS.items()]
+    for entry in entries:
+        if entry["target"] == "onnx:int8-dynamic":
+            entry["validation"]["batch_dependence"] = {"texts": 125, "batch": 16, "decisions": 125, "changed": 2}
+        elif entry["target"] == "openvino:int8-weights":
+            entry["validation"]["batch_dependence"] = {"texts": 125, "batch": 16, "decisions": 125, "changed": 0}
+    out = tmp_path / "measured"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(manifest(entries)))
+    rows = {r["target"]: r["batch_dependence"] for r in write_report(out).report["rows"]}
+    assert rows["onnx:int8-dynamic"] == "2 of 125" and rows["openvino:int8-weights"] == "none of 125"
+    assert rows["tflite:int8-static"] == ""
+    md = (out / "report.md").read_text()
+    assert "changed in a batch" in md and "| 2 of 125 |" in md

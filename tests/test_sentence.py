@@ -95,6 +95,10 @@ def test_every_target_builds_with_both_outputs_and_passes(built_sentence):
         assert sum(m["decisions"] for m in embedding) >= 100  # nearest neighbours among real texts
         if entry["precision"] == "fp32":
             assert max(m["max_abs"] for m in embedding) <= 1e-4
+        record = entry["validation"]["embedding"]["sentence_embedding"]  # what an embedding rule is chosen from
+        assert record["texts"] >= 16 and 0 <= record["agreement"] <= record["agreement_within"]["0.01"] <= 1
+        assert record["min_cosine"] <= record["mean_cosine"] and -1 <= record["pairwise_spearman"] <= 1
+        assert sum(record["differing_margins"].values()) == round((1 - record["agreement"]) * record["texts"])
 
 
 def test_reference_scores_pairs_as_sentence_transformers(built_sentence, sentence_models):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from test_mutants import resign
 
 from distilforge.pipeline import build
 from distilforge.pipeline.revalidate import validate_dir
@@ -113,32 +114,11 @@ def test_damaged_manifest_is_one_line(built):
         validate_dir(built)
 
 
-def _resign(out, target="onnx:fp32"):
-    """What a careless deploy script or a hand fix does after editing a folder: every file's hash, the card and the
-    manifest's digest recomputed, so all of them agree with what is on disk."""
-    import hashlib
-
-    from distilforge.artifacts.folder import card, card_text
-    from distilforge.artifacts.manifest import manifest_digest
-    from distilforge.targets import FORMATS
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    entry = next(a for a in manifest["artifacts"] if a["target"] == target)
-    for record in [f for f in entry["files"] if f["role"] != "card"]:
-        data = (out / record["path"]).read_bytes()
-        record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    card_record = next(f for f in entry["files"] if f["role"] == "card")
-    text = card_text(card(entry, manifest["checkpoint"], FORMATS[entry["format"]].loader))
-    (out / card_record["path"]).write_text(text, encoding="utf-8")
-    card_record.update(bytes=len(text.encode()), sha256=hashlib.sha256(text.encode()).hexdigest())
-    manifest["digest"] = manifest_digest(manifest)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
 def test_a_resigned_folder_whose_labels_or_vocabulary_differ_from_the_checkpoint_fails(built):
-    """Issue 27: the hashes only say a folder is as it was written. Its companions must still be the checkpoint's:
-    swapped labels would make every answer of those two classes wrong, a changed vocabulary every text."""
-    _resign(built)
+    """Issue 27 (tests/test_mutants.py has more mutants): the hashes only say a folder is as it was written. Its
+    companions must still be the checkpoint's: swapped labels would make every answer of those two classes wrong,
+    a changed vocabulary every text."""
+    resign(built, "onnx:fp32")
     assert validate_dir(built).passed  # the control: re-signed, unchanged
 
     config_path = built / "onnx-fp32" / "config.json"
@@ -149,7 +129,7 @@ def test_a_resigned_folder_whose_labels_or_vocabulary_differ_from_the_checkpoint
     words = vocab.read_text().splitlines()
     words[10], words[11] = words[11], words[10]
     vocab.write_text("\n".join(words) + "\n")
-    _resign(built)
+    resign(built, "onnx:fp32")
 
     result = validate_dir(built)
     assert not result.passed

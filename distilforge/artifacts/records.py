@@ -178,6 +178,11 @@ class ValidationResult:
     failures: list[str]
     task: TaskScore | None = None
     shapes_note: str = ""
+    # dynamic INT8: decisions on real text that change when the texts run as one padded batch instead of one by one
+    # (validate/__init__.py: batch_dependence): texts, batch, decisions, changed
+    batch_dependence: dict[str, int] | None = None
+    # embedding outputs: what the artifact does to them on real text, by output (validate/embedding.py)
+    embedding: dict[str, dict[str, Any]] | None = None
 
     def worst(self) -> dict[str, Any]:
         """Worst figure over all cases and outputs: the headline numbers."""
@@ -197,7 +202,8 @@ class ValidationResult:
             task = TaskScore(**{k: v for k, v in d["task"].items() if k != "drop"})
         return cls(passed=d["passed"], tolerance=Tolerance(**d["tolerance"]), precision_class=d["precision_class"],
                    cases=[OutputMetrics(**{**c, "shape": tuple(c["shape"])}) for c in d["cases"]],
-                   failures=list(d["failures"]), task=task, shapes_note=d.get("shapes_note", ""))
+                   failures=list(d["failures"]), task=task, shapes_note=d.get("shapes_note", ""),
+                   batch_dependence=d.get("batch_dependence"), embedding=d.get("embedding"))
 
     def to_dict(self) -> dict[str, Any]:
         task = None
@@ -211,5 +217,7 @@ class ValidationResult:
             "task": task,
             "failures": self.failures,
             "shapes_note": self.shapes_note,
+            "batch_dependence": self.batch_dependence,
+            "embedding": self.embedding,
             "cases": [{**asdict(c), "shape": list(c.shape)} for c in self.cases],
         }

@@ -208,7 +208,8 @@ def cmd_package(args: argparse.Namespace) -> int:
     from distilforge.package.triton import package_triton
 
     written = package_triton(args.dir, args.out, max_batch_size=args.max_batch_size,
-                             targets=_split_targets(args.targets))
+                             targets=_split_targets(args.targets), dynamic_batching=args.dynamic_batching,
+                             say=lambda line: None if args.quiet else err(f"[distilforge] {line}"))
     if not args.quiet:
         for path in written:
             print(path)

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--max-batch-size", type=_non_negative_int, default=32, metavar="N",
                     help="the server's max_batch_size and dynamic batching bound (default: 32; 0: no batching by "
                          "the server, the batch axis stays in dims)")
+    pk.add_argument("--dynamic-batching", choices=("auto", "on", "off"), default="auto",
+                    help="let the server batch requests together (default auto: on, except for a model whose "
+                         "answers changed when validation ran its texts in one padded batch)")
     pk.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     pk.set_defaults(func=commands.cmd_package)
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,15 +37,22 @@ class ArtifactFile:
 
 
 def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
-                   targets: list[str] | None = None) -> list[Path]:
+                   targets: list[str] | None = None, dynamic_batching: str = "auto",
+                   say: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Write REPO/<name>/config.pbtxt and REPO/<name>/1/<model files> for every validated ONNX, OpenVINO and
     TorchScript artifact of DIR (or the named `targets`); returns the model folders.
 
     The repository is written beside REPO and renamed into place: a failure leaves REPO as it was. REPO must
     be empty or missing, or hold only what an earlier package_triton wrote (its models are then replaced).
     Raises UsageError for a target that is not built, failed or has no Triton backend, and OutputDirError
-    for a file whose bytes are not the manifest's."""
+    for a file whose bytes are not the manifest's.
+
+    `dynamic_batching`: "auto" lets the server batch strangers' requests together except for a model whose
+    decisions changed when validation ran its texts as one padded batch (dynamic INT8: `batch_dependence`), "on"
+    and "off" for every model; `say` gets one line per model it was turned off for."""
     out, repo = Path(out_dir), Path(repo)
+    if dynamic_batching not in BATCHING_MODES:
+        raise UsageError(f"dynamic batching {dynamic_batching!r}: give one of {', '.join(BATCHING_MODES)}")
     if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 0:
         raise UsageError(f"max batch size {max_batch_size!r}: give a whole number >= 0 (0 = no batching)")
     manifest = read_manifest(out)
@@ -55,7 +63,10 @@ def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700, and the server may run as another user
         for entry in entries:
-            write_model(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest)
+            off = batching_off(entry, dynamic_batching) if max_batch_size else None
+            if off and dynamic_batching == "auto":
+                say(f"{entry['target']}: dynamic batching off: {off}")
+            write_model(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest, batching_off=off)
         write_marker(staging, manifest, [_folder(e) for e in entries])
         move_into_place(staging, repo)
     except BaseException:
@@ -148,8 +159,23 @@ def write_marker(staging: Path, manifest: dict[str, Any], models: list[str]) -> 
     (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
+BATCHING_MODES = ("auto", "on", "off")
+
+
+def batching_off(entry: dict[str, Any], mode: str) -> str | None:
+    """Why the server must not batch this model's requests together (None: it may)."""
+    if mode != "auto":
+        return None if mode == "on" else "--dynamic-batching off"
+    record = (entry.get("validation") or {}).get("batch_dependence")
+    if not record or not record["changed"]:
+        return None
+    return (f"{record['changed']} of {record['decisions']} decisions on real text changed when its texts ran as one "
+            "padded batch (validation.batch_dependence in manifest.json), so an answer would depend on the requests "
+            "batched with it; --dynamic-batching on turns it on")
+
+
 def write_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_size: int,
-                manifest: dict[str, Any]) -> None:
+                manifest: dict[str, Any], batching_off: str | None = None) -> None:
     """STAGING/<name>/: config.pbtxt, the model files in 1/, the artifact's companions (config, tokenizer, card)
     beside config.pbtxt, where Triton ignores them."""
     backend = _backend(entry)
@@ -164,7 +190,8 @@ def write_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_si
     batch = max_batch_size if backend.batches else 0
     header = f"{entry['target']} from a distilforge build (manifest digest {str(manifest.get('digest'))[:12]})"
     threads = (manifest.get("settings") or {}).get("threads")
-    (dest / "config.pbtxt").write_text(config_text(folder, entry, backend, batch, threads, header), encoding="utf-8")
+    (dest / "config.pbtxt").write_text(config_text(folder, entry, backend, batch, threads, header, batching_off),
+                                       encoding="utf-8")
 
 
 def split_files(entry: dict[str, Any], backend: Backend) -> tuple[ArtifactFile, list[ArtifactFile],
@@ -219,13 +246,16 @@ def copy_checked(src: Path, dst: Path, sha256: str) -> None:
 
 
 def config_text(name: str, entry: dict[str, Any], backend: Backend, max_batch_size: int, threads: int | None,
-                header: str) -> str:
-    """config.pbtxt (Triton's ModelConfig in protobuf text format)."""
+                header: str, batching_off: str | None = None) -> str:
+    """config.pbtxt (Triton's ModelConfig in protobuf text format). `batching_off`: why the server must not batch
+    requests together (the batch axis stays: a client may still send its own batch)."""
     batching = max_batch_size > 0
     lines = [f"# {header}"] + ([f"# {backend.note}"] if backend.note else [])
     lines += [f"name: {_quote(name)}", backend.selector, f"max_batch_size: {max_batch_size}"]
     lines += _tensors("input", entry["inputs"], batching) + _tensors("output", entry["outputs"], batching)
-    if batching:
+    if batching and batching_off:
+        lines += [f"# dynamic batching off: {batching_off}"]
+    elif batching:
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}", "}"]
     lines += ["instance_group [", "  {", "    kind: KIND_CPU", "    count: 1", "  }", "]"]
     parameters = [(key, str(threads)) for key in backend.threads if threads] + list(backend.fixed)

@@ -87,7 +87,8 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
                              counted=labelled)
     with IsolatedRunner(target.open_runner, out, artifact, options.threads, launcher=launcher) as runner:
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
-                                   precision_class=klass, task=task)
+                                   precision_class=klass, task=task,
+                                   batching=target.precision == "int8-dynamic" and launcher is None)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime, not_reproducible=target.not_reproducible,
                          reproducible_caveat=target.reproducible_caveat, validated_on=runner.cpu)

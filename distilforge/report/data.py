@@ -54,6 +54,8 @@ class Row:
     recipe: str | None = None  # INT8: the kept rung of its ladder, e.g. "2/3 ffn-out-float"
     # the verdict on each CPU it was judged on, e.g. "x86-avx2 pass, arm64 cortex-a76 pass (emulated)"
     judged_on: str = ""
+    # dynamic INT8: decisions on real text changed by running the texts as one padded batch, e.g. "2 of 125"
+    batch_dependence: str = ""
     passed: bool = False
     failures: list[str] = field(default_factory=list)
     pareto: bool = False  # on the front of the main plot: latency p50 (or bytes) against fidelity
@@ -147,7 +149,15 @@ def artifact_row(a: dict[str, Any]) -> Row:
                min_cosine=cosine, cosine_gap=None if cosine is None else 1.0 - cosine, agreement=worst.get("agreement"),
                task_metric=task.get("metric"), task=task.get("artifact"), task_reference=task.get("reference"),
                task_drop=task.get("drop"), passed=passed, failures=failures, recipe=kept_recipe(a.get("ladder")),
-               judged_on=judged_on(a.get("validated_on")))
+               judged_on=judged_on(a.get("validated_on")), batch_dependence=batched(v.get("batch_dependence")))
+
+
+def batched(record: dict[str, int] | None) -> str:
+    """'none of 125' or '2 of 125': decisions that changed when the texts ran in one padded batch."""
+    if not record:
+        return ""
+    changed = "none" if not record["changed"] else str(record["changed"])
+    return f"{changed} of {record['decisions']}"
 
 
 def judged_on(validated_on: list[dict[str, Any]] | dict[str, Any] | None) -> str:

@@ -43,7 +43,10 @@ TAIL_COLUMNS: list[tuple[str, Any]] = [
 
 def columns(data: ReportData) -> list[tuple[str, Any]]:
     judged = [("judged on", lambda r: r.judged_on)] if any(r.judged_on for r in data.rows) else []
-    return COLUMNS + (LATENCY_COLUMNS if data.bench is not None else []) + judged + TAIL_COLUMNS
+    # decisions that change when the texts run as one padded batch (dynamic INT8); see docs/validation.md
+    batched = [("changed in a batch", lambda r: r.batch_dependence)] if any(r.batch_dependence for r in data.rows) \
+        else []
+    return COLUMNS + (LATENCY_COLUMNS if data.bench is not None else []) + judged + batched + TAIL_COLUMNS
 
 
 def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[str, Any]:

@@ -15,7 +15,7 @@ def compare_output(case_name: str, shape: tuple[int, ...], spec: OutputSpec, ref
     ref, got = _kept(reference, mask, spec), _kept(actual, mask, spec)
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     diff = np.abs(ref64 - got64)
-    decisions = _agreeing_decisions(spec, reference, actual, mask, texts)
+    decisions = agreeing_decisions(spec, reference, actual, mask, texts)
     return OutputMetrics(
         case=case_name, shape=shape, output=spec.name,
         max_abs=float(diff.max()) if diff.size else 0.0,
@@ -60,7 +60,7 @@ def nearest_neighbours(embeddings: np.ndarray) -> np.ndarray:
     return similarity.argmax(-1)
 
 
-def _agreeing_decisions(spec: OutputSpec, reference: np.ndarray, actual: np.ndarray,
+def agreeing_decisions(spec: OutputSpec, reference: np.ndarray, actual: np.ndarray,
                         mask: np.ndarray, texts: bool) -> np.ndarray | None:
     """A boolean per discrete decision: does the artifact decide as the reference does?"""
     if spec.agreement == "class":
