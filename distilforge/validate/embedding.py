@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from distilforge.validate import metrics
+
 TIE_EPSILONS = (0.005, 0.01, 0.02, 0.05)  # a pick within this of eager's best cosine counts as a tie
 MARGIN_EDGES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 2.0)  # histogram bins of the differing picks
 
@@ -58,20 +60,5 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (not in points); 0 for constant input."""
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    ranks_a, ranks_b = _ranks(a), _ranks(b)
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their ranks), as scipy.stats.rankdata."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(values.size, dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], values.size]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end - 1) / 2.0 + 1.0
-    return ranks
+    """Spearman's rank correlation (not in points, as the task metric is); 0 for constant input."""
+    return metrics.spearman(a, b) / 100.0 if a.size >= 2 else 0.0
