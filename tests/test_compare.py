@@ -157,3 +157,34 @@ def test_embedding_record_tells_a_near_tie_from_a_wrong_neighbour():
     upper = np.triu_indices(6, 1)
     ua, ub = (x.reshape(6, 5) / np.linalg.norm(x.reshape(6, 5), axis=1, keepdims=True) for x in (a, b))
     assert record["pairwise_spearman"] == pytest.approx(spearmanr((ua @ ua.T)[upper], (ub @ ub.T)[upper]).statistic)
+
+
+def test_a_near_tied_neighbour_agrees_and_a_wrong_one_does_not():
+    """The rule's agreement: a pick within NEIGHBOUR_TIE (0.01) of eager's best cosine counts; one further off does
+    not. Row 0's eager neighbours: row 1 at 0.9000, row 2 at 0.8960 (a near-tie), row 3 at 0.5."""
+    from distilforge.validate.compare import NEIGHBOUR_TIE, neighbour_agreement
+
+    def unit(v):
+        return np.asarray(v, dtype=np.float64) / np.linalg.norm(v)
+
+    eager = np.stack([unit([1, 0, 0]), unit([0.9, 0.43589, 0]), unit([0.896, 0, 0.44405]), unit([0.5, -0.8660, 0])])
+    assert NEIGHBOUR_TIE == 0.01
+    tie = eager.copy()
+    tie[2] = unit([0.95, 0, 0.3122])  # the artifact's row 0 now prefers row 2: 0.004 below eager's best
+    assert neighbour_agreement(eager, tie).tolist() == [True, True, True, True]
+    assert neighbour_agreement(eager, tie, tie=0.001)[0] == np.False_  # exact agreement would count it wrong
+    wrong = eager.copy()
+    wrong[3] = unit([0.99, -0.1411, 0])  # now row 3 (eager cosine 0.5, 0.4 below the best) is row 0's pick
+    assert neighbour_agreement(eager, wrong)[0] == np.False_
+
+
+def test_pairwise_spearman_below_the_rule_fails_with_a_line():
+    from distilforge.validate.embedding import check_pair_spearman
+
+    record = {"texts": 129, "pairwise_spearman": 0.981234}
+    rule = Tolerance(min_pair_spearman=0.99)
+    assert check_pair_spearman("onnx:int8-static", "sentence_embedding", record, rule) == [
+        "onnx:int8-static: sentence_embedding on real text (129 texts): Spearman of the pairwise cosines with the "
+        "eager model's 0.98123 < 0.99"]
+    assert check_pair_spearman("t", "e", {**record, "pairwise_spearman": 0.995}, rule) == []
+    assert check_pair_spearman("t", "e", record, Tolerance()) == []

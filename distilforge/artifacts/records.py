@@ -109,6 +109,9 @@ class Tolerance:
     min_agreement: float | None = None
     min_cosine: float | None = None
     max_task_drop: float | None = None  # in points (percent) of the task metric
+    # sentence embeddings: Spearman of every pairwise cosine between real texts with the eager model's
+    # (validate/embedding.py; 1.0 = the same order of similarities)
+    min_pair_spearman: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +122,7 @@ class Tolerance:
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4, min_agreement=1.0),
     "fp16": Tolerance(max_abs=1e-2, min_agreement=0.995),
-    "int8": Tolerance(min_agreement=0.98, min_cosine=0.99, max_task_drop=1.0),
+    "int8": Tolerance(min_agreement=0.98, min_cosine=0.99, max_task_drop=1.0, min_pair_spearman=0.99),
 }
 
 

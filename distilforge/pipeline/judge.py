@@ -3,6 +3,7 @@ reference by its precision class's rule; the manifest entry that says so."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from distilforge.validate.inputs import TOP_UP_BATCH, decisions, validation_case
 from distilforge.validate.runners.isolated import IsolatedRunner, Launcher, RunnerError, RuntimeCrash
 from distilforge.validate.task import eval_batches
 from distilforge.validate.tolerances import precision_class
+
+AsUsed = Callable[[IsolatedRunner], list[str]]
 
 EMULATED_SEQUENCE = 128  # the longest sequence validated on an emulated CPU (validate_entry)
 
@@ -53,9 +56,10 @@ def merge_verdicts(entry: ArtifactEntry) -> ArtifactEntry:
 
 def validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
                       reference: Reference, tolerance: Tolerance | None = None, *,
-                      launcher: Launcher | None = None) -> ArtifactEntry:
+                      launcher: Launcher | None = None, as_used: AsUsed | None = None) -> ArtifactEntry:
     try:
-        return validate_entry(target, artifact, source, out, options, reference, tolerance, launcher=launcher)
+        return validate_entry(target, artifact, source, out, options, reference, tolerance, launcher=launcher,
+                              as_used=as_used)
     except DistilforgeError:
         raise
     except Exception as e:  # the runtime could not load or run the artifact (or crashed): only that target fails
@@ -67,8 +71,9 @@ def validate_or_fail(target: Target, artifact: ExportedArtifact, source: Source,
 
 def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, out: Path, options: BuildOptions,
                    reference: Reference, tolerance: Tolerance | None = None, *,
-                   launcher: Launcher | None = None) -> ArtifactEntry:
-    """Judge `artifact` by its class's rule. Under an emulated CPU (`launcher`, 100-400x slower) sequences are cut
+                   launcher: Launcher | None = None, as_used: AsUsed | None = None) -> ArtifactEntry:
+    """Judge `artifact` by its class's rule, and with `as_used` (given the open runner: problem lines) the folder
+    as its users run it (pipeline/as_used.py) on the same runner. Under an emulated CPU (`launcher`, 100-400x slower) sequences are cut
     to EMULATED_SEQUENCE (the grid's longest row is 3 x 128, not 3 x the model's maximum); every other case, the
     labelled eval set included, is the host's. (Leaving the eval set out for speed made the verdict another one:
     its top-up batches of unlabelled sample texts, many of them off-topic near-ties, gave the default model's
@@ -89,6 +94,9 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
         result = validate_artifact(artifact, runner, reference, cases, head=source.ckpt.head, tolerance=tolerance,
                                    precision_class=klass, task=task,
                                    batching=target.precision == "int8-dynamic" and launcher is None)
+        problems = as_used(runner) if as_used else []
+    if problems:
+        result = replace(result, passed=False, failures=result.failures + problems)
     return ArtifactEntry(artifact=artifact, validation=result, format=target.format, precision=target.precision,
                          runtime=target.runtime, not_reproducible=target.not_reproducible,
                          reproducible_caveat=target.reproducible_caveat, validated_on=runner.cpu)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from distilforge.artifacts.manifest import ArtifactEntry, host_cpu, manifest_pro
 from distilforge.artifacts.records import ExportedArtifact, Tolerance
 from distilforge.errors import UsageError
 from distilforge.options import BuildOptions
+from distilforge.pipeline.as_used import as_used_problems
 from distilforge.pipeline.judge import validate_or_fail
 from distilforge.pipeline.source import Source, checkpoint_drift, eager_runner, eval_drift, source_for
 from distilforge.targets import FORMATS, arm64_formats, get_target
@@ -74,7 +76,9 @@ def validate_dir(out: str | Path, *, threads: int | None = None, cpus: tuple[str
         target = get_target(record["target"])
         artifact = ExportedArtifact.from_dict(record)
         tolerance = Tolerance(**record["validation"]["tolerance"])
-        entry = validate_or_fail(target, artifact, source, out, options, reference, tolerance)
+        entry = validate_or_fail(target, artifact, source, out, options, reference, tolerance,
+                                 as_used=partial(as_used_problems, manifest, record, out, source.ckpt.info.model_dir,
+                                                 texts=source.texts, head=source.ckpt.head))
         if entry.error:
             problems.append(entry.error)
             continue

@@ -51,9 +51,16 @@ class Predictor:
         return results
 
     def _encode(self, text: str, pair: str | None = None) -> decode.Encoded:
-        enc = self.tokenizer(text, pair, truncation="only_second" if pair else True, max_length=self.longest,
-                             return_offsets_mapping=True, return_special_tokens_mask=True,
-                             return_overflowing_tokens=False)
+        try:
+            enc = self.tokenizer(text, pair, truncation="only_second" if pair else True, max_length=self.longest,
+                                 return_offsets_mapping=True, return_special_tokens_mask=True,
+                                 return_overflowing_tokens=False)
+        except Exception as e:  # the tokenizers library's own: the first text leaves no room for the second
+            if pair is None or "truncat" not in str(e).lower():
+                raise
+            first = len(self.tokenizer(text)["input_ids"])
+            raise UsageError(f"{self.target}: the first text is {first} tokens and this artifact takes at most "
+                             f"{self.longest} for both; shorten it") from None
         full = len(self.tokenizer(text, pair)["input_ids"])
         if full > self.longest and self.fixed:
             from distilforge.targets import get_target
@@ -120,8 +127,6 @@ class Predictor:
 def load(out_dir: str | Path, target: str | None = None, *, threads: int = 1) -> Predictor:
     """The artifact of `target` in `out_dir` (default: the one `report` recommends, else the fastest passing one),
     its files checked against the manifest, ready to call on texts."""
-    from transformers import AutoTokenizer
-
     from distilforge.targets import get_target
 
     out = Path(out_dir)
@@ -132,19 +137,29 @@ def load(out_dir: str | Path, target: str | None = None, *, threads: int = 1) ->
     source = folder if (folder / CONFIG).is_file() else Path(manifest["checkpoint"]["path"])
     if not (source / CONFIG).is_file():
         raise OutputDirError(f"{folder}: no {CONFIG}, and the checkpoint it was built from ({source}) is gone")
-    config = json.loads((source / CONFIG).read_text(encoding="utf-8"))
+    runner = get_target(record["target"]).open_runner(out, artifact, threads)
+    return predictor(manifest, record, folder, source, runner)
+
+
+def predictor(manifest: dict[str, Any], record: dict[str, Any], folder: Path, companions: Path,
+              runner: Any) -> Predictor:
+    """The Predictor of `record`'s artifact run by `runner`, with the tokenizer and config.json read from
+    `companions` (the artifact's folder, as `load` does; the checkpoint's, to compare with)."""
+    from transformers import AutoTokenizer
+
+    artifact = ExportedArtifact.from_dict(record)
+    config = json.loads((companions / CONFIG).read_text(encoding="utf-8"))
     head = find_head(manifest["checkpoint"]["head"], manifest["checkpoint"].get("problem_type"))
     if head is None:
-        raise OutputDirError(f"{out}: manifest.json names an unknown head {manifest['checkpoint']['head']!r}")
+        raise OutputDirError(f"{folder.parent}: manifest.json names an unknown head {manifest['checkpoint']['head']!r}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(str(companions))
     except (OSError, ValueError) as e:
-        raise OutputDirError(f"{source}: no tokenizer to turn text into token ids ({e})") from None
+        raise OutputDirError(f"{companions}: no tokenizer to turn text into token ids ({e})") from None
     maximum = int(config.get("max_position_embeddings", 512))
     sentence = manifest["checkpoint"].get("config", {}).get("sentence_transformers") or {}
     maximum = min(maximum, sentence.get("max_seq_length") or maximum)
     longest = min(maximum, artifact.longest_sequence or maximum)
-    runner = get_target(record["target"]).open_runner(out, artifact, threads)
     return Predictor(target=record["target"], folder=folder, head=head, config=config, tokenizer=tokenizer,
                      runner=runner, longest=longest, fixed=artifact.longest_sequence is not None)
 

@@ -303,8 +303,9 @@ def _artifact(ckpt: LoadedCheckpoint, folder: Path, target: str, model: Any, ext
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.onnx.export (dynamo)", "opset": _opset(model), "external_data": external,
                  **details, "quantized_operators": quantized, "onnxruntime": ort_version,
-                 # the runner applies it: ORT would re-create the slow SkipLayerNormalization at load
-                 "session_disabled_optimizers": list(graph_details.get("session_disabled_optimizers") or []),
+                 # none: validated and timed as every loader runs it (Optimum, Triton, Transformers.js fuse
+                 # SkipLayerNormalization at load; on a static INT8 graph that moves logits by up to 0.05)
+                 "session_disabled_optimizers": [],
                  "fp32_graph": graph_details},
         warnings=list(dict.fromkeys(captured.warnings)),
     )

@@ -11,7 +11,7 @@ import numpy as np
 from distilforge.artifacts.records import ExportedArtifact, OutputMetrics, TaskScore, Tolerance, ValidationResult
 from distilforge.heads import HeadSpec
 from distilforge.validate.compare import agreeing_decisions, check_agreement, check_output, compare_output
-from distilforge.validate.embedding import embedding_record
+from distilforge.validate.embedding import check_pair_spearman, embedding_record
 from distilforge.validate.inputs import NEIGHBOUR_MIN_ROWS, Case, run_case
 from distilforge.validate.runners import Runner
 from distilforge.validate.scores import score
@@ -85,6 +85,8 @@ def validate_artifact(artifact: ExportedArtifact, runner: Runner, reference: Ref
                                                for c in texts if c.shape[0] >= NEIGHBOUR_MIN_ROWS
                                                and spec.name in outputs[c.name]])
                   for spec in head.outputs if spec.agreement == "neighbour"}
+    failures += [line for name, record in embeddings.items() if record
+                 for line in check_pair_spearman(artifact.target, name, record, tolerance)]
     return ValidationResult(passed=not failures, tolerance=tolerance, precision_class=precision_class,
                             cases=metrics, failures=failures, task=task_score, shapes_note=note,
                             batch_dependence=batch_dependence(runner, head, texts, outputs,

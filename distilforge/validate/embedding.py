@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from distilforge.artifacts.records import Tolerance
 from distilforge.validate import metrics
+from distilforge.validate.compare import similarities
 
 TIE_EPSILONS = (0.005, 0.01, 0.02, 0.05)  # a pick within this of eager's best cosine counts as a tie
 MARGIN_EDGES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 2.0)  # histogram bins of the differing picks
@@ -24,15 +26,12 @@ def embedding_record(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict | N
     """`pairs`: (eager rows, artifact rows) of each real-text batch of at least 3 texts. None without any."""
     cosines, eager_pairs, artifact_pairs, margins, same = [], [], [], [], []
     for reference, actual in pairs:
-        eager, got = _unit(reference), _unit(actual)
-        cosines.append((eager * got).sum(axis=1))
-        eager_sim, got_sim = eager @ eager.T, got @ got.T
-        upper = np.triu_indices(len(eager), 1)
+        cosines.append((_unit(reference) * _unit(actual)).sum(axis=1))
+        eager_sim, got_sim = similarities(reference), similarities(actual)
+        upper = np.triu_indices(len(eager_sim), 1)
         eager_pairs.append(eager_sim[upper])
         artifact_pairs.append(got_sim[upper])
-        np.fill_diagonal(eager_sim, -np.inf)
-        np.fill_diagonal(got_sim, -np.inf)
-        rows = np.arange(len(eager))
+        rows = np.arange(len(eager_sim))
         best, pick = eager_sim.argmax(axis=1), got_sim.argmax(axis=1)
         same.append(best == pick)
         margins.append(eager_sim[rows, best] - eager_sim[rows, pick])
@@ -62,3 +61,12 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation (not in points, as the task metric is); 0 for constant input."""
     return metrics.spearman(a, b) / 100.0 if a.size >= 2 else 0.0
+
+
+def check_pair_spearman(artifact: str, output: str, record: dict, tolerance: Tolerance) -> list[str]:
+    """The rule's order-of-similarities check: one line when the pairwise cosines' Spearman is under the minimum."""
+    least = tolerance.min_pair_spearman
+    if least is None or record["pairwise_spearman"] >= least:
+        return []
+    return [f"{artifact}: {output} on real text ({record['texts']} texts): Spearman of the pairwise cosines with "
+            f"the eager model's {record['pairwise_spearman']:.5f} < {least:g}"]

@@ -56,6 +56,7 @@ class Margin:
     cosine: float = 0.003  # min cosine >= rule + this (the default rule: 0.993)
     agreement: float = 0.01  # agreement >= rule + this, at most 100 %
     task_drop: float = 0.5  # task drop <= allowed drop - this, at least 0
+    pair_spearman: float = 0.002  # sentence embeddings' pairwise Spearman >= rule + this, at most 1
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -75,6 +76,10 @@ def margin_shortfalls(result: ValidationResult, margin: Margin = MARGIN) -> list
         want = min(1.0, rule.min_agreement + margin.agreement)
         if worst["agreement"] < want:
             shortfalls.append(f"agreement {worst['agreement']:.2%} < {want:.2%}")
+    for name, record in (result.embedding or {}).items() if rule.min_pair_spearman is not None else ():
+        want = min(1.0, rule.min_pair_spearman + margin.pair_spearman)
+        if record["pairwise_spearman"] < want:
+            shortfalls.append(f"{name} pairwise Spearman {record['pairwise_spearman']:.5f} < {want:.5g}")
     if rule.max_task_drop is not None and result.task is not None:
         allowed = max(0.0, rule.max_task_drop - margin.task_drop)
         if result.task.drop > allowed:
