@@ -29,8 +29,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sentence_default import DISTILFORGE, sentence_folder, topic_pairs  # noqa: E402
 
@@ -218,7 +216,8 @@ def main() -> int:
     for row in rows:
         for line in row["failures"][:2]:
             print(f"  {row['candidate']}: {line}")
-    (work / "embedding_rule.json").write_text(json.dumps({"cpu_class": cpu_class(platform.machine(), cpu_flags()), "rows": rows}, indent=2))
+    record = {"cpu_class": cpu_class(platform.machine(), cpu_flags()), "rows": rows}
+    (work / "embedding_rule.json").write_text(json.dumps(record, indent=2))
     print(f"\nsaved {work / 'embedding_rule.json'}")
     return 0
 
