@@ -116,7 +116,7 @@ def main() -> int:
               f"{row['drop'] or 0:6.2f}  {'pass' if row['passed'] else 'FAIL'}")
     (work / "sentence_default.json").write_text(json.dumps(
         {"reference_vs_encode_max_abs": gap, "reference_spearman": reference["value"], "rows": rows,
-         "cpu_class": manifest["artifacts"][0].get("validated_on", {}).get("cpu_class")}, indent=2))
+         "cpu_class": (manifest["artifacts"][0].get("validated_on") or [{}])[0].get("cpu_class")}, indent=2))
     print(f"\nsaved {work / 'sentence_default.json'}")
     return code
 

@@ -13,6 +13,7 @@ from test_bad_input import assert_one_line_error, run_cli
 
 import distilforge
 from distilforge.artifacts.manifest import manifest_digest
+from distilforge.errors import UsageError
 
 TEXT = "the team won the game and the market price is up"
 
@@ -88,6 +89,13 @@ def test_question_answering_span_is_in_the_context(built, tiny_checkpoints):
     expected = pipeline("question-answering", model=model, tokenizer=predictor.tokenizer)(
         question="who won the game", context=context)
     assert (result["start"], result["end"]) == (expected["start"], expected["end"])
+
+
+def test_a_question_too_long_for_its_context_is_a_usage_error(built):
+    """The tokenizers library raises a bare Exception when the question leaves no room for the context."""
+    predictor = distilforge.load(built("qa").out, "onnx:fp32")
+    with pytest.raises(UsageError, match=r"onnx:fp32: the first text is \d+ tokens and this artifact takes at most"):
+        predictor(question="who " * (predictor.longest + 8), context="the team won the game")
 
 
 def test_multiple_choice_picks_the_eager_choice(built, tiny_checkpoints):
