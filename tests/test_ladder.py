@@ -43,6 +43,17 @@ def test_the_margin_is_the_rule_plus_a_fixed_step(cosine, agreement, drop, short
     assert MARGIN.cosine == 0.003 and INT8.min_cosine == 0.99  # the rule stays as DESIGN.md states it
 
 
+def test_a_sentence_embeddings_pairwise_spearman_needs_the_margin_too():
+    from dataclasses import replace
+
+    record = {"texts": 129, "pairwise_spearman": 0.9915}  # passes the rule (0.99), not the margin (0.992)
+    result = replace(_result(0.9950), embedding={"sentence_embedding": record})
+    assert margin_shortfalls(result) == ["sentence_embedding pairwise Spearman 0.99150 < 0.992"]
+    clear = {"sentence_embedding": {**record, "pairwise_spearman": 0.995}}
+    assert margin_shortfalls(replace(result, embedding=clear)) == []
+    assert MARGIN.pair_spearman == 0.002 and INT8.min_pair_spearman == 0.99
+
+
 def _attempt(name: str, result: ValidationResult | None, error: str | None = None) -> Attempt:
     files = [] if error else [FileRecord("f", 1, "0")]
     entry = ArtifactEntry(artifact=ExportedArtifact(target="t:int8", files=files, inputs=[], outputs=[]),
