@@ -11,8 +11,8 @@ artifact of a real sentence model, and for deliberately broken ones, in one tabl
    the weights' own spread), run through the same validation (`validate_artifact`: the same cases, the labelled
    pairs, the same rule) as an artifact would be.
 3. **A saturating recipe** (`--wrapper`): `onnx:int8-static` built with `--int8-cpu native` (on a VNNI machine:
-   full-range u8 x s8, no reduce_range) and validated again with its runtime under the wrapper
-   (`DISTILFORGE_RUNTIME_WRAPPER`, e.g. `qemu-x86_64 -cpu Haswell`: AVX2, whose u8 x s8 instruction saturates).
+   full-range u8 x s8, no reduce_range), its embeddings of the real texts run natively and with ONNX Runtime under
+   the wrapper (e.g. `qemu-x86_64 -cpu Haswell`: AVX2, whose u8 x s8 instruction can saturate).
 
 Prints per candidate: per-text cosine (mean, min), pairwise Spearman of all cosines with eager's, exact
 nearest-neighbour agreement and agreement counting a pick within each ε of eager's best, the task Spearman drop,
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,25 +123,56 @@ def broken_rows(folder: Path, work: Path) -> list[dict]:
 
 
 def wrapped_rows(folder: Path, work: Path, wrapper: str) -> list[dict]:
-    """`onnx:int8-static` built for this CPU alone (`--int8-cpu native`), then validated with its runtime under
-    `wrapper`."""
-    from distilforge.pipeline.revalidate import validate_dir
+    """`onnx:int8-static` built for this CPU alone (`--int8-cpu native`), its embeddings of the validation's real
+    texts (each text alone, as validation runs labelled texts) run natively and with ONNX Runtime under `wrapper`,
+    each compared with eager by validate/embedding.py. (Validating the whole artifact under an emulator takes over
+    20 minutes here: the grid's 3 x 512 batch among it.)"""
+    import numpy as np
+
+    from distilforge.pipeline.source import eager_runner, load_source
+    from distilforge.validate.embedding import embedding_record
+    from distilforge.validate.inputs import validation_cases
 
     out = work / "native"
     subprocess.run([DISTILFORGE, "build", str(folder), "--out", str(out), "--eval", str(work / "pairs.jsonl"),
                     "--targets", "onnx:int8-static", "--int8-cpu", "native", "--force", *NO_INT8_RULE], check=False)
-    rows = real_rows(out)
-    os.environ["DISTILFORGE_RUNTIME_WRAPPER"] = wrapper
-    try:
-        result = validate_dir(out, targets=["onnx:int8-static"])
-    finally:
-        del os.environ["DISTILFORGE_RUNTIME_WRAPPER"]
-    for entry in result.entries:
-        v = entry.validation
-        task = {"artifact": v.task.artifact, "drop": v.task.drop} if v.task else None
-        record = (v.embedding or {}).get("sentence_embedding")
-        rows.append(_row(f"{entry.artifact.target} native, under {wrapper}", record, task, v.failures))
-    return rows
+    source = load_source(folder, work / "pairs.jsonl")
+    cases = [c for c in validation_cases(source.ckpt.info, source.ckpt.tokenizer, source.texts)
+             if c.texts and c.shape[0] >= 3]
+    rows = {f"c{i}": [(c.inputs["input_ids"][r:r + 1, :int(c.mask[r].sum())].astype(np.int64),
+                       c.inputs["attention_mask"][r:r + 1, :int(c.mask[r].sum())].astype(np.int64))
+                      for r in range(c.shape[0])] for i, c in enumerate(cases)}
+    np.savez(work / "texts.npz", **{f"{k}_{r}_{n}": a for k, v in rows.items() for r, pair in enumerate(v)
+                                    for n, a in zip(("ids", "mask"), pair, strict=True)})
+    runner = eager_runner(source.ckpt, 2)
+    eager = {k: np.stack([runner.run({"input_ids": ids, "attention_mask": mask})["sentence_embedding"][0]
+                          for ids, mask in v]) for k, v in rows.items()}
+    result = []
+    for name, prefix in [("native", []), (f"under {wrapper}", wrapper.split())]:
+        subprocess.run([*prefix, sys.executable, __file__, "--embed", str(out / "onnx-int8-static" / "model.onnx"),
+                        str(work / "texts.npz"), str(work / "embedded.npz")], check=True)
+        got = np.load(work / "embedded.npz")
+        record = embedding_record([(eager[k], got[k]) for k in sorted(eager)])
+        result.append(_row(f"onnx:int8-static native recipe, {name}", record, None, None))
+        print(_line(result[-1]), flush=True)
+    return result
+
+
+def embed(model: str, texts: str, out: str) -> None:
+    """The child: each text's sentence embedding by ONNX Runtime (run under the wrapper)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    data = np.load(texts)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    keys = sorted({name.split("_")[0] for name in data.files})
+    embedded = {}
+    for key in keys:
+        count = len({name.split("_")[1] for name in data.files if name.startswith(key + "_")})
+        embedded[key] = np.stack([session.run(["sentence_embedding"], {"input_ids": data[f"{key}_{r}_ids"],
+                                              "attention_mask": data[f"{key}_{r}_mask"]})[0][0]
+                                  for r in range(count)])
+    np.savez(out, **embedded)
 
 
 def _encoder(model):
@@ -187,10 +217,14 @@ def _line(row: dict) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--embed"]:
+        embed(*sys.argv[2:5])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--skip-build", action="store_true", help="read WORK/out from an earlier run")
-    parser.add_argument("--wrapper", help="also validate the ONNX INT8 artifacts with this in front of the runtime")
+    parser.add_argument("--wrapper", help="also run a native-recipe onnx:int8-static with this in front of ORT")
+    parser.add_argument("--wrapper-only", action="store_true", help="with --skip-build: only the --wrapper rows")
     args = parser.parse_args()
     import platform
 
@@ -211,7 +245,8 @@ def main() -> int:
     rows = real_rows(work / "out")
     for row in rows:
         print(_line(row), flush=True)
-    rows += broken_rows(folder, work)
+    if not args.wrapper_only:
+        rows += broken_rows(folder, work)
     if args.wrapper:
         wrapped = wrapped_rows(folder, work, args.wrapper)
         for row in wrapped:
