@@ -75,8 +75,8 @@ def validate_entry(target: Target, artifact: ExportedArtifact, source: Source, o
     """Judge `artifact` by its class's rule, and with `as_used` (given the open runner: problem lines) the folder
     as its users run it (pipeline/as_used.py) on the same runner. Under an emulated CPU (`launcher`, 100-400x
     slower) sequences are cut to EMULATED_SEQUENCE (the grid's longest row is 3 x 128, not 3 x the model's
-    maximum); every other case, the
-    labelled eval set included, is the host's. (Leaving the eval set out for speed made the verdict another one:
+    maximum); every other case, the labelled eval set included, is the host's. (Leaving the eval set out for speed
+    made the verdict another one:
     its top-up batches of unlabelled sample texts, many of them off-topic near-ties, gave the default model's
     tflite:int8-static 93.8 % agreement, on the host as under emulation, against 99.3 % with the labelled texts.)"""
     klass = precision_class(target.precision)

@@ -71,13 +71,20 @@ def nearest_neighbours(embeddings: np.ndarray) -> np.ndarray:
     return similarities(embeddings).argmax(-1)
 
 
-def neighbour_agreement(reference: np.ndarray, actual: np.ndarray, tie: float = NEIGHBOUR_TIE) -> np.ndarray:
-    """Per row: is the artifact's nearest other row the eager model's, or one within `tie` of it by eager's
-    cosine?"""
+def neighbour_margins(reference: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: is the artifact's nearest other row the eager model's, and how far below eager's best cosine its
+    pick is by eager's cosines (0 where they agree)."""
     eager = similarities(reference)
     rows = np.arange(len(eager))
     best, pick = eager.argmax(-1), nearest_neighbours(actual)
-    return (best == pick) | (eager[rows, pick] >= eager[rows, best] - tie)
+    return best == pick, eager[rows, best] - eager[rows, pick]
+
+
+def neighbour_agreement(reference: np.ndarray, actual: np.ndarray, tie: float = NEIGHBOUR_TIE) -> np.ndarray:
+    """Per row: is the artifact's nearest other row the eager model's, or one within `tie` of it by eager's
+    cosine?"""
+    same, margin = neighbour_margins(reference, actual)
+    return same | (margin <= tie)
 
 
 def agreeing_decisions(spec: OutputSpec, reference: np.ndarray, actual: np.ndarray,

@@ -16,7 +16,7 @@ import numpy as np
 
 from distilforge.artifacts.records import Tolerance
 from distilforge.validate import metrics
-from distilforge.validate.compare import similarities
+from distilforge.validate.compare import neighbour_margins, similarities
 
 TIE_EPSILONS = (0.005, 0.01, 0.02, 0.05)  # a pick within this of eager's best cosine counts as a tie
 MARGIN_EDGES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 2.0)  # histogram bins of the differing picks
@@ -31,10 +31,9 @@ def embedding_record(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict | N
         upper = np.triu_indices(len(eager_sim), 1)
         eager_pairs.append(eager_sim[upper])
         artifact_pairs.append(got_sim[upper])
-        rows = np.arange(len(eager_sim))
-        best, pick = eager_sim.argmax(axis=1), got_sim.argmax(axis=1)
-        same.append(best == pick)
-        margins.append(eager_sim[rows, best] - eager_sim[rows, pick])
+        agreed, margin = neighbour_margins(reference, actual)
+        same.append(agreed)
+        margins.append(margin)
     if not cosines:
         return None
     cosine, margin, agreed = np.concatenate(cosines), np.concatenate(margins), np.concatenate(same)
