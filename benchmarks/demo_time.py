@@ -1,13 +1,15 @@
 """How long `make demo` takes, where the time goes, and how well the build's ETA held (issue 24).
 
-    .venv/bin/python benchmarks/demo_time.py [--jobs N] [--also-jobs-1] [--work DIR] [--out FILE]
+    .venv/bin/python benchmarks/demo_time.py [--jobs N] [--also-jobs-1] [--update-costs] [--work DIR] [--out FILE]
 
 Runs the demo's three commands as `make demo` does (`build --out DIR --keep-going --bench`, `report`, `predict`),
 each timed as a whole process, with the build's progress lines (stderr, one per step, stamped with the seconds
 since it started). From those lines: when each target ended, and at each target's end the ETA the build showed
 against the time really left until the last target ended. `--also-jobs-1` first runs the build one target at a
 time into another folder: its wall time gives the --jobs speed-up, and the two manifests are compared byte for
-byte. Writes FILE (default benchmarks/results/demo_time.<cpu class>.json) and prints a table.
+byte. Writes FILE (default benchmarks/results/demo_time.<cpu class>.json) and prints a table. `--update-costs`
+also writes each target's own seconds in this build into distilforge/data/target_costs.json for this CPU class:
+the build's schedule and ETA priors (pipeline/jobs.py `measured_costs`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "distilforge"]
-DONE = re.compile(r"^\[distilforge\] ([\d.]+)s (\S+): (\w+) \((\d+)/(\d+), [^,)]+(?:, eta ([0-9hms.]+))?\)$")
+DONE = re.compile(r"^\[distilforge\] ([\d.]+)s (\S+): (\w+) \((\d+)/(\d+), ([^,)]+)(?:, eta ([0-9hms.]+))?\)$")
 STAMP = re.compile(r"^\[distilforge\] ([\d.]+)s (.*)$")
 
 
@@ -58,7 +60,7 @@ def eta_table(stderr: str) -> tuple[list[dict], float, list[dict]]:
         m = DONE.match(line)
         if m:
             rows.append({"t": float(m[1]), "target": m[2], "result": m[3], "done": int(m[4]), "total": int(m[5]),
-                         "eta_shown": seconds(m[6]) if m[6] else None})
+                         "took": seconds(m[6]), "eta_shown": seconds(m[7]) if m[7] else None})
         s = STAMP.match(line)
         if s and s[2].startswith("manifest: writing") and end is None:
             end = float(s[1])
@@ -81,21 +83,37 @@ def worst_error_after_a_third(rows: list[dict], end: float) -> float | None:
     return max((abs(r["error"]) for r in later), default=None)
 
 
-def main() -> None:
-    import platform
+def update_costs(cpu: str, rows: list[dict]) -> None:
+    """This build's seconds per target (its own time, as its progress line gives it) as the class's priors."""
+    from distilforge.pipeline.jobs import COSTS_FILE
 
-    from distilforge.cpu import cpu_class, cpu_flags
+    table = json.loads(COSTS_FILE.read_text())
+    order = list(table["x86-avx2"])
+    took = {r["target"]: r["took"] for r in rows if r["result"] == "passed"}
+    missing = [t for t in order if t not in took]
+    if missing:
+        sys.exit(f"not updating {COSTS_FILE}: no passed build of {', '.join(missing)}")
+    table[cpu] = {t: round(took[t], 1) for t in order}
+    COSTS_FILE.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {cpu}'s costs into {COSTS_FILE}")
+
+
+def main() -> None:
+
+    from distilforge.cpu import this_cpu_class
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=None, help="build --jobs (default: the build's own default)")
     parser.add_argument("--also-jobs-1", action="store_true", help="also build one target at a time, for the ratio")
     parser.add_argument("--work", type=Path, default=None, help="where the artifacts go (default: a temporary dir)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--update-costs", action="store_true",
+                        help="write each target's seconds into distilforge/data/target_costs.json for this CPU class")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-time-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("TERM", None)  # plain progress lines, not the live display
-    result: dict = {"cpu_class": cpu_class(platform.machine(), cpu_flags()), "cores": os.cpu_count(), "jobs": args.jobs}
+    result: dict = {"cpu_class": this_cpu_class(), "cores": os.cpu_count(), "jobs": args.jobs}
     if args.also_jobs_1:
         shutil.rmtree(work / "one-at-a-time", ignore_errors=True)
         took, _, err = run(CLI + ["build", "--out", str(work / "one-at-a-time"), "--keep-going", "--jobs", "1"], env)
@@ -120,6 +138,8 @@ def main() -> None:
         one, many = work / "one-at-a-time" / "manifest.json", out / "manifest.json"
         result["manifests_byte_identical"] = one.read_bytes() == many.read_bytes()
         result["build_phase_ratio_jobs_n_to_1"] = round(build_end / result["jobs_1"]["build_phase_end"], 3)
+    if args.update_costs:
+        update_costs(result["cpu_class"], rows)
     path = args.out or ROOT / "benchmarks" / "results" / f"demo_time.{result['cpu_class']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

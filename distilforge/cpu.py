@@ -63,6 +63,13 @@ def cpu_class(arch: str, flags: Mapping[str, bool]) -> str:
     return "other"
 
 
+def this_cpu_class() -> str:
+    """This machine's class."""
+    import platform
+
+    return cpu_class(platform.machine(), cpu_flags())
+
+
 def cpu_flags() -> dict[str, bool]:
     """This process's view of the CPU's flags (see the module docstring), every name in SPEED_FLAGS."""
     found = set(_cpuid_flags() if platform.machine().lower() in X86 else ()) or _proc_cpuinfo()[1]

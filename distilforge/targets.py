@@ -112,11 +112,7 @@ class Target:
     ladder: Ladder | None = None
     # INT8: how its format quantizes a Linear, for the layer sensitivity table and the ladder's measured rungs
     scheme: SchemeFor | None = None
-    # seconds it takes, built on the default model one target at a time on a 2-core x86 machine (x86-avx2; the
-    # recipes its ladder climbed there included, and the first target of a format carries the format's shared
-    # conversion): the ETA's and the schedule's prior, scaled by what the run measures (progress.py). Measured with
-    # `benchmarks/demo_time.py --also-jobs-1` (results/demo_time.x86-avx2.json, "jobs_1"). None: not measured yet.
-    cost: float | None = None
+    # (what a target costs to build, per CPU class, for the schedule and the ETA: data/target_costs.json)
 
     @property
     def format(self) -> str:
@@ -221,33 +217,33 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32, cost=10),
-    Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized, cost=8),
-    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16, cost=3.5),
+    Target("onnx:fp32", ONNX, export=onnx_export.export_fp32),
+    Target("onnx:fp32-optimized", ONNX, export=onnx_export.export_optimized),
+    Target("onnx:fp16", ONNX, export=onnx_quantize.export_fp16),
     Target("onnx:int8-dynamic", ONNX, export=onnx_quantize.export_int8_dynamic, ladder=onnx_quantize.dynamic_ladder,
-           scheme=onnx_quantize.dynamic_scheme, cost=16.5),
+           scheme=onnx_quantize.dynamic_scheme),
     Target("onnx:int8-static", ONNX, export=onnx_quantize.export_int8_static, calibrated=True,
-           ladder=onnx_quantize.static_ladder, scheme=onnx_quantize.static_scheme, cost=16),
-    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32, cost=5),
+           ladder=onnx_quantize.static_ladder, scheme=onnx_quantize.static_scheme),
+    Target("torchscript:fp32", TORCHSCRIPT, export=torchscript_export.export_fp32),
     Target("torchscript:int8-dynamic", TORCHSCRIPT, export=torchscript_quantize.export_int8_dynamic,
-           ladder=_rungs(torchscript_quantize.RUNGS), scheme=torchscript_quantize.scheme, cost=7.5),
-    Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32, cost=5.5),
-    Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16, cost=4),
+           ladder=_rungs(torchscript_quantize.RUNGS), scheme=torchscript_quantize.scheme),
+    Target("openvino:fp32", OPENVINO, export=openvino_export.export_fp32),
+    Target("openvino:fp16", OPENVINO, export=openvino_export.export_fp16),
     Target("openvino:int8-weights", OPENVINO, export=openvino_quantize.export_int8_weights,
-           ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS), scheme=openvino_quantize.weights_scheme, cost=6),
+           ladder=_rungs(openvino_quantize.WEIGHTS_RUNGS), scheme=openvino_quantize.weights_scheme),
     Target("openvino:int8-static", OPENVINO, export=openvino_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(openvino_quantize.STATIC_RUNGS), scheme=openvino_quantize.static_scheme, cost=18),
-    Target("tflite:fp32", TFLITE, export=tflite_export.export_fp32, cost=19),
-    Target("tflite:fp16", TFLITE, export=tflite_quantize.export_fp16, cost=5),
+           ladder=_rungs(openvino_quantize.STATIC_RUNGS), scheme=openvino_quantize.static_scheme),
+    Target("tflite:fp32", TFLITE, export=tflite_export.export_fp32),
+    Target("tflite:fp16", TFLITE, export=tflite_quantize.export_fp16),
     Target("tflite:int8-dynamic", TFLITE, export=tflite_quantize.export_int8_dynamic,
-           ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS), scheme=tflite_quantize.dynamic_scheme, cost=5),
+           ladder=_rungs(tflite_quantize.DYNAMIC_RUNGS), scheme=tflite_quantize.dynamic_scheme),
     Target("tflite:int8-static", TFLITE, export=tflite_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(tflite_quantize.STATIC_RUNGS), scheme=tflite_quantize.static_scheme, cost=73),
-    Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32, cost=71),
+           ladder=_rungs(tflite_quantize.STATIC_RUNGS), scheme=tflite_quantize.static_scheme),
+    Target("executorch:fp32", EXECUTORCH, export=executorch_export.export_fp32),
     Target("executorch:int8-dynamic", EXECUTORCH, export=executorch_quantize.export_int8_dynamic,
-           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS), scheme=executorch_quantize.dynamic_scheme, cost=142),
+           ladder=_rungs(executorch_quantize.DYNAMIC_RUNGS), scheme=executorch_quantize.dynamic_scheme),
     Target("executorch:int8-static", EXECUTORCH, export=executorch_quantize.export_int8_static, calibrated=True,
-           ladder=_rungs(executorch_quantize.STATIC_RUNGS), scheme=executorch_quantize.static_scheme, cost=206),
+           ladder=_rungs(executorch_quantize.STATIC_RUNGS), scheme=executorch_quantize.static_scheme),
 )}
 
 

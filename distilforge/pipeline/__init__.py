@@ -26,10 +26,11 @@ from distilforge.artifacts.layout import (
 )
 from distilforge.artifacts.manifest import ArtifactEntry, write_manifest
 from distilforge.checkpoint import inspect_checkpoint
+from distilforge.cpu import this_cpu_class
 from distilforge.default_model import ensure_default_checkpoint
 from distilforge.errors import BuildFailure, OutputDirError, UsageError
 from distilforge.options import BuildOptions
-from distilforge.pipeline.jobs import Workers, WorkerSetup, expected_seconds
+from distilforge.pipeline.jobs import Workers, WorkerSetup, expected_seconds, measured_costs
 from distilforge.pipeline.judge import failed_entry
 from distilforge.pipeline.ladder import build_target
 from distilforge.pipeline.record import build_manifest
@@ -252,7 +253,8 @@ def build_targets(chosen: list[Target], source: Source, out: Path, options: Buil
 
 def _expected_seconds(targets: list[Target], options: BuildOptions) -> dict[str, float]:
     """Each target's prior cost (jobs.py): the schedule's order and the ETA's estimate before anything is measured."""
-    return {t.name: expected_seconds(t.cost, len(t.ladder(options)) if t.ladder else 1) for t in targets}
+    costs = measured_costs(this_cpu_class())
+    return {t.name: expected_seconds(costs.get(t.name), len(t.ladder(options)) if t.ladder else 1) for t in targets}
 
 
 def _outcome(entry: ArtifactEntry) -> str:

@@ -7,13 +7,19 @@ sets it, as in the parent). The parent hands out targets, forwards each worker's
 manifest in the registry's order. Tested byte for byte against --jobs 1 (tests/test_jobs.py).
 
 A worker prefers a target of a format it has already converted (exporters share one conversion per format within
-a process: exporters/common.py `shared_conversion`), else the costliest left. Workers die with the parent
+a process: exporters/common.py `shared_conversion`), else the costliest left. What the eager proxy measured
+(each INT8 scheme's layer sensitivity table and the recipes' predicted errors, pipeline/source.py) goes back to the
+parent with each finished target and out with each later one, so a scheme measured on one worker is not measured
+again on the other (ExecuTorch's and TFLite's INT8 targets quantize alike: 26 of 530 worker-seconds of the default
+model's build). The proxy is the same code on the same inputs with the same thread count in every process, so a
+shared table is the one the worker would have measured. Workers die with the parent
 (PR_SET_PDEATHSIG), so a killed build leaves no process writing into its output directory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -30,13 +36,26 @@ from distilforge.libraries import for_our_process
 UNKNOWN_SECONDS_PER_RECIPE = 10.0
 
 
+COSTS_FILE = Path(__file__).resolve().parents[1] / "data" / "target_costs.json"
+FALLBACK_CLASS = "x86-avx2"
+
+
 def expected_seconds(cost: float | None, rungs: int) -> float:
-    """The prior for one target: its measured cost (targets.py), or for a target not measured yet a guess per
-    recipe times the recipes it is expected to try (the first, and half of the others: a ladder stops at the
+    """The prior for one target: its measured cost (`measured_costs`), or for a target not measured yet a guess
+    per recipe times the recipes it is expected to try (the first, and half of the others: a ladder stops at the
     first that clears the margin)."""
     if cost is not None:
         return cost
     return UNKNOWN_SECONDS_PER_RECIPE * (1 + (rungs - 1) / 2)
+
+
+def measured_costs(cpu: str) -> dict[str, float]:
+    """Each target's seconds on the default model on a 2-core machine of CPU class `cpu` (another class: those of
+    x86-avx2), from data/target_costs.json (benchmarks/demo_time.py measures them). Per class because what a
+    target costs is not one factor between classes: its INT8 ladder climbs further where the kernels lose more
+    (the default model's onnx:int8-dynamic: 16.5 s of 196 on AVX2, 51 s of 270 on VNNI, ExecuTorch less)."""
+    table = json.loads(COSTS_FILE.read_text())
+    return table.get(cpu) or table[FALLBACK_CLASS]
 
 
 JOBS_VARIABLE = "DISTILFORGE_JOBS"
@@ -71,6 +90,28 @@ class _Worker:
     target: str | None = None
 
 
+@dataclass
+class Learned:
+    """The eager proxy's results a worker's Source holds (pipeline/source.py), as sent between processes."""
+
+    sensitivities: dict[Any, Any] = field(default_factory=dict)
+    predictions: dict[Any, float] = field(default_factory=dict)
+
+    def merge(self, other: Learned) -> None:
+        self.sensitivities.update(other.sensitivities)
+        self.predictions.update(other.predictions)
+
+
+def take_learned(source: Any, learned: Learned) -> None:
+    """What other workers measured, into this worker's Source: its proxy finds it there instead of measuring."""
+    source.sensitivities.update(learned.sensitivities)
+    source.predictions.update(learned.predictions)
+
+
+def learned_by(source: Any) -> Learned:
+    return Learned(dict(source.sensitivities), dict(source.predictions))
+
+
 class Workers:
     """`count` worker processes, started by `start()` (the build starts them before it loads the checkpoint
     itself, so their imports and loading overlap its own) or at the first `run`; `close()` ends them."""
@@ -78,6 +119,7 @@ class Workers:
     def __init__(self, count: int, setup: WorkerSetup) -> None:
         self.count, self.setup = count, setup
         self.workers: list[_Worker] = []
+        self.learned = Learned()
 
     def start(self) -> None:
         if not self.workers and self.count > 1:
@@ -94,7 +136,7 @@ class Workers:
         pending = sorted(names, key=lambda n: -costs.get(n, 0.0))
         busy = self.workers[:len(names)]
         for worker in busy:
-            _hand_out(worker, pending, shared)
+            _hand_out(worker, pending, (*shared, self.learned))
         handing_out = True
         while any(w.target for w in busy):
             for conn in wait([w.conn for w in busy if w.target]):
@@ -108,9 +150,10 @@ class Workers:
                     raise message[1]
                 else:  # done
                     worker.target = None
+                    self.learned.merge(message[3])
                     handing_out = done(message[1], message[2]) and handing_out
                     if handing_out:
-                        _hand_out(worker, pending, shared)
+                        _hand_out(worker, pending, (*shared, self.learned))
 
     def close(self) -> None:
         """Every worker has sent its last result (or the build is failing): end them without waiting for their
@@ -208,10 +251,11 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
         source = load_source(setup.checkpoint, setup.eval_file)
         reference = None
         while (task := conn.recv()) is not None:
-            name, options, source.calibration = task
+            name, options, source.calibration, learned = task
+            take_learned(source, learned)
             reference = reference or Reference(eager_runner(source.ckpt, options.threads))
             entry = build_target(get_target(name), source, Path(setup.out), options, reference, progress)
-            conn.send(("done", name, entry))
+            conn.send(("done", name, entry, learned_by(source)))
     except DistilforgeError as e:
         conn.send(("raise", e))
     except (EOFError, KeyboardInterrupt):
