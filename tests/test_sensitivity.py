@@ -52,6 +52,22 @@ def test_the_layer_made_sensitive_is_measured_most_costly(sensitive, target):
     assert not any(g.split(".")[-1] in scheme.float_roles for g in groups)
 
 
+@pytest.mark.parametrize("target", ["onnx:int8-dynamic", "tflite:int8-static"])
+def test_reusing_the_unchanged_layers_outputs_gives_the_whole_passes_table(sensitive, target, monkeypatch):
+    """`measure` lets the layers before a group's give their recorded clean outputs: the table must be the one
+    whole passes give, to the last digit (checked on the default model too, for every scheme)."""
+    from distilforge.quantize import sensitivity
+
+    scheme = TARGETS[target].scheme(BuildOptions())
+    cases = [c.inputs for c in sensitivity_cases(sensitive.info, sensitive.tokenizer, ["a small market", "the bank"])]
+    assert len(sensitivity.encoder_layers(sensitive.model)) == sensitive.model.config.n_layers
+    reusing = measure(sensitive.model, sensitive.info.head.output_names, cases, scheme, calibration=cases)
+    monkeypatch.setattr(sensitivity, "encoder_layers", lambda model: [])
+    whole = measure(sensitive.model, sensitive.info.head.output_names, cases, scheme, calibration=cases)
+    assert reusing == whole
+    assert all("forward" not in vars(m) for m in sensitive.model.modules())  # nothing left patched
+
+
 @pytest.mark.parametrize("target", ["onnx:int8-dynamic", "executorch:int8-static"])
 def test_the_whole_recipe_predicted_in_eager_loses_less_with_the_costly_layer_float(sensitive, target):
     """The ladder's pre-check (Source.predicted_error): every group fake-quantized at once, on the validation

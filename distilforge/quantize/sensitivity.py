@@ -3,8 +3,9 @@
 The proxy: the eager model with one layer group fake-quantized the way the target's format quantizes a Linear
 (`Scheme`: weight bits and granularity, activations per tensor or per token at run time, or from calibrated
 ranges), run on real text, compared row by row with the clean eager model. A layer's cost is 1 - the mean
-cosine of the rows' outputs (its worst row beside it). One pass per group, no converter involved: about a
-second per group for the default model, so every INT8 target gets its table and the ladder's measured rungs
+cosine of the rows' outputs (its worst row beside it). One pass per group, no converter involved, from the
+group's own layer on (the layers before it give their recorded clean outputs): about a third of a second per group
+for the default model, so every INT8 target gets its table and the ladder's measured rungs
 keep float exactly the layers that cost the most (quantize/ladder.py: `measured_rungs`).
 
 Groups: a DistilBERT encoder layer has four: `qkv` (the query, key and value projections read one input, and
@@ -26,6 +27,7 @@ import numpy as np
 from distilforge.errors import ExportError
 
 ENCODER_LINEAR = re.compile(r"(?:^|\.)layer\.(\d+)\.(attention\.[qkv]_lin|attention\.out_lin|ffn\.lin1|ffn\.lin2)$")
+ENCODER_LAYER = re.compile(r"(?:^|\.)layer\.(\d+)$")
 ROLE_OF = {"attention.q_lin": "qkv", "attention.k_lin": "qkv", "attention.v_lin": "qkv",
            "attention.out_lin": "attention_out", "ffn.lin1": "ffn_in", "ffn.lin2": "ffn_out"}
 ROLES = ("qkv", "attention_out", "ffn_in", "ffn_out", "head")
@@ -111,12 +113,18 @@ def measure(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, n
     if not groups:
         return Sensitivity(_method(scheme), inputs, ())
     ranges = static_ranges(model, scheme, calibration or cases)
-    reference = reference_rows(model, output_names, cases)
+    layers = encoder_layers(model)
+    with torch.inference_mode(), _recording(layers) as recorded:
+        reference = [_rows(model, case, output_names) for case in cases]
+    recorded = recorded if layers else [[] for _ in cases]
     with torch.inference_mode():
         costs = []
         for group, modules in groups.items():
+            start = _first_layer_changed(group, len(layers))
             with _fake_quantized_groups({group: modules}, scheme, ranges):
-                cosines = _row_cosines(model, output_names, cases, reference)
+                cosines = np.concatenate([
+                    _cosines(ref, _rows_from(model, case, output_names, layers[:start], outputs[:start]))
+                    for ref, case, outputs in zip(reference, cases, recorded, strict=True)])
             costs.append(LayerCost(group, _rounded(1.0 - float(cosines.mean())), _rounded(1.0 - float(cosines.min()))))
     ranked = sorted(costs, key=lambda c: (-c.cost, -c.worst, c.layer))
     return Sensitivity(_method(scheme), inputs, tuple(ranked))
@@ -134,6 +142,59 @@ def predicted_error(model: Any, output_names: Sequence[str], cases: Sequence[dic
     groups = {g: m for g, m in quantizable_groups(model, scheme).items() if g not in set(float_groups)}
     with torch.inference_mode(), _fake_quantized_groups(groups, scheme, ranges):
         return _rounded(1.0 - float(_row_cosines(model, output_names, cases, reference).mean()))
+
+
+def encoder_layers(model: Any) -> list[Any]:
+    """The encoder's layers in order (the modules named `...layer.<i>`), or [] when the model has none by that
+    name (then every group's pass runs the whole model)."""
+    found, parents = {}, set()
+    for name, module in model.named_modules():
+        match = ENCODER_LAYER.search(name)
+        if match:
+            found[int(match.group(1))] = module
+            parents.add(name[:match.start()])
+    return [found[i] for i in range(len(found))] if len(parents) == 1 and sorted(found) == list(range(len(found))) \
+        else []
+
+
+def _first_layer_changed(group: str, layers: int) -> int:
+    """The first encoder layer whose output a group changes: its own for an encoder group, none (past the last)
+    for a head group."""
+    return int(group.split(".")[1]) if role_of(group) != "head" else layers
+
+
+@contextlib.contextmanager
+def _recording(layers: Sequence[Any]) -> Iterator[list[list[Any]]]:
+    """While inside, every forward of the model appends one list to the yielded list: each layer's output."""
+    runs: list[list[Any]] = []
+
+    def keep(index: int) -> Any:
+        def hook(_module: Any, _args: Any, output: Any) -> None:
+            if index == 0:
+                runs.append([])
+            runs[-1].append(output)
+        return hook
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        yield runs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _rows_from(model: Any, case: dict[str, np.ndarray], output_names: Sequence[str], unchanged: Sequence[Any],
+               outputs: Sequence[Any]) -> np.ndarray:
+    """`_rows`, with the `unchanged` leading layers giving their recorded clean `outputs` instead of computing them
+    again: a group in layer 3 cannot change what layers 0-2 give, and the layers after take the same tensors, so
+    the rows are the very ones a whole pass gives (the same kernels on the same values) at about half the cost."""
+    for layer, output in zip(unchanged, outputs, strict=True):
+        layer.forward = lambda *_args, _output=output, **_kwargs: _output
+    try:
+        return _rows(model, case, output_names)
+    finally:
+        for layer in unchanged:
+            del layer.forward
 
 
 def reference_rows(model: Any, output_names: Sequence[str], cases: Sequence[dict[str, np.ndarray]]
