@@ -35,7 +35,7 @@ COMPILE = $(UV) pip compile pyproject.toml --generate-hashes --find-links $(TORC
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --quiet
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all lint install install-dev lock lock-upgrade clean
+.PHONY: demo test test-all lint install install-dev node-packages lock lock-upgrade clean
 
 demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
@@ -47,12 +47,30 @@ demo: $(RUNTIME_STAMP)
 TEST_JOBS ?= $(shell nproc)
 PYTEST = $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup -ra --durations=25
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) node-packages
 	$(PYTEST) -m "not exhaustive"
 
 # everything, the exhaustive tests too (every installed target for TF- and Flax-written checkpoints: 47 min more)
-test-all: $(DEV_STAMP)
+test-all: $(DEV_STAMP) node-packages
 	$(PYTEST)
+
+# tests/node: the pinned @huggingface/transformers that tests/test_package_transformersjs.py runs packages with,
+# installed from its package-lock.json when node >= 20.9 and npm are here (else that test skips, saying why).
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's postinstall would fetch GPU providers from outside the registry;
+# its CPU build is in the package. A failed install is one line, not a failed `make test`.
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.distilforge-installed
+node-packages:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "node or npm not found: the Transformers.js tests will be skipped"; \
+	elif ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 9) ? 0 : 1)'; then \
+	  echo "node $$(node --version) is older than 20.9: the Transformers.js tests will be skipped"; \
+	else $(MAKE) --no-print-directory -s $(NODE_STAMP) \
+	  || echo "npm ci in $(NODE_DIR) failed: the Transformers.js tests will be skipped"; fi
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check distilforge tests benchmarks

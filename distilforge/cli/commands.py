@@ -205,15 +205,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
+    if args.format == "transformers.js":
+        return _package_transformersjs(args)
     from distilforge.package.triton import package_triton
 
-    written = package_triton(args.dir, args.out, max_batch_size=args.max_batch_size,
-                             targets=_split_targets(args.targets), dynamic_batching=args.dynamic_batching,
+    batch = 32 if args.max_batch_size is None else args.max_batch_size
+    written = package_triton(args.dir, args.out, max_batch_size=batch, targets=_split_targets(args.targets),
+                             dynamic_batching=args.dynamic_batching or "auto",
                              say=lambda line: None if args.quiet else err(f"[distilforge] {line}"))
     if not args.quiet:
         for path in written:
             print(path)
         err(f"[distilforge] wrote {len(written)} Triton model(s) into {args.out}")
+    return EXIT_OK
+
+
+def _package_transformersjs(args: argparse.Namespace) -> int:
+    from distilforge.package.transformersjs import package_transformersjs
+
+    for flag, value in (("--max-batch-size", args.max_batch_size), ("--dynamic-batching", args.dynamic_batching)):
+        if value is not None:
+            raise UsageError(f"{flag}: a Triton option; --format transformers.js takes only --targets")
+    written = package_transformersjs(args.dir, args.out, targets=_split_targets(args.targets))
+    if not args.quiet:
+        for path in written:
+            print(path)
+        err(f"[distilforge] wrote {len(written)} Transformers.js model file(s) into {args.out}")
     return EXIT_OK
 
 

@@ -27,8 +27,12 @@ examples:
   distilforge report out --max-size-mb 30           # report.json/.md/.html and which artifact to ship
   distilforge predict out "the striker scored twice"  # run the recommended artifact on text
   distilforge package out --format triton --out repo  # a Triton Inference Server model repository
+  distilforge package out --format transformers.js --out web  # a folder Transformers.js loads (onnx/model*.onnx)
   distilforge targets                               # what can be built here
 """
+
+
+PACKAGE_FORMATS = ("triton", "transformers.js")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,20 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verbose", action="store_true", help="let the libraries' own warnings and logs through")
     pr.set_defaults(func=commands.cmd_predict)
 
-    pk = sub.add_parser("package", help="package DIR's artifacts for a server (a Triton model repository)",
-                        description="Write a Triton Inference Server model repository from DIR's ONNX, OpenVINO and "
-                                    "TorchScript artifacts that passed validation: REPO/<name>/config.pbtxt and "
-                                    "REPO/<name>/1/<model file>, dims and dtypes from the manifest.")
+    pk = sub.add_parser("package", help="package DIR's artifacts for a server or a runtime (Triton, Transformers.js)",
+                        description="triton: a Triton Inference Server model repository from DIR's ONNX, OpenVINO and "
+                                    "TorchScript artifacts that passed validation: OUT/<name>/config.pbtxt and "
+                                    "OUT/<name>/1/<model file>, dims and dtypes from the manifest. transformers.js: "
+                                    "one folder Transformers.js loads, from DIR's validated ONNX artifacts: "
+                                    "config.json, tokenizer files, OUT/onnx/model{,_fp16,_quantized,_int8}.onnx.")
     pk.add_argument("dir", type=Path, metavar="DIR")
-    pk.add_argument("--format", choices=("triton",), required=True, help="the server's layout (triton)")
-    pk.add_argument("--out", type=Path, required=True, metavar="REPO", help="the model repository to write")
-    pk.add_argument("--targets", metavar="T,...", help="only these artifacts (default: every one a server runs)")
-    pk.add_argument("--max-batch-size", type=_non_negative_int, default=32, metavar="N",
-                    help="the server's max_batch_size and dynamic batching bound (default: 32; 0: no batching by "
-                         "the server, the batch axis stays in dims)")
-    pk.add_argument("--dynamic-batching", choices=("auto", "on", "off"), default="auto",
-                    help="let the server batch requests together (default auto: on, except for a model whose "
-                         "answers changed when validation ran its texts in one padded batch)")
+    pk.add_argument("--format", choices=PACKAGE_FORMATS, required=True,
+                    help="the layout to write (triton, transformers.js)")
+    pk.add_argument("--out", type=Path, required=True, metavar="OUT",
+                    help="the model repository (triton) or folder (transformers.js) to write")
+    pk.add_argument("--targets", metavar="T,...", help="only these artifacts (default: every one the layout runs)")
+    pk.add_argument("--max-batch-size", type=_non_negative_int, default=None, metavar="N",
+                    help="triton: the server's max_batch_size and dynamic batching bound (default: 32; 0: no "
+                         "batching by the server, the batch axis stays in dims)")
+    pk.add_argument("--dynamic-batching", choices=("auto", "on", "off"), default=None,
+                    help="triton: let the server batch requests together (default auto: on, except for a model "
+                         "whose answers changed when validation ran its texts in one padded batch)")
     pk.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     pk.set_defaults(func=commands.cmd_package)
 

@@ -8,32 +8,32 @@ backend is its FormatSpec's `triton` (targets.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from distilforge.artifacts.layout import MANIFEST, first_missing, move_into_place, staging_dir
+from distilforge.artifacts.layout import MANIFEST
 from distilforge.artifacts.manifest import read_manifest
 from distilforge.errors import OutputDirError, UsageError
+from distilforge.package.common import (
+    ArtifactFile,
+    artifact_file,
+    built_entry,
+    check_destination,
+    copy_checked,
+    folder_name,
+    format_of,
+    passed,
+    require_passed,
+    staged,
+)
 from distilforge.targets import FORMATS, Backend
 
 MARKER = ".distilforge-triton"  # in REPO: it was written by package_triton, so a rerun may replace it
 VERSION = "1"  # the model version folder Triton loads
 QUEUE_DELAY_US = 100  # dynamic batching: how long a request may wait for others to join its batch
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class ArtifactFile:
-    rel: PurePosixPath  # inside the artifact folder
-    sha256: str
-    role: str  # "model" (the file the backend loads), "weights" (beside it) or a companion's ("config", "card", ...)
 
 
 def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
@@ -58,23 +58,14 @@ def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
     manifest = read_manifest(out)
     entries = chosen_entries(manifest, targets, out)
     check_repo(repo)
-    created = first_missing(repo.parent)
-    staging = staging_dir(repo.parent, repo.name)
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700, and the server may run as another user
+    with staged(repo) as staging:
         for entry in entries:
             off = batching_off(entry, dynamic_batching) if max_batch_size else None
             if off and dynamic_batching == "auto":
                 say(f"{entry['target']}: dynamic batching off: {off}")
             write_model(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest, batching_off=off)
-        write_marker(staging, manifest, [_folder(e) for e in entries])
-        move_into_place(staging, repo)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    return [repo / _folder(e) for e in entries]
+        write_marker(staging, manifest, [folder_name(e) for e in entries])
+    return [repo / folder_name(e) for e in entries]
 
 
 def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Path) -> list[dict[str, Any]]:
@@ -83,22 +74,16 @@ def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Pat
     if names:
         by_target = {a["target"]: a for a in manifest["artifacts"]}
         return [_usable(by_target, name, out) for name in names]
-    entries = [a for a in manifest["artifacts"] if backend_for(_format(a)) and _passed(a)]
+    entries = [a for a in manifest["artifacts"] if backend_for(format_of(a)) and passed(a)]
     if not entries:
         raise UsageError(f"{out}: no validated ONNX, OpenVINO or TorchScript artifact to package")
     return entries
 
 
 def _usable(by_target: dict[str, dict[str, Any]], name: str, out: Path) -> dict[str, Any]:
-    entry = by_target.get(name)
-    if entry is None:
-        raise UsageError(f"{name}: not built in {out}; its {MANIFEST} lists {', '.join(by_target) or 'nothing'}")
+    entry = built_entry(by_target, name, out)
     _backend(entry)  # refuses a format Triton cannot serve
-    if not _passed(entry):
-        reasons = [entry.get("error"), *((entry.get("validation") or {}).get("failures") or [])]
-        why = next((r.strip().splitlines()[0] for r in reasons if r and r.strip()), "it did not pass validation")
-        raise UsageError(f"{name}: failed in the build ({why}); only validated artifacts are packaged")
-    return entry
+    return require_passed(entry)
 
 
 def backend_for(fmt: str) -> Backend | None:
@@ -109,9 +94,9 @@ def backend_for(fmt: str) -> Backend | None:
 
 
 def _backend(entry: dict[str, Any]) -> Backend:
-    backend = backend_for(_format(entry))
+    backend = backend_for(format_of(entry))
     if backend is None:
-        raise UsageError(f"{entry['target']}: Triton has no backend for {_format(entry)} artifacts; "
+        raise UsageError(f"{entry['target']}: Triton has no backend for {format_of(entry)} artifacts; "
                          f"package {_served()} targets")
     return backend
 
@@ -122,35 +107,9 @@ def _served() -> str:
     return f"{', '.join(others)} or {last}" if others else last
 
 
-def _format(entry: dict[str, Any]) -> str:
-    return entry.get("format") or entry["target"].split(":")[0]
-
-
-def _folder(entry: dict[str, Any]) -> str:
-    return entry["target"].replace(":", "-")
-
-
-def _passed(entry: dict[str, Any]) -> bool:
-    return not entry.get("error") and bool((entry.get("validation") or {}).get("passed"))
-
-
 def check_repo(repo: Path) -> None:
     """REPO may be missing, empty, or hold only what an earlier package_triton wrote. Creates nothing."""
-    if repo.exists() and not repo.is_dir():
-        raise OutputDirError(f"{repo}: exists and is not a directory")
-    names = {p.name for p in repo.iterdir()} if repo.is_dir() else set()
-    ours = _marked_models(repo)
-    if names and (ours is None or not names <= ours | {MARKER}):
-        raise OutputDirError(f"{repo}: not empty and not a model repository written by distilforge alone; "
-                             "choose another --out or empty it")
-
-
-def _marked_models(repo: Path) -> set[str] | None:
-    """The model folders an earlier package_triton wrote into REPO; None when it wrote none of REPO."""
-    try:
-        return set(json.loads((repo / MARKER).read_text(encoding="utf-8"))["models"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    check_destination(repo, MARKER, "models", "a model repository")
 
 
 def write_marker(staging: Path, manifest: dict[str, Any], models: list[str]) -> None:
@@ -179,7 +138,7 @@ def write_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_si
     """STAGING/<name>/: config.pbtxt, the model files in 1/, the artifact's companions (config, tokenizer, card)
     beside config.pbtxt, where Triton ignores them."""
     backend = _backend(entry)
-    folder = _folder(entry)
+    folder = folder_name(entry)
     model, weights, companions = split_files(entry, backend)
     dest = staging / folder
     copy_checked(out / folder / model.rel, dest / VERSION / backend.model_file, model.sha256)
@@ -198,7 +157,7 @@ def split_files(entry: dict[str, Any], backend: Backend) -> tuple[ArtifactFile, 
                                                                   list[ArtifactFile]]:
     """The model file, its weights, and the companions, from the manifest's files[]: a companion by its role (or,
     without one, by not being a model or weights file), the model file among the others by its suffix."""
-    files = [_artifact_file(entry, f, backend) for f in entry["files"]]
+    files = [artifact_file(entry, f, backend.model_suffix, backend.weights_suffixes) for f in entry["files"]]
     models = [f for f in files if f.role == "model"]
     weights = [f for f in files if f.role == "weights"]
     if len(models) != 1:
@@ -210,39 +169,12 @@ def split_files(entry: dict[str, Any], backend: Backend) -> tuple[ArtifactFile, 
     return models[0], weights, [f for f in files if f.role not in ("model", "weights")]
 
 
-def _artifact_file(entry: dict[str, Any], record: dict[str, Any], backend: Backend) -> ArtifactFile:
-    path = PurePosixPath(record["path"])
-    folder = _folder(entry)
-    if path.parts[:1] != (folder,) or ".." in path.parts:
-        raise OutputDirError(f"{entry['target']}: {MANIFEST} lists {record['path']}, outside its folder {folder}/")
-    rel = path.relative_to(folder)
-    role = record.get("role")
-    if role in (None, "model", "weights"):  # the model's own files ("model" covers weights too) or an older build's
-        role = ("model" if rel.name.endswith(backend.model_suffix) else
-                "weights" if role or rel.name.endswith(backend.weights_suffixes) else "companion")
-    return ArtifactFile(rel, record["sha256"], role)
-
-
 def _beside(model: ArtifactFile, weights: ArtifactFile) -> PurePosixPath:
     """Where external weights go: at the same place relative to the model file, which records that place."""
     try:
         return weights.rel.relative_to(model.rel.parent)
     except ValueError:
         raise OutputDirError(f"{weights.rel}: not beside its model file {model.rel}") from None
-
-
-def copy_checked(src: Path, dst: Path, sha256: str) -> None:
-    """Copy `src` to `dst`, hashing the bytes as they are copied: they must be the ones the manifest lists."""
-    if not src.is_file():
-        raise OutputDirError(f"{src}: missing, though {MANIFEST} lists it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with src.open("rb") as source, dst.open("wb") as copy:
-        for chunk in iter(lambda: source.read(_CHUNK), b""):
-            digest.update(chunk)
-            copy.write(chunk)
-    if digest.hexdigest() != sha256:
-        raise OutputDirError(f"{src}: changed since the build (sha256 differs from {MANIFEST}); nothing was written")
 
 
 def config_text(name: str, entry: dict[str, Any], backend: Backend, max_batch_size: int, threads: int | None,
