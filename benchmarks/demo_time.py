@@ -83,6 +83,21 @@ def worst_error_after_a_third(rows: list[dict], end: float) -> float | None:
     return max((abs(r["error"]) for r in later), default=None)
 
 
+TAIL = 0.1  # the last tenth of the phase: what is left is a few seconds, and a relative error says little
+
+
+def eta_errors(rows: list[dict], end: float) -> dict:
+    """The worst |relative error| once a third was done, and the same without the last tenth of the phase (where
+    the left-over seconds are few) beside the worst error in seconds there."""
+    later = [r for r in rows if r["error"] is not None and r["t"] >= end / 3]
+    body = [r for r in later if r["left_really"] >= TAIL * end]
+    tail = [r for r in later if r["left_really"] < TAIL * end]
+    return {"worst_after_a_third": max((abs(r["error"]) for r in later), default=None),
+            "worst_after_a_third_before_the_last_tenth": max((abs(r["error"]) for r in body), default=None),
+            "worst_seconds_in_the_last_tenth": max((abs(r["eta_shown"] - r["left_really"]) for r in tail),
+                                                   default=None)}
+
+
 def update_costs(cpu: str, rows: list[dict]) -> None:
     """This build's seconds per target (its own time, as its progress line gives it) as the class's priors."""
     from distilforge.pipeline.jobs import COSTS_FILE
@@ -133,7 +148,8 @@ def main() -> None:
         stderr = stderr or err
     rows, build_end, bench_rows = eta_table(stderr)
     result.update(demo_seconds=round(sum(timings.values()), 1), steps=timings, build_phase_end=build_end, eta=rows,
-                  eta_worst_error_after_a_third=worst_error_after_a_third(rows, build_end), bench_eta=bench_rows)
+                  eta_worst_error_after_a_third=worst_error_after_a_third(rows, build_end),
+                  eta_errors=eta_errors(rows, build_end), bench_eta=bench_rows)
     if args.also_jobs_1:
         one, many = work / "one-at-a-time" / "manifest.json", out / "manifest.json"
         result["manifests_byte_identical"] = one.read_bytes() == many.read_bytes()
@@ -152,6 +168,9 @@ def main() -> None:
         print(f"{r['t']:>7.1f} {r['target']:<26} {shown:>9} {r['left_really']:>7.0f} {err:>7}")
     print(f"worst ETA error once a third of the build was done: {result['eta_worst_error_after_a_third']}"
           + (f" (--jobs 1: {result['jobs_1']['eta_worst_error_after_a_third']})" if args.also_jobs_1 else ""))
+    errors = result["eta_errors"]
+    print(f"  before the last tenth of the build: {errors['worst_after_a_third_before_the_last_tenth']}; "
+          f"in the last tenth, at most {errors['worst_seconds_in_the_last_tenth']} s off")
     if args.also_jobs_1:
         print(f"build phase, --jobs {args.jobs or 'default'} / --jobs 1: {result['build_phase_ratio_jobs_n_to_1']}; "
               f"manifests byte-identical: {result['manifests_byte_identical']}")
