@@ -32,6 +32,7 @@ from distilforge.quantize.ladder import (
 from distilforge.quantize.sensitivity import Sensitivity
 from distilforge.targets import Target
 from distilforge.validate import Reference
+from distilforge.validate.runners.isolated import prestart
 from distilforge.validate.tolerances import margin_shortfalls
 
 
@@ -146,6 +147,7 @@ def _attempt(target: Target, source: Source, out: Path, options: BuildOptions, r
              progress: Progress, rung: Rung | None, place: str) -> Attempt:
     label = f" (recipe {place}: {rung.name})" if rung is not None else ""
     progress.step(target.name, f"exporting{label}")
+    prestart(target.spec.open_runner)  # its runtime imports while the artifact is exported
     root = staging_dir(out, target.folder)
     try:
         entry = _export_and_validate(target, source, root, options, rung, reference,

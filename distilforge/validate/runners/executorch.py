@@ -33,6 +33,13 @@ def check_bounds(artifact: ExportedArtifact, shape: tuple[int, ...]) -> None:
                                f"it was exported with ({allowed}); rebuild with a larger --executorch-max-shape")
 
 
+def preload() -> None:
+    """What opening an artifact imports (validation starts this ahead: runners/isolated.py `prestart`)."""
+    with _native_stderr_muted(), _without_the_compiler():
+        import executorch.kernels.quantized  # noqa: F401
+        from executorch.runtime import Runtime  # noqa: F401
+
+
 class ExecuTorchRunner:
     def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int) -> None:
         with _native_stderr_muted(), _without_the_compiler():  # the C++ runtime logs its CPU probing on stderr

@@ -6,6 +6,11 @@ The child (`python -m distilforge.validate.runners.isolated`) opens the artifact
 named inputs in, a length-prefixed .npz of named outputs (or a one-line JSON error) out. Validation sees an
 ordinary Runner.
 
+A runtime whose import takes seconds (ExecuTorch's, torch for TorchScript: its runner module has a `preload()`)
+can have its child started ahead (`prestart`, called by the build before an export): the child imports while the
+artifact is exported, and the IsolatedRunner that opens it next takes that child instead of starting one. The
+child is the same command in the same environment; it only imports earlier.
+
 `DISTILFORGE_RUNTIME_WRAPPER` (e.g. "qemu-x86_64 -cpu Haswell") is put in front of the child's command: the
 artifact then runs on an emulated CPU, which is how the test suite validates on another CPU class than its
 machine's (docs/cpu-classes.md). The CPU the child reports is the one the figures are recorded against.
@@ -13,6 +18,8 @@ machine's (docs/cpu-classes.md). The CPU the child reports is the one the figure
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import io
 import json
 import os
@@ -58,15 +65,11 @@ class Launcher:
 class IsolatedRunner:
     def __init__(self, open_runner: Any, out_dir: Path, artifact: ExportedArtifact, threads: int, *,
                  launcher: Launcher | None = None) -> None:
-        spec = {"runner": runner_ref(open_runner), "out": str(out_dir),
-                "record": artifact.to_dict(), "threads": threads}
+        ref = runner_ref(open_runner)
+        spec = {"runner": ref, "out": str(out_dir), "record": artifact.to_dict(), "threads": threads}
         self.output_names = tuple(o.name for o in artifact.outputs)
-        self._log = tempfile.TemporaryFile()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(launcher.env if launcher else {})}
-        python = list(launcher.python) if launcher else [*shlex.split(os.environ.get(WRAPPER, "")), sys.executable]
-        command = [*python, "-m", "distilforge.validate.runners.isolated"]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                         env=env)
+        command, env = _child_command(launcher)
+        self._process, self._log = _take_spare((tuple(command), ref, _frozen(env))) or _start_child(command, env)
         self._send(b"S", json.dumps(spec).encode())
         self.cpu: dict[str, Any] = json.loads(self._receive())  # b"R" once the artifact is open: the child's CPU
         if launcher:
@@ -118,6 +121,57 @@ class IsolatedRunner:
         return RuntimeCrash(f"the runtime's process {how}{last}")
 
 
+# (command, runner ref, environment) -> a child started ahead for that runner, waiting for its spec
+_spares: dict[tuple[Any, ...], tuple[subprocess.Popen, Any]] = {}
+
+
+def prestart(open_runner: Any) -> None:
+    """Start, on this machine, the child the next IsolatedRunner of `open_runner` will take, when its runner module
+    has a `preload()` (a runtime whose import takes seconds); it imports meanwhile. At most one waits per runner."""
+    ref = runner_ref(open_runner)
+    if not hasattr(importlib.import_module(open_runner.__module__), "preload"):
+        return
+    command, env = _child_command(None)
+    key = (tuple(command), ref, _frozen(env))
+    if key not in _spares:
+        _spares[key] = _start_child([*command, "--preload", ref], env)
+
+
+def _take_spare(key: tuple[Any, ...]) -> tuple[subprocess.Popen, Any] | None:
+    """The child started ahead for `key`, if it is still alive (one that died importing is replaced by a fresh one,
+    whose open then says what is wrong)."""
+    spare = _spares.pop(key, None)
+    if spare is not None and spare[0].poll() is not None:
+        spare[1].close()
+        return None
+    return spare
+
+
+def _child_command(launcher: Launcher | None) -> tuple[list[str], dict[str, str]]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(launcher.env if launcher else {})}
+    python = list(launcher.python) if launcher else [*shlex.split(os.environ.get(WRAPPER, "")), sys.executable]
+    return [*python, "-m", "distilforge.validate.runners.isolated"], env
+
+
+def _start_child(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Any]:
+    log = tempfile.TemporaryFile()
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env), log
+
+
+def _frozen(env: dict[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(env.items())
+
+
+@atexit.register
+def _end_spares() -> None:
+    """Children started ahead and never taken: their stdin closes, they read no spec and end."""
+    while _spares:
+        process, log = _spares.popitem()[1]
+        process.stdin.close()
+        process.wait()
+        log.close()
+
+
 def _read_message(stream: BinaryIO) -> tuple[bytes | None, bytes]:
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
@@ -140,6 +194,8 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         replies.flush()
 
     kind, payload = _read_message(requests)
+    if kind is None:  # started ahead and never used
+        return
     spec = json.loads(payload)
     try:
         runner = open_by_ref(spec["runner"], spec["out"], spec["record"], int(spec["threads"]))
@@ -166,10 +222,21 @@ def _one_line(e: BaseException) -> bytes:
     return f"{type(e).__name__}: {text[0] if text else ''}".encode()
 
 
+def _preload(ref: str) -> None:
+    """Import what the runner `ref` imports when it opens an artifact (its module's `preload()`); any failure is
+    left for the real open to report."""
+    try:
+        importlib.import_module(ref.partition(":")[0]).preload()
+    except Exception:  # noqa: BLE001, S110 - open_by_ref raises it again, as one line
+        pass
+
+
 if __name__ == "__main__":
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # libraries that print must not corrupt the protocol
     sys.stdout = sys.stderr
+    if sys.argv[1:2] == ["--preload"]:
+        _preload(sys.argv[2])
     _serve(requests, replies)
     replies.flush()
     sys.stderr.flush()

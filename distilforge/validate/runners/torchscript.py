@@ -10,6 +10,11 @@ from distilforge.artifacts.records import ExportedArtifact
 from distilforge.validate.runners import cast_inputs
 
 
+def preload() -> None:
+    """What opening an artifact imports (validation starts this ahead: runners/isolated.py `prestart`)."""
+    import torch  # noqa: F401
+
+
 class TorchScriptRunner:
     def __init__(self, model_path: Path, artifact: ExportedArtifact, threads: int) -> None:
         import torch
