@@ -83,6 +83,10 @@ class FormatSpec:
     arm64: Arm64 = Arm64()  # its runtime on the emulated ARM64 CPU, or why there is none
     triton: Backend | None = None  # the Triton backend that serves it (package/triton.py)
     triton_why_not: str = ""  # with no backend: why
+    # its INT8 ladders predict a measured rung in eager before exporting it (pipeline/ladder.py): worth it where a
+    # recipe's conversion and validation take 10 s to minutes; ONNX's and TorchScript's take 2-4 s, less than the
+    # prediction, so their rungs are exported and judged as they come
+    predicts_rungs: bool = False
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -191,14 +195,15 @@ OPENVINO = FormatSpec("openvino", openvino_runner.open_runner, extra="openvino",
                                      ("INFERENCE_NUM_THREADS",),
                                      (("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")),
                                      "max_batch_size 0: the model's dynamic batch axis takes any batch "
-                                     "(see docs/triton.md)"))
+                                     "(see docs/triton.md)"),
+                      predicts_rungs=True)
 TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     modules=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                     runtime="LiteRT Interpreter (XNNPACK)", check=tflite_export.check_options,
                     reads=("tflite_shapes",), shape_option="tflite_shapes",
                     loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
                     color="#e8710a", arm64=Arm64(("ai-edge-litert",), "ai_edge_litert.interpreter"),
-                    triton_why_not=_NO_TRITON)
+                    triton_why_not=_NO_TRITON, predicts_rungs=True)
 # the quantized kernels register themselves on import; without it an INT8 program fails to load
 # ("Missing operator quantized_decomposed::embedding_byte")
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",
@@ -213,7 +218,7 @@ EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="exec
                         arm64=Arm64(why_not="ExecuTorch's Python runtime needs torch, and PyPI's aarch64 torch is a "
                                             "CUDA build whose dependencies do not install here; the torch-free "
                                             "executorch-numpy-runtime needs Python 3.12+"),
-                        triton_why_not=_NO_TRITON)
+                        triton_why_not=_NO_TRITON, predicts_rungs=True)
 FORMATS: dict[str, FormatSpec] = {f.name: f for f in (ONNX, TORCHSCRIPT, OPENVINO, TFLITE, EXECUTORCH)}
 
 TARGETS: dict[str, Target] = {t.name: t for t in (

@@ -101,9 +101,10 @@ def _past_measured(rungs: tuple[Rung | None, ...], index: int) -> int:
 
 def _predictor(target: Target, source: Source, options: BuildOptions, progress: Progress
                ) -> Callable[[tuple[str, ...]], float] | None:
-    """float groups -> the eager proxy's mean cosine error of the target's first recipe with them float."""
+    """float groups -> the eager proxy's mean cosine error of the target's first recipe with them float; None for
+    a format whose rungs cost less to export and judge than to predict (FormatSpec.predicts_rungs)."""
     scheme = target.scheme(options) if target.ladder and target.scheme else None
-    if scheme is None:
+    if scheme is None or not target.spec.predicts_rungs:
         return None
 
     def predict(float_groups: tuple[str, ...]) -> float:
