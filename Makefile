@@ -35,7 +35,7 @@ COMPILE = $(UV) pip compile pyproject.toml --generate-hashes --find-links $(TORC
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --quiet
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all lint install install-dev node-packages lock lock-upgrade clean
+.PHONY: demo test test-all lint install install-dev node-packages triton-server lock lock-upgrade clean
 
 demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/distilforge build --out artifacts --keep-going --bench
@@ -47,11 +47,11 @@ demo: $(RUNTIME_STAMP)
 TEST_JOBS ?= $(shell nproc)
 PYTEST = $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup -ra --durations=25
 
-test: $(DEV_STAMP) node-packages
+test: $(DEV_STAMP) node-packages triton-server
 	$(PYTEST) -m "not exhaustive"
 
 # everything, the exhaustive tests too (every installed target for TF- and Flax-written checkpoints: 47 min more)
-test-all: $(DEV_STAMP) node-packages
+test-all: $(DEV_STAMP) node-packages triton-server
 	$(PYTEST)
 
 # tests/node: the pinned @huggingface/transformers that tests/test_package_transformersjs.py runs packages with,
@@ -71,6 +71,16 @@ node-packages:
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# .venv/tritonserver: the Triton server tests/test_triton_server.py starts (nvidia-pytriton's tritonserver 2.51
+# with its python backend), installed without its dependencies from requirements-tritonserver.txt (pinned, with
+# its hash; it cannot join the locks: see that file). A failed install is one line: that test then skips.
+TRITON_DIR := $(VENV)/tritonserver
+triton-server: $(DEV_STAMP)
+	@[ -x $(TRITON_DIR)/pytriton/tritonserver/bin/tritonserver ] \
+	  || $(UV) pip install --quiet --python $(PY) --no-deps --require-hashes --target $(TRITON_DIR) \
+	       -r requirements-tritonserver.txt \
+	  || echo "nvidia-pytriton could not be installed: the Triton server test will be skipped"
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check distilforge tests benchmarks

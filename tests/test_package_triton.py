@@ -356,3 +356,49 @@ def test_a_model_whose_answers_changed_in_a_batch_is_not_batched_by_the_server(b
             assert said == []
     with pytest.raises(UsageError, match="dynamic batching 'sometimes'"):
         package_triton(out, tmp_path / "bad", dynamic_batching="sometimes")
+
+
+def test_the_python_backend_serves_every_artifact_through_its_runner(built, tmp_path):
+    """--backend python: one python-backend model per validated artifact (OpenVINO batched by the server too: the
+    runner takes any batch), the model files under their own names in 1/ beside model.py and artifact.json, which
+    opens the same runner validation used (tests/test_triton_server.py serves it with a real server)."""
+    import numpy as np
+
+    from distilforge.artifacts.records import ExportedArtifact
+    from distilforge.package.triton_python import ARTIFACT_JSON, MODEL_PY, open_copied
+
+    repo = tmp_path / "repo"
+    assert package_triton(built, repo, backend="python") == [repo / folder(t) for t in BUILT]
+    assert json.loads((repo / MARKER).read_text())["backend"] == "python"
+    threads = read_manifest(built)["settings"]["threads"]
+    for target, entry in entries(built).items():
+        config = parse(repo / folder(target) / "config.pbtxt")
+        assert (config.name, config.platform, config.backend, config.max_batch_size) == (folder(target), "",
+                                                                                          "python", 32)
+        for tensors, specs in ((config.input, entry["inputs"]), (config.output, entry["outputs"])):
+            assert [(t.name, t.data_type, list(t.dims)) for t in tensors] == [
+                (s["name"], TYPES[s["dtype"]], triton_dims(s["shape"], True)) for s in specs]
+        assert config.parameters["threads"].string_value == str(threads)
+        written = snapshot(repo / folder(target))
+        assert written.pop("config.pbtxt") and written.pop(f"1/{ARTIFACT_JSON}")
+        assert written.pop("1/model.py") == sha256_file(MODEL_PY)
+        assert written == {("1/" if f.get("role") in (None, "model", "weights") else "") + f["path"].split("/", 1)[1]:
+                           f["sha256"] for f in entry["files"]}, target
+    ids = np.ones((2, 8), dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.tril(ids)}
+    for target in ("onnx:fp32", "openvino:fp32"):
+        served, record = open_copied(repo / folder(target) / "1", threads)
+        assert record["target"] == target
+        direct = TARGETS[target].open_runner(built, ExportedArtifact.from_dict(entries(built)[target]), threads)
+        for name, value in direct.run(feed).items():
+            np.testing.assert_array_equal(served.run(feed)[name], value)
+
+
+def test_the_python_backend_option_is_checked(built, tmp_path):
+    from test_bad_input import assert_one_line_error, run_cli
+
+    with pytest.raises(UsageError, match="backend 'grpc'"):
+        package_triton(built, tmp_path / "repo", backend="grpc")
+    assert_one_line_error(run_cli("package", str(built), "--format", "transformers.js", "--out",
+                                  str(tmp_path / "web"), "--backend", "python"), "--backend")
+    assert list(tmp_path.iterdir()) == []

@@ -211,7 +211,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
     batch = 32 if args.max_batch_size is None else args.max_batch_size
     written = package_triton(args.dir, args.out, max_batch_size=batch, targets=_split_targets(args.targets),
-                             dynamic_batching=args.dynamic_batching or "auto",
+                             dynamic_batching=args.dynamic_batching or "auto", backend=args.backend or "native",
                              say=lambda line: None if args.quiet else err(f"[distilforge] {line}"))
     if not args.quiet:
         for path in written:
@@ -223,7 +223,8 @@ def cmd_package(args: argparse.Namespace) -> int:
 def _package_transformersjs(args: argparse.Namespace) -> int:
     from distilforge.package.transformersjs import package_transformersjs
 
-    for flag, value in (("--max-batch-size", args.max_batch_size), ("--dynamic-batching", args.dynamic_batching)):
+    for flag, value in (("--max-batch-size", args.max_batch_size), ("--dynamic-batching", args.dynamic_batching),
+                        ("--backend", args.backend)):
         if value is not None:
             raise UsageError(f"{flag}: a Triton option; --format transformers.js takes only --targets")
     written = package_transformersjs(args.dir, args.out, targets=_split_targets(args.targets))

@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--dynamic-batching", choices=("auto", "on", "off"), default=None,
                     help="triton: let the server batch requests together (default auto: on, except for a model "
                          "whose answers changed when validation ran its texts in one padded batch)")
+    pk.add_argument("--backend", choices=("native", "python"), default=None,
+                    help="triton: native (default): Triton's own backend for each format (ONNX, OpenVINO, "
+                         "TorchScript); python: Triton's python backend running distilforge's runner, for every "
+                         "format, TFLite and ExecuTorch included (the server's Python needs distilforge)")
     pk.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     pk.set_defaults(func=commands.cmd_package)
 

@@ -2,8 +2,9 @@
 OpenVINO or TorchScript artifact, its config.pbtxt written from the manifest's tensor specs.
 
 Only what the manifest vouches for is served: artifacts that passed validation, copied byte for byte with the
-manifest's sha256. TFLite and ExecuTorch are left out: none of Triton's own backends runs them. Each format's
-backend is its FormatSpec's `triton` (targets.py).
+manifest's sha256. With Triton's own backends ("native", each format's FormatSpec `triton` in targets.py) TFLite
+and ExecuTorch are left out: none of them runs those. With backend "python" every format is served, by a model.py
+that runs the artifact through distilforge's own runner for it (package/triton_python.py).
 """
 
 from __future__ import annotations
@@ -28,19 +29,23 @@ from distilforge.package.common import (
     require_passed,
     staged,
 )
+from distilforge.package.triton_python import python_backend, write_python_files
 from distilforge.targets import FORMATS, Backend
 
 MARKER = ".distilforge-triton"  # in REPO: it was written by package_triton, so a rerun may replace it
 VERSION = "1"  # the model version folder Triton loads
 QUEUE_DELAY_US = 100  # dynamic batching: how long a request may wait for others to join its batch
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+BACKENDS = ("native", "python")  # Triton's own backend for each format, or its python backend for all of them
 
 
 def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
-                   targets: list[str] | None = None, dynamic_batching: str = "auto",
+                   targets: list[str] | None = None, dynamic_batching: str = "auto", backend: str = "native",
                    say: Callable[[str], None] = lambda line: None) -> list[Path]:
     """Write REPO/<name>/config.pbtxt and REPO/<name>/1/<model files> for every validated ONNX, OpenVINO and
-    TorchScript artifact of DIR (or the named `targets`); returns the model folders.
+    TorchScript artifact of DIR (or the named `targets`); returns the model folders. With `backend` "python",
+    every validated artifact, TFLite and ExecuTorch included, each served by a python-backend model.py that runs
+    it through distilforge's runner for its format (the server's Python needs distilforge and the format's extra).
 
     The repository is written beside REPO and renamed into place: a failure leaves REPO as it was. REPO must
     be empty or missing, or hold only what an earlier package_triton wrote (its models are then replaced).
@@ -51,39 +56,55 @@ def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
     decisions changed when validation ran its texts as one padded batch (dynamic INT8: `batch_dependence`), "on"
     and "off" for every model; `say` gets one line per model it was turned off for."""
     out, repo = Path(out_dir), Path(repo)
+    if backend not in BACKENDS:
+        raise UsageError(f"backend {backend!r}: give one of {', '.join(BACKENDS)}")
     if dynamic_batching not in BATCHING_MODES:
         raise UsageError(f"dynamic batching {dynamic_batching!r}: give one of {', '.join(BATCHING_MODES)}")
     if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 0:
         raise UsageError(f"max batch size {max_batch_size!r}: give a whole number >= 0 (0 = no batching)")
     manifest = read_manifest(out)
-    entries = chosen_entries(manifest, targets, out)
+    entries = chosen_entries(manifest, targets, out, python=backend == "python")
     check_repo(repo)
     with staged(repo) as staging:
         for entry in entries:
             off = batching_off(entry, dynamic_batching) if max_batch_size else None
             if off and dynamic_batching == "auto":
                 say(f"{entry['target']}: dynamic batching off: {off}")
-            write_model(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest, batching_off=off)
-        write_marker(staging, manifest, [folder_name(e) for e in entries])
+            write = write_python_model if backend == "python" else write_model
+            write(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest, batching_off=off)
+        write_marker(staging, manifest, [folder_name(e) for e in entries], backend)
     return [repo / folder_name(e) for e in entries]
 
 
-def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Path) -> list[dict[str, Any]]:
-    """The manifest entries to package: the named ones (each must be usable), or every usable one."""
+def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Path, *,
+                   python: bool = False) -> list[dict[str, Any]]:
+    """The manifest entries to package: the named ones (each must be usable), or every usable one. `python`: for
+    the python backend, which serves every format distilforge has a runner for."""
     names = list(dict.fromkeys(n.strip() for n in targets or [] if n.strip()))
     if names:
         by_target = {a["target"]: a for a in manifest["artifacts"]}
-        return [_usable(by_target, name, out) for name in names]
-    entries = [a for a in manifest["artifacts"] if backend_for(format_of(a)) and passed(a)]
+        return [_usable(by_target, name, out, python) for name in names]
+    servable = _runnable if python else backend_for
+    entries = [a for a in manifest["artifacts"] if servable(format_of(a)) and passed(a)]
     if not entries:
-        raise UsageError(f"{out}: no validated ONNX, OpenVINO or TorchScript artifact to package")
+        kinds = "" if python else " ONNX, OpenVINO or TorchScript"
+        raise UsageError(f"{out}: no validated{kinds} artifact to package")
     return entries
 
 
-def _usable(by_target: dict[str, dict[str, Any]], name: str, out: Path) -> dict[str, Any]:
+def _usable(by_target: dict[str, dict[str, Any]], name: str, out: Path, python: bool) -> dict[str, Any]:
     entry = built_entry(by_target, name, out)
-    _backend(entry)  # refuses a format Triton cannot serve
+    if python and not _runnable(format_of(entry)):
+        raise UsageError(f"{name}: format {format_of(entry)} is unknown to this distilforge; "
+                         f"package {', '.join(FORMATS)} targets")
+    if not python:
+        _backend(entry)  # refuses a format Triton cannot serve
     return require_passed(entry)
+
+
+def _runnable(fmt: str) -> bool:
+    """distilforge has a runner for `fmt` (what the python backend serves it with)."""
+    return fmt in FORMATS
 
 
 def backend_for(fmt: str) -> Backend | None:
@@ -112,9 +133,9 @@ def check_repo(repo: Path) -> None:
     check_destination(repo, MARKER, "models", "a model repository")
 
 
-def write_marker(staging: Path, manifest: dict[str, Any], models: list[str]) -> None:
-    marker = {"written_by": "distilforge package --format triton", "manifest_digest": manifest.get("digest"),
-              "models": models}
+def write_marker(staging: Path, manifest: dict[str, Any], models: list[str], backend: str = "native") -> None:
+    marker = {"written_by": "distilforge package --format triton", "backend": backend,
+              "manifest_digest": manifest.get("digest"), "models": models}
     (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
@@ -146,11 +167,31 @@ def write_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_si
         copy_checked(out / folder / w.rel, dest / VERSION / (backend.weights_file or _beside(model, w)), w.sha256)
     for c in companions:
         copy_checked(out / folder / c.rel, dest / c.rel, c.sha256)
-    batch = max_batch_size if backend.batches else 0
+    _write_config(dest, entry, backend, max_batch_size if backend.batches else 0, manifest, batching_off)
+
+
+def write_python_model(out: Path, entry: dict[str, Any], staging: Path, *, max_batch_size: int,
+                       manifest: dict[str, Any], batching_off: str | None = None) -> None:
+    """STAGING/<name>/: config.pbtxt for the python backend, 1/model.py, the artifact's model files in 1/ under
+    their own names with 1/artifact.json (what its runner opens), and the companions beside config.pbtxt."""
+    dest = staging / folder_name(entry)
+    write_python_files(out, entry, dest / VERSION)
+    for c in [f for f in _files(entry) if f.role not in ("model", "weights")]:
+        copy_checked(out / folder_name(entry) / c.rel, dest / c.rel, c.sha256)
+    _write_config(dest, entry, python_backend(entry), max_batch_size, manifest, batching_off)
+
+
+def _files(entry: dict[str, Any]) -> list[ArtifactFile]:
+    """The entry's files with their roles; the suffixes do not matter here, only model and weights vs the rest."""
+    return [artifact_file(entry, f, "", ()) for f in entry["files"]]
+
+
+def _write_config(dest: Path, entry: dict[str, Any], backend: Backend, max_batch_size: int, manifest: dict[str, Any],
+                  batching_off: str | None) -> None:
     header = f"{entry['target']} from a distilforge build (manifest digest {str(manifest.get('digest'))[:12]})"
     threads = (manifest.get("settings") or {}).get("threads")
-    (dest / "config.pbtxt").write_text(config_text(folder, entry, backend, batch, threads, header, batching_off),
-                                       encoding="utf-8")
+    text = config_text(folder_name(entry), entry, backend, max_batch_size, threads, header, batching_off)
+    (dest / "config.pbtxt").write_text(text, encoding="utf-8")
 
 
 def split_files(entry: dict[str, Any], backend: Backend) -> tuple[ArtifactFile, list[ArtifactFile],
