@@ -1,5 +1,6 @@
-"""The Optimum peer in `distilforge bench`: built from the same checkpoint, judged by our validator, timed in the
-same rounds, shown (never recommended) by `report`; a missing extra or a failed step is a one-line note."""
+"""The peers in `distilforge bench` (Optimum's ONNX export and INT8, optimum-intel's OpenVINO export and INT8):
+built from the same checkpoint, judged by our validator, timed in the same rounds, shown (never recommended) by
+`report`; a missing extra or a failed step is a one-line note."""
 
 import copy
 import json
@@ -14,6 +15,7 @@ from distilforge.artifacts.hashing import sha256_file
 from distilforge.artifacts.records import Tolerance
 from distilforge.bench import BENCH_FILE, BenchSettings, bench_dir
 from distilforge.bench import peer as peer_mod
+from distilforge.bench import peer_openvino as ov_peer
 from distilforge.cli import main
 from distilforge.pipeline import build
 from distilforge.pipeline.source import source_for
@@ -23,8 +25,11 @@ from distilforge.report.writer import write_report
 # fixture is per worker process)
 pytestmark = pytest.mark.xdist_group("peer")
 
-OURS = ["onnx:fp32", "onnx:int8-dynamic"]
-needs_peer = pytest.mark.skipif(not peer_mod.peer_installed(), reason="the `peer` extra is not installed")
+OURS = ["onnx:fp32", "onnx:int8-dynamic", "openvino:fp32", "openvino:int8-weights"]
+OPTIMUM_ROWS = {peer_mod.PEER_FP32, peer_mod.PEER_INT8}
+OPENVINO_ROWS = {ov_peer.FP32, ov_peer.INT8_WEIGHTS, ov_peer.INT8_STATIC}
+needs_peer = pytest.mark.skipif(not (peer_mod.peer_installed() and ov_peer.openvino_peer_installed()),
+                                reason="the `peer` extra is not installed")
 
 
 def test_the_quantize_option_matches_the_cpu():
@@ -56,7 +61,7 @@ def test_peer_rows_are_validated_by_us_and_timed_in_the_same_rounds(built, bench
     manifest = json.loads((built / "manifest.json").read_text())
     assert [a["target"] for a in manifest["artifacts"]] == OURS  # not listed as our artifacts
     rows = {r["target"]: r for r in benched["results"]}
-    assert set(rows) == {*OURS, "eager", peer_mod.PEER_FP32, peer_mod.PEER_INT8}
+    assert set(rows) == {*OURS, "eager", *OPTIMUM_ROWS, *OPENVINO_ROWS}
     peer = benched["peer"]
     assert peer["note"] is None and peer["checkpoint"] == manifest["checkpoint"]["path"]
     machine = benched["machine"]
@@ -100,13 +105,18 @@ def test_the_report_shows_peer_rows_but_never_ships_one(built, benched, tmp_path
     (out / BENCH_FILE).write_text(json.dumps(bench))
     result = write_report(out)
     report = result.report
-    assert {r["target"] for r in report["peers"]} == {peer_mod.PEER_FP32, peer_mod.PEER_INT8}
-    assert all(r["kind"] == "peer" and r["passed"] and not r["pareto"] for r in report["peers"])
+    assert {r["target"] for r in report["peers"]} == OPTIMUM_ROWS | OPENVINO_ROWS
+    assert all(r["kind"] == "peer" and not r["pareto"] for r in report["peers"])
+    assert all(r["passed"] for r in report["peers"] if r["target"] != ov_peer.INT8_STATIC)
     assert result.recommendation.target in OURS
     assert not any(r.target.startswith("optimum") for r in result.recommendation.rejected)
     assert report["peer"]["comparisons"] == bench["peer"]["comparisons"]
     markdown = (out / "report.md").read_text()
     assert "| optimum:int8 (peer) |" in markdown and "Ours vs the peer: onnx:int8-dynamic / optimum:int8 = " in markdown
+    assert "| optimum-intel:int8-weights (peer) |" in markdown
+    assert "Ours vs the peer: openvino:fp32 / optimum-intel:fp32 = " in markdown
+    assert "Peer: optimum-cli export openvino, as is and with --weight-format int8, then optimum-intel's" in markdown
+    assert report["peer_openvino"]["commands"] == bench["peer_openvino"]["commands"]
     html = (out / "report.html").read_text()
     for plot_mark in ('class="point peer" data-target="optimum:int8 (peer)"', 'data-target="optimum:fp32 (peer)"'):
         assert plot_mark in html
@@ -127,19 +137,24 @@ def test_the_peer_is_held_to_our_pass_rules(built, benched):
 
 def test_without_the_extra_bench_runs_and_says_so(built, tmp_path, monkeypatch, capsys):
     out = tmp_path / "copy"
-    shutil.copytree(built, out, ignore=shutil.ignore_patterns("peer"))
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns("peer", "peer-openvino"))
     monkeypatch.setattr(peer_mod, "peer_installed", lambda: False)
+    monkeypatch.setattr(ov_peer, "openvino_peer_installed", lambda: False)
     code = main(["bench", str(out), "--quick", "--targets", "onnx:fp32"])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert f"note: {peer_mod.NOT_INSTALLED}" in " ".join(printed.split())
-    assert "pip install 'distilforge[peer]'" in peer_mod.NOT_INSTALLED
+    printed = " ".join(capsys.readouterr().out.split())
+    for note in (peer_mod.NOT_INSTALLED, ov_peer.NOT_INSTALLED):
+        assert f"note: {note}" in printed and "pip install 'distilforge[peer]'" in note
     report = json.loads((out / BENCH_FILE).read_text())
     assert report["peer"]["note"] == peer_mod.NOT_INSTALLED and peer_mod.NOT_INSTALLED in report["notes"]
+    assert report["peer_openvino"]["note"] == ov_peer.NOT_INSTALLED and ov_peer.NOT_INSTALLED in report["notes"]
+    assert report["peer_openvino"]["tool"] == "optimum-intel" and report["peer_openvino"]["models"] == []
     assert {r["target"] for r in report["results"]} == {"onnx:fp32", "eager"}
-    assert not (out / "peer").exists()
+    assert not (out / "peer").exists() and not (out / ov_peer.OPTIMUM_INTEL.folder).exists()
     write_report(out)
-    assert "Peer rows skipped: the `peer` extra is not installed" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Peer rows skipped: the `peer` extra is not installed" in markdown
+    assert "Optimum-intel rows skipped: optimum-intel is not installed" in markdown
 
 
 @needs_peer
@@ -156,6 +171,65 @@ def test_a_failed_peer_step_is_a_note_and_leaves_no_half_built_peer(built, bench
     assert not list(built.glob(".staging-*"))
 
 
+@needs_peer
+def test_a_failed_optimum_intel_step_is_a_note_and_leaves_no_half_built_peer(built, benched, monkeypatch):
+    folder = built / ov_peer.OPTIMUM_INTEL.folder
+    before = sorted(p.name for p in folder.rglob("*"))
+    ok = [sys.executable, "-c", "pass"]
+    fail = [sys.executable, "-c", "import sys; print('noise'); sys.exit('Unsupported model type')"]
+    monkeypatch.setattr(ov_peer, "openvino_commands", lambda *_a: [ok, fail, ok])  # the first one's IR is missing
+    manifest = json.loads((built / "manifest.json").read_text())
+    result = ov_peer.build_openvino_peer(built, manifest, threads=2, say=lambda _m: None)
+    assert not result.models and result.note == (f"optimum-intel rows skipped: {ov_peer.FP32}: no openvino_model.xml "
+                                                 f"and .bin in optimum-intel-fp32")
+    monkeypatch.setattr(ov_peer, "describe_ir", lambda *_a: None)
+    result = ov_peer.build_openvino_peer(built, manifest, threads=2, say=lambda _m: None)
+    assert result.note == ("optimum-intel rows skipped: optimum-cli export openvino --weight-format int8 failed "
+                           "(exit 1): Unsupported model type")
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    assert not list(built.glob(".staging-*"))
+
+
+@needs_peer
+def test_optimum_intel_rows_are_validated_by_us_and_timed_in_the_same_rounds(built, benched):
+    """optimum-intel's fp32, INT8 weight-only and static INT8 (calibrated on the shipped calibration text, as our
+    static targets would be) are judged by the manifest's rules, timed through our OpenVINO runner, and compared
+    with our openvino targets of the same precision."""
+    manifest = json.loads((built / "manifest.json").read_text())
+    rows = {r["target"]: r for r in benched["results"]}
+    peer = benched["peer_openvino"]
+    assert peer["tool"] == "optimum-intel" and peer["note"] is None and peer["versions"]["optimum-intel"]
+    assert peer["checkpoint"] == manifest["checkpoint"]["path"] and peer["dir"] == "peer-openvino"
+    fp32, weights, static = peer["commands"]
+    assert "optimum-cli export openvino --model" in fp32 and "--task text-classification" in fp32
+    assert "--weight-format int8" in weights and "--weight-format" not in fp32
+    assert static.startswith("OVQuantizer(optimum.intel.OVModelForSequenceClassification.from_pretrained(")
+    assert "nncf.Dataset(<128 texts of distilforge/data/calibration.txt (shipped), tokenized>)" in static
+    assert peer["calibration"]["samples"] == 128
+    floor, eager_p50 = benched["floor"], rows["eager"]["latency_ms"]["p50"]
+    tolerances = manifest["settings"]["tolerances"]
+    for name, klass in ((ov_peer.FP32, "fp32"), (ov_peer.INT8_WEIGHTS, "int8"), (ov_peer.INT8_STATIC, "int8")):
+        r = rows[name]
+        assert r["kind"] == "peer" and r["precision_class"] == klass and r["error"] is None
+        p50 = r["latency_ms"]["p50"]
+        assert p50 > 0 and r["ratio_eager"] == pytest.approx(p50 / eager_p50)
+        assert r["ratio_floor"] == pytest.approx(p50 / floor[f"{klass}_ms"])
+        assert "OpenVINO runner" in r["notes"][0]
+        v = r["validation"]
+        assert v["precision_class"] == klass and v["tolerance"] == tolerances[klass] and v["worst"]["decisions"] > 0
+        model = next(m for m in peer["models"] if m["target"] == name)
+        assert [f["path"].rsplit("/", 1)[-1] for f in model["files"]] == ["openvino_model.xml", "openvino_model.bin"]
+        for f in model["files"]:
+            assert f["path"].startswith("peer-openvino/") and sha256_file(built / f["path"]) == f["sha256"]
+    assert rows[ov_peer.FP32]["validation"]["passed"] and rows[ov_peer.FP32]["validation"]["worst"]["max_abs"] <= 1e-4
+    assert rows[ov_peer.INT8_WEIGHTS]["validation"]["passed"]
+    pairs = {c["ours"]: c for c in benched["peer"]["comparisons"]}
+    assert {k: c["peer"] for k, c in pairs.items() if k.startswith("openvino:")} == \
+        {"openvino:fp32": ov_peer.FP32, "openvino:int8-weights": ov_peer.INT8_WEIGHTS}  # no static target of ours
+    for ours, c in pairs.items():
+        assert c["ratio"] == pytest.approx(rows[ours]["latency_ms"]["p50"] / rows[c["peer"]]["latency_ms"]["p50"])
+
+
 def test_a_changed_checkpoint_is_not_given_to_optimum(tmp_path):
     from tiny import make_checkpoint
 
@@ -169,6 +243,10 @@ def test_a_changed_checkpoint_is_not_given_to_optimum(tmp_path):
         assert result.note == peer_mod.NOT_INSTALLED
         return
     assert not result.models and "config.json changed" in result.note and not (out / "peer").exists()
+    result = ov_peer.build_openvino_peer(out, manifest, threads=2, say=lambda _m: None)
+    if ov_peer.openvino_peer_installed():
+        assert result.note.startswith("optimum-intel rows skipped: optimum-intel must run on the checkpoint our "
+                                      "artifacts came from, and ") and "config.json changed" in result.note
 
 
 def test_a_peer_that_cannot_run_does_not_fail_bench(tmp_path):
@@ -183,26 +261,32 @@ def test_a_peer_that_cannot_run_does_not_fail_bench(tmp_path):
 
 @needs_peer
 def test_the_peer_commands_run_beside_the_build_give_the_same_models(built, benched, tmp_path):
-    """`build --bench` starts Optimum's commands once the build has loaded the checkpoint (PeerHeadStart); the
-    bench adopts their folder as DIR/peer: the same files as the peer step makes on its own, judged the same."""
+    """`build --bench` starts the peers' commands once the build has loaded the checkpoint (PeerHeadStart:
+    Optimum's, then optimum-intel's); the bench adopts their folders as DIR/peer and DIR/peer-openvino: the same
+    files as the peer steps make on their own, judged the same."""
     source = source_for(json.loads((built / "manifest.json").read_text()))
     head_start = peer_mod.start_head_start(source.ckpt.info.path, source.ckpt.head.task, threads=2)
+    openvino = ov_peer.start_openvino_head_start(source, after=head_start)
     out = tmp_path / "out"
-    shutil.copytree(built, out, ignore=shutil.ignore_patterns(peer_mod.PEER_DIR, BENCH_FILE))
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns(peer_mod.PEER_DIR, ov_peer.OPTIMUM_INTEL.folder,
+                                                              BENCH_FILE))
     try:
-        report = bench_dir(out, settings=BenchSettings.quick(), peer_head_start=head_start).report
+        report = bench_dir(out, settings=BenchSettings.quick(), peer_head_starts=[head_start, openvino]).report
     finally:
         head_start.cancel()
-    assert not head_start.folder.exists()
-    peer, alone = report["peer"], benched["peer"]
-    assert peer["note"] is None and peer["commands_ran_in"].startswith("a temporary folder while build --bench")
-    assert f"{head_start.folder}/optimum-fp32" in peer["commands"][0]
-    for model, reference in zip(peer["models"], alone["models"], strict=True):
-        assert [(f["path"], f["sha256"]) for f in model["files"]] == \
-            [(f["path"], f["sha256"]) for f in reference["files"]], model["target"]
-        assert model["validation"] == reference["validation"]
-        for f in model["files"]:
-            assert sha256_file(out / f["path"]) == f["sha256"]
+        openvino.cancel()
+    assert not head_start.folder.exists() and not openvino.folder.exists()
+    assert f"{head_start.folder}/optimum-fp32" in report["peer"]["commands"][0]
+    assert f"{openvino.folder}/optimum-intel-fp32" in report["peer_openvino"]["commands"][0]
+    for key in ("peer", "peer_openvino"):
+        peer, alone = report[key], benched[key]
+        assert peer["note"] is None and peer["commands_ran_in"].startswith("a temporary folder while build --bench")
+        for model, reference in zip(peer["models"], alone["models"], strict=True):
+            assert [(f["path"], f["sha256"]) for f in model["files"]] == \
+                [(f["path"], f["sha256"]) for f in reference["files"]], model["target"]
+            assert model["validation"] == reference["validation"]
+            for f in model["files"]:
+                assert sha256_file(out / f["path"]) == f["sha256"]
 
 
 @needs_peer
@@ -230,7 +314,8 @@ def test_build_bench_runs_the_peer_beside_the_build(tiny_checkpoints, tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0, printed
     bench = json.loads((out / BENCH_FILE).read_text())
-    assert {r["target"] for r in bench["results"]} == {"eager", "onnx:fp32", peer_mod.PEER_FP32, peer_mod.PEER_INT8}
-    assert bench["peer"]["commands_ran_in"].startswith("a temporary folder while build --bench")
+    assert {r["target"] for r in bench["results"]} == {"eager", "onnx:fp32", *OPTIMUM_ROWS, *OPENVINO_ROWS}
+    for key in ("peer", "peer_openvino"):
+        assert bench[key]["commands_ran_in"].startswith("a temporary folder while build --bench"), key
     assert printed.strip().splitlines()[-1].startswith("wall time ")
     assert not list(own_tmp.glob("distilforge-peer-*"))

@@ -1,8 +1,9 @@
 """`distilforge bench DIR`: every artifact of a build, timed through its own runner, the same way, in one run.
 
-Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, the peer's
+Candidates: every artifact the manifest records as passed, the eager PyTorch fp32 reference, the peers'
 models (Optimum's export and INT8 of the same checkpoint, built and validated by peer.py just before the
-workers start), and the two floor graphs (INT8 and fp32 GEMMs of the model's own shapes, see floor.py).
+workers start, and optimum-intel's OpenVINO export and INT8, peer_openvino.py), and the two floor graphs
+(INT8 and fp32 GEMMs of the model's own shapes, see floor.py).
 Each runs in its own persistent worker process (worker.py) and is timed in interleaved rounds (timing.py).
 What is timed, at which shapes, is candidates.py's; the result is DIR/bench.json, written from results.py's
 dict (schema_version 1; the keys below `BENCH_SCHEMA_VERSION` there are what a report reads).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,17 @@ from distilforge.bench.candidates import (
     peer_candidate,
 )
 from distilforge.bench.peer import (
+    OPTIMUM,
+    OURS_VS_PEER,
     SKIPPED_BY_FLAG,
     PeerBuild,
     PeerHeadStart,
+    PeerTool,
     build_peer,
     comparisons,
 )
+from distilforge.bench.peer_openvino import OPTIMUM_INTEL, build_openvino_peer
+from distilforge.bench.peer_openvino import OURS_VS_PEER as OURS_VS_OPENVINO_PEER
 from distilforge.bench.results import BENCH_SCHEMA_VERSION, bench_record, mark_slower_than_fp32
 from distilforge.bench.timing import Plan, Timed, WorkerError, WorkerHandle, time_rounds, time_sweeps
 from distilforge.errors import DistilforgeError, first_line
@@ -103,9 +110,10 @@ class BenchResult:
 
 def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str] | None = None,
               settings: BenchSettings | None = None, progress: Progress | None = None,
-              peer: bool = True, peer_head_start: PeerHeadStart | None = None) -> BenchResult:
-    """Time every passed artifact of `out` (or the `targets` among them), eager, the peer (unless `peer` is
-    False) and the floor; write bench.json."""
+              peer: bool = True, peer_head_starts: Sequence[PeerHeadStart] = ()) -> BenchResult:
+    """Time every passed artifact of `out` (or the `targets` among them), eager, the peers (unless `peer` is
+    False: Optimum's, then optimum-intel's; `peer_head_starts`: their commands, started beside a build) and the
+    floor; write bench.json."""
     out = Path(out)
     manifest = read_manifest(out)
     settings = settings or BenchSettings()
@@ -114,13 +122,14 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     model = Model.from_manifest(manifest)
     notes: list[str] = []
     records = chosen_records(manifest, targets, notes)
-    peers = _peer(out, manifest, threads, progress, peer_head_start) if peer else PeerBuild.skipped(SKIPPED_BY_FLAG)
-    if peers.note:
-        notes.append(peers.note)
+    shared: dict[str, Any] = {}  # the checkpoint and eager reference, loaded by the first peer step for both
+    peers = [_peer(build, tool, out, manifest, threads, progress, peer_head_starts, shared) if peer else
+             PeerBuild.skipped(SKIPPED_BY_FLAG, tool) for build, tool in PEERS]
+    notes += list(dict.fromkeys(p.note for p in peers if p.note))
     work = Path(tempfile.mkdtemp(prefix="distilforge-bench-"))
     candidates = [eager_candidate(model, threads, settings)]
     candidates += [artifact_candidate(out, r, model, threads, settings) for r in records]
-    candidates += [peer_candidate(out, m, model, threads, settings) for m in peers.models]
+    candidates += [peer_candidate(out, m, model, threads, settings) for p in peers for m in p.models]
     candidates += floor_candidates(work, model, threads, settings, notes)
     timed: list[Timed] = []
     try:
@@ -133,7 +142,11 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
         for t in timed:
             t.worker.close()
     report = bench_record(candidates, timed, foreign, model, threads, settings, notes)
-    report["peer"] = {**peers.to_dict(), "comparisons": comparisons(report["results"])}
+    optimum, optimum_intel = peers
+    # every ours-vs-peer pair (ONNX against Optimum, OpenVINO against optimum-intel) is under "peer"
+    report["peer"] = {**optimum.to_dict(),
+                      "comparisons": comparisons(report["results"], OURS_VS_PEER + OURS_VS_OPENVINO_PEER)}
+    report["peer_openvino"] = optimum_intel.to_dict()
     if any(c.error for c in candidates):
         report["logs"] = str(work)  # kept: the failed workers' tracebacks are there
     else:
@@ -143,15 +156,21 @@ def bench_dir(out: str | Path, *, threads: int | None = None, targets: list[str]
     return BenchResult(path=path, report=report)
 
 
-def _peer(out: Path, manifest: dict[str, Any], threads: int, say: Progress,
-          head_start: PeerHeadStart | None) -> PeerBuild:
-    """The peer step; whatever goes wrong in a third-party tool leaves bench running, with a one-line note."""
+# each peer's step and what it is: bench.json's "peer" (Optimum's) and "peer_openvino" (optimum-intel's)
+PEERS: tuple[tuple[Callable[..., PeerBuild], PeerTool], ...] = ((build_peer, OPTIMUM),
+                                                                (build_openvino_peer, OPTIMUM_INTEL))
+
+
+def _peer(build: Callable[..., PeerBuild], tool: PeerTool, out: Path, manifest: dict[str, Any], threads: int,
+          say: Progress, head_starts: Sequence[PeerHeadStart], shared: dict[str, Any]) -> PeerBuild:
+    """One peer's step; whatever goes wrong in a third-party tool leaves bench running, with a one-line note."""
+    head_start = next((h for h in head_starts if h.key[0] == tool.name), None)
     try:
-        return build_peer(out, manifest, threads=threads, say=say, head_start=head_start)
+        return build(out, manifest, threads=threads, say=say, head_start=head_start, shared=shared)
     except DistilforgeError as e:
-        return PeerBuild.skipped(f"peer rows skipped: {e}")
+        return PeerBuild.skipped(f"{tool.skipped}: {e}", tool)
     except Exception as e:
-        return PeerBuild.skipped(f"peer rows skipped: the peer step failed: {type(e).__name__}: {first_line(e)}")
+        return PeerBuild.skipped(f"{tool.skipped}: the peer step failed: {type(e).__name__}: {first_line(e)}", tool)
 
 
 def _start(candidates: list[Candidate], work: Path, timed: list[Timed], settings: BenchSettings,

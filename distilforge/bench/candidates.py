@@ -124,14 +124,15 @@ def artifact_candidate(out: Path, record: dict[str, Any], model: Model, threads:
 
 
 def peer_candidate(out: Path, m: PeerModel, model: Model, threads: int, settings: BenchSettings) -> Candidate:
-    """One of Optimum's models, timed through our ONNX runner like an `onnx:` artifact of ours. It is timed
-    even when it failed our validation (the comparison is the point); its row says so."""
-    target = peer_target(m.target)
+    """One of a peer's models (Optimum's, optimum-intel's), timed through our runner of its format like an artifact
+    of ours. It is timed even when it failed our validation (the comparison is the point); its row says so."""
+    target = peer_target(m.target, m.tool)
     spec = _worker_spec("artifact", model, threads, settings, out=str(out), record=m.artifact.to_dict(),
                         runner=runner_ref(target.open_runner))
     c = Candidate(m.target, "peer", precision_class(target.precision), m.artifact.total_bytes, spec, seq=model.seq)
     c.row_extra = {"validation": m.validation_summary(), "command": m.command}
-    c.notes.append("peer: Optimum's model, validated and timed by distilforge's ONNX runner")
+    runner = {"onnx": "ONNX", "openvino": "OpenVINO"}.get(m.tool.format, m.tool.format)
+    c.notes.append(f"peer: {m.tool.label}'s model, validated and timed by distilforge's {runner} runner")
     if m.error:
         c.error = m.error
     elif not m.passed:

@@ -13,10 +13,15 @@ interleaved rounds as our artifacts. Without the `peer` extra, or when a step fa
 in one line and bench goes on without peer rows.
 
 benchmarks/onnx_int8_speed.py uses the same CLI discovery, flag choice and commands.
+
+The machinery that is not Optimum's (running a command, adopting a head start's folder, validating a peer's
+models, comparing ours with a peer's) serves every peer: a `PeerTool` says what differs (its name, folder in DIR,
+format and runner). peer_openvino.py is the second peer, optimum-intel.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import shlex
 import shutil
@@ -59,6 +64,27 @@ STEPS = ("optimum-cli export onnx", "optimum-cli onnxruntime quantize")  # what 
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class PeerTool:
+    """What tells one peer from another: its name (bench.json's `tool`), the packages whose versions are recorded,
+    its folder in DIR, the format its models are (and the runner module that runs them), and how a missing row
+    is reported."""
+
+    name: str
+    versions: tuple[str, ...]
+    folder: str
+    format: str
+    runner: str  # the module whose open_runner validates and times its models
+    runtime: str
+    modules: tuple[str, ...]
+    label: str  # who made the models, in a row's note
+    skipped: str  # the start of its one-line note when it has no rows
+
+
+OPTIMUM = PeerTool("optimum", PEER_TOOLS, PEER_DIR, PEER_FORMAT, "distilforge.validate.runners.onnx", PEER_RUNTIME,
+                   PEER_MODULES, "Optimum", "peer rows skipped")
+
+
 class PeerError(BuildFailure):
     """A peer step (Optimum's CLI, or describing what it wrote) failed; the message is one line."""
 
@@ -67,12 +93,13 @@ class PeerError(BuildFailure):
 class PeerModel:
     """One of Optimum's models: where it is, the command that made it, and how our validator judged it."""
 
-    target: str  # PEER_FP32 or PEER_INT8
+    target: str  # PEER_FP32 or PEER_INT8 (peer_openvino.py: its names)
     command: str
     seconds: float
     artifact: ExportedArtifact  # file paths relative to DIR, as our artifacts' are
     entry: ArtifactEntry | None = None  # after validation
     error: str | None = None  # validation could not run it
+    tool: PeerTool = OPTIMUM
 
     @property
     def passed(self) -> bool:
@@ -85,7 +112,7 @@ class PeerModel:
         return {k: v for k, v in self.entry.validation.to_dict().items() if k != "cases"}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "runtime": PEER_RUNTIME,
+        return {"target": self.target, "runtime": self.tool.runtime,
                 "command": self.command, "seconds": round(self.seconds, 1), "bytes": self.artifact.total_bytes,
                 "files": [asdict(f) for f in self.artifact.files], "validation": self.validation_summary(),
                 "error": self.error}
@@ -101,20 +128,36 @@ class PeerBuild:
     checkpoint: str | None = None
     task: str | None = None
     beside_build: bool = False  # the commands ran while `build --bench` built our artifacts (PeerHeadStart)
+    tool: PeerTool = OPTIMUM
+    extra: dict[str, Any] = field(default_factory=dict)  # more keys for bench.json (optimum-intel: calibration)
 
     @classmethod
-    def skipped(cls, note: str) -> PeerBuild:
-        return cls(note=note)
+    def skipped(cls, note: str, tool: PeerTool = OPTIMUM) -> PeerBuild:
+        return cls(note=note, tool=tool)
 
     def to_dict(self) -> dict[str, Any]:
-        versions = tool_versions()
-        return {"tool": "optimum", "versions": {k: versions[k] for k in PEER_TOOLS if k in versions},
-                "dir": PEER_DIR if self.models else None, "checkpoint": self.checkpoint, "task": self.task,
+        folder = f"DIR/{self.tool.folder}"
+        return {"tool": self.tool.name, "versions": package_versions(self.tool.versions),
+                "dir": self.tool.folder if self.models else None, "checkpoint": self.checkpoint, "task": self.task,
                 "flag": self.flag, "commands": [m.command for m in self.models],
                 "commands_ran_in": "a temporary folder while build --bench built our artifacts (their seconds include "
-                                   "sharing the CPU), moved to DIR/peer" if self.beside_build else
-                                   "a staging folder inside DIR, renamed to DIR/peer once both succeeded",
-                "models": [m.to_dict() for m in self.models], "note": self.note}
+                                   f"sharing the CPU), moved to {folder}" if self.beside_build else
+                                   f"a staging folder inside DIR, renamed to {folder} once all succeeded",
+                "models": [m.to_dict() for m in self.models], **self.extra, "note": self.note}
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed versions of `names` (those installed), e.g. a peer's tools."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = tool_versions()
+    found = {}
+    for name in names:
+        try:
+            found[name] = versions.get(name) or version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 # ------------------------------------------------------------------------------------ Optimum's CLI
@@ -173,51 +216,81 @@ def run_command(command: list[str], step: str, started: list[subprocess.Popen] |
 # ------------------------------------------------------------------------------------ the peer step
 
 def build_peer(out: Path, manifest: dict[str, Any], *, threads: int, say: Progress,
-               head_start: PeerHeadStart | None = None) -> PeerBuild:
+               head_start: PeerHeadStart | None = None, shared: dict[str, Any] | None = None) -> PeerBuild:
     """Export and quantize the manifest's checkpoint with Optimum into DIR/peer, then validate both models
-    with our validator. Never raises for a missing extra or a failed step: the result's note says why."""
+    with our validator. Never raises for a missing extra or a failed step: the result's note says why.
+    `shared`: what one peer step loaded that the next one reuses (peer_source, validate_peer)."""
     if not peer_installed():
         return PeerBuild.skipped(NOT_INSTALLED)
-    from distilforge.pipeline.source import checkpoint_drift, source_for
-
-    try:
-        source = source_for(manifest)
-    except DistilforgeError as e:
-        return PeerBuild.skipped(f"peer rows skipped: {e}")
-    drift = checkpoint_drift(manifest["checkpoint"], source)
-    if drift:
-        return PeerBuild.skipped(f"peer rows skipped: Optimum must run on the checkpoint our artifacts came from, "
-                                 f"and {drift[0].removeprefix('checkpoint: ')}")
+    source = peer_source(manifest, OPTIMUM, shared)
+    if isinstance(source, PeerBuild):
+        return source
     machine = machine_info(threads)
     peer = PeerBuild(flag=optimum_flag(machine["flags"], machine["arch"]), checkpoint=str(source.ckpt.info.path),
                      task=source.ckpt.head.task)
+    key = optimum_key(source.ckpt.info.path, peer.task, peer.flag)
     try:
         with exclusive(out):
-            peer.models = export_peer(out, source.ckpt.info.path, peer.task, peer.flag, say, head_start)
-            peer.beside_build = head_start is not None and head_start.matches(source.ckpt.info.path, peer.task,
-                                                                               peer.flag)
+            peer.models = export_peer(out, OPTIMUM, key, _optimum_run(source.ckpt.info.path, peer.task, peer.flag),
+                                      say, head_start)
+            peer.beside_build = head_start is not None and head_start.matches(key)
     except PeerError as e:
         return PeerBuild(note=f"peer rows skipped: {e}", flag=peer.flag, checkpoint=peer.checkpoint, task=peer.task)
-    validate_peer(out, peer.models, source, peer_options(manifest, threads), say)
+    validate_peer(out, peer.models, source, peer_options(manifest, threads), say, shared)
     return peer
 
 
-def export_peer(out: Path, checkpoint: Path, task: str, flag: str, say: Progress,
+def peer_source(manifest: dict[str, Any], tool: PeerTool, shared: dict[str, Any] | None = None) -> Source | PeerBuild:
+    """The checkpoint (and validation data) the manifest was built from, or, when it is gone or changed since,
+    the skipped PeerBuild saying so: a peer must run on the checkpoint our artifacts came from. Loaded and checked
+    once for all peers when they share `shared`."""
+    from distilforge.pipeline.source import checkpoint_drift, source_for
+
+    if shared is not None and "source" in shared:
+        return shared["source"]
+    try:
+        source = source_for(manifest)
+    except DistilforgeError as e:
+        return PeerBuild.skipped(f"{tool.skipped}: {e}", tool)
+    drift = checkpoint_drift(manifest["checkpoint"], source)
+    if drift:
+        return PeerBuild.skipped(f"{tool.skipped}: {tool.label} must run on the checkpoint our artifacts came from, "
+                                 f"and {drift[0].removeprefix('checkpoint: ')}", tool)
+    if shared is not None:
+        shared["source"] = source
+    return source
+
+
+def optimum_key(checkpoint: Path, task: str, flag: str) -> tuple[Any, ...]:
+    """What Optimum's commands depend on: a head start made for another key is not adopted."""
+    return OPTIMUM.name, Path(checkpoint).resolve(), task, flag
+
+
+# what runs a peer's commands into a folder: (folder, progress, started processes) -> its models
+PeerRun = Callable[[Path, Progress, "list[subprocess.Popen] | None"], "list[PeerModel]"]
+
+
+def _optimum_run(checkpoint: Path, task: str, flag: str) -> PeerRun:
+    return lambda folder, say, started: run_peer_commands(folder, checkpoint, task, flag, say, started)
+
+
+def export_peer(out: Path, tool: PeerTool, key: tuple[Any, ...], run: PeerRun, say: Progress,
                 head_start: PeerHeadStart | None = None) -> list[PeerModel]:
-    """Both CLI commands into a staging folder, renamed to DIR/peer when both succeeded. A head start on the same
-    checkpoint, task and flag (`build --bench`) already ran them: its folder is adopted instead."""
-    if head_start is not None and head_start.matches(checkpoint, task, flag):
-        say("peer: waiting for the commands started beside the build")
+    """A peer's commands into a staging folder, renamed to DIR/<its folder> when all succeeded. A head start with
+    the same key (`build --bench`) already ran them: its folder is adopted instead."""
+    final = out / tool.folder
+    if head_start is not None and head_start.matches(key):
+        say(f"{tool.name}: waiting for the commands started beside the build")
         models = head_start.wait()
-        staging = staging_dir(out, PEER_DIR)
+        staging = staging_dir(out, tool.folder)
         staging.rmdir()
         shutil.move(head_start.folder, staging)  # a rename on one file system, else a copy
-        move_into_place(staging, out / PEER_DIR)
+        move_into_place(staging, final)
         return models
-    staging = staging_dir(out, PEER_DIR).absolute()  # the recorded commands name absolute paths
+    staging = staging_dir(out, tool.folder).absolute()  # the recorded commands name absolute paths
     try:
-        models = run_peer_commands(staging, checkpoint, task, flag, say)
-        move_into_place(staging, out / PEER_DIR)
+        models = run(staging, say, None)
+        move_into_place(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return models
@@ -240,31 +313,35 @@ def run_peer_commands(folder: Path, checkpoint: Path, task: str, flag: str, say:
 
 
 class PeerHeadStart:
-    """Optimum's two commands started in a background thread while `build --bench` builds our artifacts, so the
+    """A peer's commands started in a background thread while `build --bench` builds our artifacts, so the
     bench's peer step finds them done (nothing is timed during a build, and most of their time is imports and
-    tracing on one core). The same commands on the same checkpoint; they write into a temporary folder that the
-    peer step adopts as DIR/peer. Their `seconds` then include sharing the CPU with the build."""
+    tracing on one core). The same commands on the same checkpoint (`key` says what they depend on); they write
+    into a temporary folder that the peer step adopts as DIR/<the peer's folder>. Their `seconds` then include
+    sharing the CPU with the build. `after`: another peer's head start to wait for first, so the peers' commands
+    take one core between them, one after another."""
 
-    def __init__(self, checkpoint: Path, task: str, flag: str) -> None:
-        self.checkpoint, self.task, self.flag = checkpoint, task, flag
-        self.folder = Path(tempfile.mkdtemp(prefix="distilforge-peer-")).absolute()
+    def __init__(self, key: tuple[Any, ...], run: PeerRun, after: PeerHeadStart | None = None) -> None:
+        self.key, self._run_commands, self._after = key, run, after
+        self.folder = Path(tempfile.mkdtemp(prefix=f"distilforge-peer-{key[0]}-")).absolute()
         self._started: list[subprocess.Popen] = []
         self._cancelled = False
         self._result: list[PeerModel] | PeerError | None = None
-        self._thread = threading.Thread(target=self._run, name="distilforge-peer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"distilforge-{key[0]}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._result = run_peer_commands(self.folder, self.checkpoint, self.task, self.flag,
-                                             self._stop_if_cancelled, self._started)
+            if self._after is not None:
+                self._after._thread.join()
+            self._stop_if_cancelled("")
+            self._result = self._run_commands(self.folder, self._stop_if_cancelled, self._started)
         except PeerError as e:
             self._result = e
         except Exception as e:  # a bug or a library failure: the peer step reports it, the build goes on
             self._result = PeerError(f"the peer commands failed: {type(e).__name__}: {first_line(e)}")
 
-    def matches(self, checkpoint: Path, task: str, flag: str) -> bool:
-        return (Path(checkpoint).resolve(), task, flag) == (self.checkpoint.resolve(), self.task, self.flag)
+    def matches(self, key: tuple[Any, ...]) -> bool:
+        return key == self.key
 
     def wait(self) -> list[PeerModel]:
         self._thread.join()
@@ -293,7 +370,8 @@ def start_head_start(checkpoint: Path, task: str, threads: int) -> PeerHeadStart
     if not peer_installed():
         return None
     machine = machine_info(threads)
-    return PeerHeadStart(Path(checkpoint), task, optimum_flag(machine["flags"], machine["arch"]))
+    flag = optimum_flag(machine["flags"], machine["arch"])
+    return PeerHeadStart(optimum_key(checkpoint, task, flag), _optimum_run(Path(checkpoint), task, flag))
 
 
 def describe_model(root: Path, folder: Path, target: str, command: list[str], seconds: float) -> PeerModel:
@@ -304,13 +382,18 @@ def describe_model(root: Path, folder: Path, target: str, command: list[str], se
         raise PeerError(f"{target}: expected one .onnx file in {folder.name}, found {len(models)}")
     data = [p for p in sorted(folder.iterdir()) if p.name.endswith(("onnx_data", ".onnx.data"))]
     inputs, outputs = graph_specs(models[0])
-    files = [FileRecord.of(root, p) for p in (models[0], *data)]
-    files = [FileRecord(f"{PEER_DIR}/{f.path}", f.bytes, f.sha256) for f in files]  # relative to DIR
+    files = peer_files(root, [models[0], *data], OPTIMUM)
     renamed = {o.name: PEER_OUTPUT_NAMES[o.name] for o in outputs if o.name in PEER_OUTPUT_NAMES}
     artifact = ExportedArtifact(target=target, files=files, inputs=inputs, outputs=outputs,
                                 details={"tool": "optimum-cli", "command": shlex.join(command),
                                          **({"output_names_as": renamed} if renamed else {})})
     return PeerModel(target=target, command=shlex.join(command), seconds=seconds, artifact=artifact)
+
+
+def peer_files(root: Path, paths: list[Path], tool: PeerTool) -> list[FileRecord]:
+    """File records of a peer's model files in `root` (which is or becomes DIR/<its folder>), relative to DIR."""
+    files = [FileRecord.of(root, p) for p in paths]
+    return [FileRecord(f"{tool.folder}/{f.path}", f.bytes, f.sha256) for f in files]
 
 
 def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -330,36 +413,40 @@ def graph_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 # ------------------------------------------------------------------------------------ our validator
 
 def validate_peer(out: Path, models: list[PeerModel], source: Source, options: BuildOptions,
-                  say: Progress) -> None:
-    """Each model through `pipeline.judge.validate_entry`: our ONNX runner, the Reference, the cases and the pass rule
-    of its precision, exactly as an `onnx:` target of ours is validated."""
+                  say: Progress, shared: dict[str, Any] | None = None) -> None:
+    """Each model through `pipeline.judge.validate_entry`: our runner of its format, the Reference, the cases and the
+    pass rule of its precision, exactly as a target of ours of that format is validated. The Reference (eager's
+    outputs, computed once per case) is kept in `shared` for the next peer."""
     from distilforge.pipeline.judge import validate_entry
     from distilforge.pipeline.source import eager_runner
     from distilforge.validate import Reference
 
-    reference = Reference(eager_runner(source.ckpt, options.threads))
+    shared = {} if shared is None else shared
+    if "reference" not in shared:
+        shared["reference"] = Reference(eager_runner(source.ckpt, options.threads))
+    reference = shared["reference"]
     for m in models:
         say(f"{m.target}: validating (peer)")
         try:
-            m.entry = validate_entry(peer_target(m.target), m.artifact, source, out, options, reference)
+            m.entry = validate_entry(peer_target(m.target, m.tool), m.artifact, source, out, options, reference)
         except DistilforgeError:
             raise
-        except Exception as e:  # ORT could not load or run Optimum's model: that row fails, bench goes on
+        except Exception as e:  # the runtime could not load or run the peer's model: that row fails, bench goes on
             m.error = f"{m.target}: running it failed: {type(e).__name__}: {first_line(e)}"
 
 
-def peer_target(name: str) -> Target:
-    """A registry-shaped Target for a peer model, so validation and timing use our ONNX runner. It is not in
-    the registry: `distilforge build` cannot build it."""
+def peer_target(name: str, tool: PeerTool = OPTIMUM) -> Target:
+    """A registry-shaped Target for a peer model, so validation and timing use our runner of its format. It is not
+    in the registry: `distilforge build` cannot build it."""
     from distilforge.targets import FormatSpec, Target
-    from distilforge.validate.runners import onnx as onnx_runner
 
-    spec = FormatSpec(PEER_FORMAT, onnx_runner.open_runner, extra="peer", modules=PEER_MODULES, runtime=PEER_RUNTIME)
-    return Target(name, spec, export=_built_by_optimum)
+    runner = importlib.import_module(tool.runner)
+    spec = FormatSpec(tool.format, runner.open_runner, extra="peer", modules=tool.modules, runtime=tool.runtime)
+    return Target(name, spec, export=_built_by_the_peer)
 
 
-def _built_by_optimum(*_args: Any) -> ExportedArtifact:
-    raise ExportError("peer models are built by optimum-cli (distilforge.bench.peer.export_peer)")
+def _built_by_the_peer(*_args: Any) -> ExportedArtifact:
+    raise ExportError("peer models are built by the peer's own tools (distilforge.bench.peer.export_peer)")
 
 
 def peer_options(manifest: dict[str, Any], threads: int) -> BuildOptions:
@@ -373,18 +460,23 @@ def peer_options(manifest: dict[str, Any], threads: int) -> BuildOptions:
 
 # ------------------------------------------------------------------------------------ ours vs the peer
 
-# (precision class of ours, the peer row it is compared with): our fastest ONNX artifact of that class
-OURS_VS_PEER = (("int8", PEER_INT8), ("fp32", PEER_FP32))
+# (format, precision class and precision of ours, the peer row it is compared with): our fastest artifact of that
+# format and class (of that precision, where one is named). Optimum's INT8 is dynamic INT8 from ORT's quantizer:
+# any of our ONNX INT8 artifacts does the same job. peer_openvino.py adds optimum-intel's pairs.
+OURS_VS_PEER: tuple[tuple[str, str, str | None, str], ...] = (
+    (PEER_FORMAT, "int8", None, PEER_INT8), (PEER_FORMAT, "fp32", None, PEER_FP32))
 
 
-def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our fastest timed `onnx:` artifact of each precision class against the peer's model of that class:
-    p50 ÷ p50, both from the same rounds (bench only times artifacts that passed validation)."""
+def comparisons(results: list[dict[str, Any]],
+                pairs: tuple[tuple[str, str, str | None, str], ...] = OURS_VS_PEER) -> list[dict[str, Any]]:
+    """For each pair, our fastest timed artifact that matches it against the peer's model: p50 ÷ p50, both from
+    the same rounds (bench only times artifacts that passed validation)."""
     out = []
-    for klass, peer_name in OURS_VS_PEER:
+    for fmt, klass, precision, peer_name in pairs:
         peer = next((r for r in results if r["target"] == peer_name and _p50(r)), None)
-        ours = [r for r in results if r.get("kind") == "artifact" and r["target"].split(":")[0] == PEER_FORMAT
-                and r.get("precision_class") == klass and _p50(r)]
+        ours = [r for r in results if r.get("kind") == "artifact" and r["target"].split(":")[0] == fmt
+                and r.get("precision_class") == klass and precision in (None, r["target"].split(":")[1])
+                and _p50(r)]
         if peer is None or not ours:
             continue
         best = min(ours, key=_p50)

@@ -70,6 +70,12 @@ def _caption(report: dict[str, Any]) -> str:
         lines.append(f"peer: optimum {versions.get('optimum', '?')} / optimum-onnx "
                      f"{versions.get('optimum-onnx', '?')}: optimum-cli export onnx, then onnxruntime quantize "
                      f"{peer.get('flag')} (from the CPU flags)")
+    openvino = report.get("peer_openvino") or {}
+    if openvino.get("models"):
+        versions = openvino.get("versions") or {}
+        static = ", OVQuantizer static INT8 on our calibration texts" if len(openvino["models"]) > 2 else ""
+        lines.append(f"peer: optimum-intel {versions.get('optimum-intel', '?')} / nncf {versions.get('nncf', '?')}: "
+                     f"optimum-cli export openvino, and with --weight-format int8{static}")
     lines.append(f"cpu: {m.get('cpu')} ({flags})")
     return "\n".join(lines)
 

@@ -26,12 +26,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     targets = _split_targets(args.targets)
     options = options_from({o.flag: getattr(args, o.key) for o in USER_OPTIONS}, by="flag",
                            threads=args.threads or 2, calibration_file=args.calibration)
-    head_start: list[Any] = []  # `build --bench`: Optimum's commands for the peer rows run beside the build
+    head_start: list[Any] = []  # `build --bench`: the peers' commands (Optimum's, then optimum-intel's) run beside it
 
     def start_peer(source: Any) -> None:
         from distilforge.bench.peer import start_head_start
+        from distilforge.bench.peer_openvino import start_openvino_head_start
 
         head_start.append(start_head_start(source.ckpt.info.path, source.ckpt.head.task, options.threads))
+        head_start.append(start_openvino_head_start(source, after=head_start[0]))
 
     part = parse_shard(args.shard) if args.shard else None
     if part and args.bench:
@@ -44,7 +46,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                            part=part, jobs=args.jobs or default_jobs())
             progress.close()  # the build's display ends here (the bench's phases start their own)
             benched = _bench(args, args.out, threads=options.threads, progress=progress,
-                             peer_head_start=head_start[0] if head_start else None) if args.bench else None
+                             peer_head_starts=[h for h in head_start if h]) if args.bench else None
     finally:
         for peer_commands in head_start:
             if peer_commands:
@@ -60,7 +62,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress: Progress,
-           targets: list[str] | None = None, peer_head_start: Any = None) -> Any:
+           targets: list[str] | None = None, peer_head_starts: Any = ()) -> Any:
     from distilforge.bench import BenchSettings, bench_dir
 
     settings = BenchSettings.quick() if getattr(args, "quick", False) else BenchSettings()
@@ -71,7 +73,7 @@ def _bench(args: argparse.Namespace, out: Path, *, threads: int | None, progress
     if getattr(args, "runs", None):
         settings = replace(settings, runs=args.runs)
     return bench_dir(out, threads=threads, targets=targets, settings=settings, progress=progress,
-                     peer=not getattr(args, "no_peer", False), peer_head_start=peer_head_start)
+                     peer=not getattr(args, "no_peer", False), peer_head_starts=peer_head_starts)
 
 
 def _bench_report(args: argparse.Namespace, result: Any, *, json_out: bool) -> None:

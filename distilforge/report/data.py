@@ -31,7 +31,8 @@ class Row:
     """One artifact (or the eager reference) with its figures from the manifest and bench.json."""
 
     target: str
-    kind: str  # "artifact", "reference" (eager, shown in plots only) or "peer" (Optimum's, never recommended)
+    kind: str  # "artifact", "reference" (eager, shown in plots only) or "peer" (Optimum's or optimum-intel's, never
+    # recommended)
     precision: str | None = None
     bytes: int | None = None
     mb: float | None = None
@@ -88,12 +89,18 @@ class ReportData:
     bench: dict[str, Any] | None
     rows: list[Row]  # artifacts in manifest order
     reference: Row | None  # eager, from bench.json's "reference" result (or the manifest's task figure)
-    peers: list[Row] = field(default_factory=list)  # bench.json's peer rows (Optimum), shown, never recommended
+    peers: list[Row] = field(default_factory=list)  # bench.json's peer rows (Optimum, optimum-intel), never recommended
 
     @property
     def peer(self) -> dict[str, Any]:
-        """bench.json's peer section: note, flag, commands, comparisons ({} without bench.json)."""
+        """bench.json's peer section (Optimum's): note, flag, commands, and every peer's comparisons ({} without
+        bench.json)."""
         return (self.bench or {}).get("peer") or {}
+
+    @property
+    def peer_openvino(self) -> dict[str, Any]:
+        """bench.json's optimum-intel section: note, commands, calibration ({} without it)."""
+        return (self.bench or {}).get("peer_openvino") or {}
 
     @property
     def quality_label(self) -> str:

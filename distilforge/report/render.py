@@ -12,8 +12,9 @@ from distilforge.report.recommend import Limits, Recommendation, describe
 REPORT_SCHEMA_VERSION = 1
 BENCH_KEYS = ("threads", "machine", "method", "floor", "notes")  # copied into report.json
 PEER_KEYS = ("tool", "versions", "checkpoint", "task", "flag", "commands", "note", "comparisons")
-PEER_LEGEND = ("(peer): Optimum's export and INT8 of the same checkpoint, validated and timed by distilforge the "
-               "same way as its own artifacts, in the same run; shown for comparison, never recommended")
+PEER_LEGEND = ("(peer): Optimum's ONNX and optimum-intel's OpenVINO export and INT8 of the same checkpoint, validated "
+               "and timed by distilforge the same way as its own artifacts, in the same run; shown for comparison, "
+               "never recommended")
 NO_BENCH = "Latency was not measured: no bench.json in the directory (run 'distilforge bench DIR')."
 
 # (header, function of a row giving the cell text): shared by the Markdown, HTML and terminal tables.
@@ -69,6 +70,8 @@ def report_json(data: ReportData, rec: Recommendation, limits: Limits) -> dict[s
         "rows": [r.to_dict() for r in data.rows],
         "peers": [r.to_dict() for r in data.peers],
         "peer": {k: data.peer.get(k) for k in PEER_KEYS} if data.peer else None,
+        "peer_openvino": {k: data.peer_openvino.get(k) for k in PEER_KEYS if k != "comparisons"}
+        if data.peer_openvino else None,
         "recommendation": rec.to_dict(),
         "sensitivity": [t.to_dict() for t in sensitivity.sensitivities(data.manifest)],
     }
@@ -223,7 +226,7 @@ def sequence_plot(data: ReportData) -> str:
             dash = "" if r.kind == "reference" else ("", "6 3", "2 3")[(i // len(svg.PALETTE)) % 3]
             color = svg.ROW_COLORS["eager"] if r.kind == "reference" else svg.PALETTE[i % len(svg.PALETTE)]
             if r.kind == "peer":
-                dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.ROW_COLORS["optimum"]
+                dash, color = svg.PEER_DASHES[peers % len(svg.PEER_DASHES)], svg.format_color(r.target)
                 peers += 1
             label = r.label if r.passed else f"{r.label} (failed validation)"
             series.append(svg.Series(label, pts, color, dash, mark=r.mark))
@@ -266,15 +269,21 @@ def peer_lines(data: ReportData) -> list[str]:
     if peer.get("flag") and data.peers:
         lines.append(f"Peer: optimum-cli export onnx, then optimum-cli onnxruntime quantize {peer['flag']} "
                      "(the option that matches this CPU); commands in bench.json.")
-    if peer.get("note"):
-        lines.append(f"{peer['note'][:1].upper()}{peer['note'][1:]}.")
+    openvino = data.peer_openvino
+    if openvino.get("commands"):
+        static = ", then optimum-intel's OVQuantizer static INT8 on our calibration texts" \
+            if len(openvino["commands"]) > 2 else ""
+        lines.append(f"Peer: optimum-cli export openvino, as is and with --weight-format int8{static}; commands in "
+                     "bench.json.")
+    for note in dict.fromkeys(n for n in (peer.get("note"), openvino.get("note")) if n):  # --no-peer: one note
+        lines.append(f"{note[:1].upper()}{note[1:]}.")
     return lines
 
 
 def _bench_notes(data: ReportData) -> list[str]:
     notes = (data.bench or {}).get("notes") or []
-    shown = data.peer.get("note")  # already one of the peer lines
-    return [str(n) for n in notes if n != shown] if isinstance(notes, list) else []
+    shown = (data.peer.get("note"), data.peer_openvino.get("note"))  # already peer lines
+    return [str(n) for n in notes if n not in shown] if isinstance(notes, list) else []
 
 
 def _reference_text(data: ReportData) -> str:

@@ -19,8 +19,9 @@ WIDTH, HEIGHT = 760, 420
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 190, 40, 55
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
-ROW_COLORS = {"eager": "#444444", "optimum": "#b8860b"}  # rows that are no format's (a format's colour: targets.py)
-PEER_DASHES = ("1 4", "6 2 1 2")  # peer rows (Optimum's) in the line plot, one per peer model
+# rows that are no format's (a format's colour: targets.py); the peers': Optimum's, optimum-intel's
+ROW_COLORS = {"eager": "#444444", "optimum": "#b8860b", "optimum-intel": "#5e3c99"}
+PEER_DASHES = ("1 4", "6 2 1 2", "3 3")  # peer rows in the line plot, one per peer model (repeating)
 FAILED_COLOR = "#d62728"
 OTHER_COLOR = "#7f7f7f"  # a row neither of a format nor in ROW_COLORS
 CHAR_W = 7.0  # px per character of 11px text (a generous guess), to size keys and legends
