@@ -402,3 +402,26 @@ def test_the_python_backend_option_is_checked(built, tmp_path):
     assert_one_line_error(run_cli("package", str(built), "--format", "transformers.js", "--out",
                                   str(tmp_path / "web"), "--backend", "python"), "--backend")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_server_never_batches_past_a_programs_bound(built, tmp_path):
+    """An ExecuTorch program takes at most its bound's rows (its `max_shape`): the python backend's max_batch_size
+    is cut to it, so the server cannot batch requests into a batch the runtime refuses, and says so."""
+    from distilforge.package.triton import batch_within_bound
+
+    assert batch_within_bound({"details": {"max_shape": [4, 512]}}, 32) == 4
+    assert batch_within_bound({"details": {"max_shape": [4, 512]}}, 2) == 2
+    assert batch_within_bound({"details": {"max_shape": [4, 512]}}, 0) == 0
+    assert batch_within_bound({"details": {}}, 32) == 32
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    bounded = next(a for a in manifest["artifacts"] if a["target"] == "onnx:fp32")
+    bounded["details"]["max_shape"] = [4, 128]  # as an ExecuTorch entry records it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    said = []
+    package_triton(out, tmp_path / "repo", targets=["onnx:fp32", "openvino:fp32"], backend="python", say=said.append)
+    assert parse(tmp_path / "repo" / folder("onnx:fp32") / "config.pbtxt").max_batch_size == 4
+    assert parse(tmp_path / "repo" / folder("openvino:fp32") / "config.pbtxt").max_batch_size == 32
+    assert said == ["onnx:fp32: max_batch_size 4: the program takes at most 4 rows at once (its bounds: rebuild "
+                    "with a larger --executorch-max-shape for more)"]

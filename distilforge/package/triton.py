@@ -71,9 +71,20 @@ def package_triton(out_dir: Path, repo: Path, *, max_batch_size: int = 32,
             if off and dynamic_batching == "auto":
                 say(f"{entry['target']}: dynamic batching off: {off}")
             write = write_python_model if backend == "python" else write_model
-            write(out, entry, staging, max_batch_size=max_batch_size, manifest=manifest, batching_off=off)
+            batch = batch_within_bound(entry, max_batch_size)
+            if batch != max_batch_size:
+                say(f"{entry['target']}: max_batch_size {batch}: the program takes at most {batch} rows at once "
+                    "(its bounds: rebuild with a larger --executorch-max-shape for more)")
+            write(out, entry, staging, max_batch_size=batch, manifest=manifest, batching_off=off)
         write_marker(staging, manifest, [folder_name(e) for e in entries], backend)
     return [repo / folder_name(e) for e in entries]
+
+
+def batch_within_bound(entry: dict[str, Any], max_batch_size: int) -> int:
+    """`max_batch_size`, or less for an artifact whose program is bounded (ExecuTorch's `max_shape`): the server
+    must not batch requests into more rows than the runtime takes."""
+    bound = (entry.get("details") or {}).get("max_shape")
+    return min(max_batch_size, bound[0]) if bound and max_batch_size else max_batch_size
 
 
 def chosen_entries(manifest: dict[str, Any], targets: list[str] | None, out: Path, *,
