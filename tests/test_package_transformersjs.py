@@ -16,6 +16,7 @@ from distilforge.artifacts.hashing import sha256_file
 from distilforge.errors import OutputDirError, UsageError
 from distilforge.package import package_transformersjs
 from distilforge.package.transformersjs import DTYPES, MARKER
+from distilforge.targets import TARGETS
 
 # the module fixtures package and run Node once per head: one worker runs the whole module
 pytestmark = pytest.mark.xdist_group("transformersjs")
@@ -49,6 +50,15 @@ def passed_dtypes(out):
     """dtype -> target of every ONNX artifact that passed, as the package must hold them."""
     return {DTYPES[t]: t for t, a in entries(out).items() if t in DTYPES and a["validation"]
             and a["validation"]["passed"] and not a["error"]}
+
+
+def require_passed(out, targets):
+    """Skip when the onnx extra is not installed; else every one of `targets` must have passed in the session's
+    build (a failure there is a failure here, not a skipped check)."""
+    if not all(TARGETS[t].installed() for t in targets):
+        pytest.skip("the onnx extra is not installed")
+    passed = set(passed_dtypes(out).values())
+    assert set(targets) <= passed, f"not passed in the session's build: {sorted(set(targets) - passed)}"
 
 
 def model_name(dtype):
@@ -86,8 +96,7 @@ def locations(model_path):
 def packaged(request, built, tmp_path_factory):
     head = request.param
     out = built(head).out
-    if not passed_dtypes(out):
-        pytest.skip(f"{head}: no ONNX target passed in the session's build (is the onnx extra installed?)")
+    require_passed(out, ["onnx:fp32"])
     dest = tmp_path_factory.mktemp(f"transformersjs-{head}") / "web"
     package_transformersjs(out, dest)
     return Packaged(head, out, dest)
@@ -235,8 +244,7 @@ def _older_build(out):
 
 def test_an_older_build_with_external_data_renamed(built, node, tmp_path):
     original = built("seq-single").out
-    if {"fp32", "fp16"} - set(passed_dtypes(original)):
-        pytest.skip("onnx:fp32 or onnx:fp16 did not pass in the session's build")
+    require_passed(original, ["onnx:fp32", "onnx:fp16"])
     keep = {"onnx:fp32", "onnx:fp16"}
     out = _older_build(copy_build(original, tmp_path / "out", edit=lambda m: m.update(
         artifacts=[a for a in m["artifacts"] if a["target"] in keep])))
@@ -269,8 +277,7 @@ def test_an_older_build_with_external_data_renamed(built, node, tmp_path):
 
 def test_named_targets_and_the_default_dtype(built, tmp_path):
     out = built("seq-single").out
-    if "q8" not in passed_dtypes(out):
-        pytest.skip("onnx:int8-dynamic did not pass in the session's build")
+    require_passed(out, ["onnx:int8-dynamic"])
     dest = tmp_path / "web"
     assert package_transformersjs(out, dest, targets=[" onnx:int8-dynamic", "onnx:int8-dynamic"]) == \
         [dest / "onnx" / "model_quantized.onnx"]
@@ -281,9 +288,10 @@ def test_named_targets_and_the_default_dtype(built, tmp_path):
 
 def test_fp32_optimized_stands_in_only_for_a_missing_fp32(built, tmp_path):
     out = built("seq-single").out
-    built_entries = entries(out)
-    if not all(built_entries.get(t, {}).get("validation") for t in ("onnx:fp32", "onnx:fp32-optimized")):
-        pytest.skip("onnx:fp32 or onnx:fp32-optimized not built in the session's build")
+    require_passed(out, ["onnx:fp32"])
+    if not TARGETS["onnx:fp32-optimized"].installed():
+        pytest.skip("the onnx extra is not installed")
+    assert entries(out)["onnx:fp32-optimized"]["validation"]["passed"]
     package_transformersjs(out, tmp_path / "both")
     assert json.loads((tmp_path / "both" / MARKER).read_text())["models"]["onnx/model.onnx"]["target"] == "onnx:fp32"
 
@@ -304,9 +312,9 @@ def test_fp32_optimized_stands_in_only_for_a_missing_fp32(built, tmp_path):
 @pytest.mark.parametrize("tampered", ["onnx-int8-dynamic/model.onnx", "onnx-fp32/model.onnx_data",
                                       "onnx-fp32/model.onnx", "onnx-fp32/tokenizer.json"])
 def test_a_changed_file_writes_nothing(built, tmp_path, tampered):
+    require_passed(built("seq-single").out, ["onnx:fp32", "onnx:int8-dynamic"])
     out = copy_build(built("seq-single").out, tmp_path / "out")
-    if not (out / tampered).is_file():
-        pytest.skip(f"{tampered} not built in the session's build")
+    assert (out / tampered).is_file(), tampered
     earlier = tmp_path / "earlier"
     package_transformersjs(out, earlier)
     before = snapshot(earlier)
