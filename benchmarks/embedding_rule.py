@@ -226,9 +226,7 @@ def main() -> int:
     parser.add_argument("--wrapper", help="also run a native-recipe onnx:int8-static with this in front of ORT")
     parser.add_argument("--wrapper-only", action="store_true", help="with --skip-build: only the --wrapper rows")
     args = parser.parse_args()
-    import platform
-
-    from distilforge.cpu import cpu_class, cpu_flags
+    from distilforge.cpu import this_cpu_class
     from distilforge.default_model import ensure_default_checkpoint
 
     work = args.work
@@ -256,7 +254,7 @@ def main() -> int:
     for row in rows:
         for line in row["failures"][:2]:
             print(f"  {row['candidate']}: {line}")
-    record = {"cpu_class": cpu_class(platform.machine(), cpu_flags()), "rows": rows}
+    record = {"cpu_class": this_cpu_class(), "rows": rows}
     (work / "embedding_rule.json").write_text(json.dumps(record, indent=2))
     print(f"\nsaved {work / 'embedding_rule.json'}")
     return 0

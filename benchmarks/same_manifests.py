@@ -73,14 +73,12 @@ def main() -> int:
 
 
 def _report(args: argparse.Namespace, run: dict, work: Path) -> int:
-    import platform
-
-    from distilforge.cpu import cpu_class, cpu_flags
+    from distilforge.cpu import this_cpu_class
 
     results = {name: _compare(work / "before" / name, work / "after" / name) for name in run["checkpoints"]}
     for name, result in results.items():
         print(f"{name:16} {result}")
-    record = {**run, "cpu_class": cpu_class(platform.machine(), cpu_flags()), "manifests": results}
+    record = {**run, "cpu_class": this_cpu_class(), "manifests": results}
     out = args.out or ROOT / "benchmarks" / "results" / f"same_manifests.{record['cpu_class']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
