@@ -107,6 +107,37 @@ def test_the_card_says_what_an_app_calls(built):
         assert run.returncode == 0, f"{target}: {card['loads_with']} failed: {run.stderr[-400:]}"
 
 
+def test_the_plain_attention_gives_the_models_outputs_for_every_head(tiny_checkpoints):
+    """The exporter's attention (matmul/softmax in place of transformers' scaled_dot_product_attention) gives each
+    head's outputs on a padded batch, and leaves the checkpoint's model as it was."""
+    import torch
+
+    from distilforge.checkpoint import load_checkpoint
+    from distilforge.exporters.common import head_module
+    from distilforge.exporters.executorch import example_tensors, wrap
+
+    for key, path in tiny_checkpoints.items():
+        ckpt = load_checkpoint(path)
+        ids, mask = example_tensors(ckpt, (4, 4, 64) if ckpt.head.multiple_choice else (4, 64))
+        mask[..., -5:] = 0
+        mask[0, ...] = 1
+        with torch.no_grad():
+            expected, got = head_module(ckpt)(ids, mask), wrap(ckpt)(ids, mask)
+            again = head_module(ckpt)(ids, mask)
+        for name, e, g, a in zip(ckpt.head.output_names, expected, got, again, strict=True):
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f"{key} {name}")
+            assert torch.equal(a, e), f"{key}: wrap() changed the checkpoint's model"
+
+
+@pytest.mark.parametrize("target", ["executorch:fp32", "executorch:int8-dynamic", "executorch:int8-static"])
+def test_the_attention_runs_inside_xnnpack(built, target):
+    """transformers' attention left its fully-masked-row guard (`any`, `logical_not`, `where` per layer) to the
+    portable kernels between XNNPACK's pieces; the plain attention has none of them (the one `where` left builds
+    the mask once, before the first layer)."""
+    ops = _entry(built("seq-single"), target)["details"]["portable_ops"]
+    assert "aten::any" not in ops and "aten::logical_not" not in ops, ops
+
+
 def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
     result = built("masked-lm")
     fp32 = _entry(result, "executorch:fp32")

@@ -142,7 +142,7 @@ def _import_quantization() -> None:
 
 def _with_int8_embeddings(ckpt: LoadedCheckpoint) -> tuple[Any, int]:
     """The wrapped model with int8 embedding tables, and how many tables were replaced."""
-    module = copy.deepcopy(wrap(ckpt))  # quantize_embeddings replaces modules: the checkpoint's model stays as is
+    module = wrap(ckpt)  # a copy: quantize_embeddings replaces modules, the checkpoint's model stays as is
     return module, quantize_embeddings(module)
 
 

@@ -1,0 +1,135 @@
+"""ExecuTorch attention: the programs lowered from transformers' attention against distilforge's plain attention.
+
+transformers' DistilBERT attention (`scaled_dot_product_attention`) decomposes under torch.export with a guard
+for fully masked rows (`any`, `logical_not`, `where`) that XNNPACK has no kernels for; exporters/executorch.py
+rewrites it as plain matmul/softmax (`plain_attention`). This script lowers the default model both ways, fp32 and
+INT8 (dynamic, every Linear: the `all-int8` recipe), and times the four programs with ExecuTorch's runtime in
+one process, in interleaved rounds, batch 1 x 128, 2 threads. Prints and saves the p50s, the ratios plain /
+transformers', each program's delegate count, portable ops and planned memory, the lowering seconds, and the
+largest output difference from eager on a padded batch.
+
+usage: python benchmarks/executorch_attention.py [--rounds N] [--runs N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from distilforge.cpu import this_cpu_class  # noqa: E402
+
+THREADS = 2
+ROOT = Path(__file__).resolve().parent
+
+
+def variants(ckpt: Any) -> dict[str, Any]:
+    from distilforge.exporters.common import head_module
+    from distilforge.exporters.executorch import wrap
+
+    return {"transformers": head_module(ckpt), "plain": wrap(ckpt)}
+
+
+def lower_fp32(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
+    from distilforge.exporters.executorch import export_program, fewer_collections, lower
+
+    with fewer_collections():
+        return lower(export_program(module, ckpt, shape, "executorch:fp32"), "executorch:fp32")
+
+
+def lower_int8(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
+    """The `all-int8` recipe of quantize/executorch.py on `module`."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from distilforge.exporters.executorch import example_tensors, export_program, fewer_collections, lower
+    from distilforge.quantize import executorch as quantized
+    from distilforge.quantize.ladder import pick
+
+    module = copy.deepcopy(module)
+    quantized.quantize_embeddings(module)
+    quantizer = quantized._quantizer(module, pick(quantized.DYNAMIC_RUNGS, "all-int8"), static=False)
+    with fewer_collections():
+        prepared = prepare_pt2e(export_program(module, ckpt, shape, "x").module(), quantizer)
+        prepared(*example_tensors(ckpt, shape))
+        return lower(export_program(convert_pt2e(prepared), ckpt, shape, "x"), "executorch:int8-dynamic")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=10, help="inferences per program per round")
+    parser.add_argument("--out", type=Path, help="default: results/executorch_attention.<cpu class>.json")
+    args = parser.parse_args()
+
+    import torch
+    from executorch.runtime import Runtime
+
+    from distilforge.checkpoint import load_checkpoint
+    from distilforge.default_model import ensure_default_checkpoint
+    from distilforge.exporters.executorch import max_shape, program_facts
+    from distilforge.options import BuildOptions
+
+    torch.manual_seed(0)
+    ckpt = load_checkpoint(ensure_default_checkpoint()[0])
+    shape = max_shape(ckpt.info, BuildOptions())
+    ids = torch.randint(1000, 20000, (2, 128))
+    mask = torch.ones_like(ids)
+    mask[1, 70:] = 0
+    with torch.no_grad():
+        eager = ckpt.model(input_ids=ids, attention_mask=mask).logits
+    runtime, methods, facts = Runtime.get(), {}, {}
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "executorch_attention"
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(THREADS)
+    for kind, lowering in (("fp32", lower_fp32), ("int8", lower_int8)):
+        for name, module in variants(ckpt).items():
+            key = f"{kind}/{name}"
+            start = time.perf_counter()
+            with torch.no_grad():
+                manager = lowering(module, ckpt, shape)
+            seconds = time.perf_counter() - start
+            path = work / f"{kind}-{name}.pte"
+            path.write_bytes(bytes(manager.buffer))
+            methods[key] = runtime.load_program(str(path)).load_method("forward")
+            out = methods[key].execute([ids, mask])[0]
+            facts[key] = {**program_facts(manager), "lowering_s": round(seconds, 1),
+                          "max_abs_diff_vs_eager": float((out - eager).abs().max())}
+            print(f"{key}: lowered in {seconds:.1f} s, {facts[key]['xnnpack_delegates']} delegates", file=sys.stderr)
+    one = [ids[:1], mask[:1]]
+    samples: dict[str, list[float]] = {key: [] for key in methods}
+    for method in methods.values():
+        for _ in range(5):
+            method.execute(one)
+    for _ in range(args.rounds):
+        for key, method in methods.items():
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                method.execute(one)
+                samples[key].append((time.perf_counter() - start) * 1000)
+    p50 = {key: statistics.median(values) for key, values in samples.items()}
+    result = {"cpu_class": this_cpu_class(), "batch": 1, "seq": 128, "threads": THREADS, "rounds": args.rounds,
+              "runs": args.runs, "p50_ms": p50, "programs": facts,
+              "plain_over_transformers": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/transformers"]
+                                          for kind in ("fp32", "int8")}}
+    for key in methods:
+        print(f"{key:18s} p50 {p50[key]:7.2f} ms  delegates {facts[key]['xnnpack_delegates']:3d}  planned "
+              f"{facts[key]['planned_memory_bytes'] / 1e6:6.1f} MB  lowering {facts[key]['lowering_s']:5.1f} s  "
+              f"max diff vs eager {facts[key]['max_abs_diff_vs_eager']:.1e}")
+    for kind, ratio in result["plain_over_transformers"].items():
+        print(f"{kind}: plain / transformers' attention p50 = {ratio:.2f}")
+    out = args.out or ROOT / "results" / f"executorch_attention.{result['cpu_class']}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
