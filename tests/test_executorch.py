@@ -151,8 +151,8 @@ def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
 
 
 def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeypatch):
-    """`static-same-width` observes a subset of the edges `static-widening` does: after it, it copies those
-    observers instead of running the calibration text again, and writes the same bytes as when it calibrates.
+    """`static-qkv` observes a subset of the edges `static-same-width` does: after it, it copies those observers
+    instead of running the calibration text again, and writes the same bytes as when it calibrates.
     On one layer: the sharing does not depend on the depth, and each of the three lowerings costs per layer."""
     from tiny import make_checkpoint
 
@@ -174,8 +174,8 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
         quantize.export_int8_static(ckpt, folder, BuildOptions(), QuantizeRun(rung, calibration))
         return (folder / "model.pte").read_bytes()
 
-    alone = program("static-same-width", "alone")
-    program("static-widening", "widening")
-    assert len(calibrated) == 2  # the widening recipe observes more: it calibrates
-    assert program("static-same-width", "after-widening") == alone
+    alone = program("static-qkv", "alone")
+    program("static-same-width", "same-width")
+    assert len(calibrated) == 2  # the same-width recipe observes more: it calibrates
+    assert program("static-qkv", "after-same-width") == alone
     assert len(calibrated) == 2

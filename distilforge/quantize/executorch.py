@@ -9,12 +9,16 @@ lowered to XNNPACK like the fp32 program (exporters/executorch.py).
   tensor, min/max; samples of similar length batched 16 at a time), and int8 weights per channel; embeddings as
   above. Only Linears are annotated: the XNNPACK quantizer's global config would also quantize every add and
   mul, the residual stream and the attention mask among them, so LayerNorm, softmax, GELU, the residual adds and
-  the mask path stay float. The Linears that narrow the width (the FFN's second, whose post-GELU input has
-  outlier features) and those writing a model output run dynamic. On the default model (AVX2 EPYC): every Linear
-  static, min cosine 0.879 (the rule is 0.99); `static-widening` 0.9924 and 98.55 % agreement, inside the
-  ladder's margin; `static-same-width` 0.9957 and 99.3 %, kept.
+  the mask path stay float. Static activations go only into the Linears that keep the width (attention
+  projections, pre-classifier); the feed-forward Linears (the second's post-GELU input has outlier features)
+  and those writing a model output run dynamic. On the default model (AVX2 EPYC): every Linear static, min
+  cosine 0.879 (the rule is 0.99); the widening Linears static too, 0.9924 and 98.55 % agreement, inside the
+  ladder's margin; the same-width ones alone 0.9957 and 99.3 %.
 - Each climbs a ladder (quantize/ladder.py), fastest first: dynamic `all-int8` -> `narrowing-float`; static
-  `static-widening` -> `static-same-width` (the FFN's first Linear dynamic too).
+  `static-same-width` -> `static-qkv`. XNNPACK runs a static Linear as quantize, int8 GEMM, dequantize, no
+  faster than its dynamic one: default model, batch 1 x 128, VNNI, `all-int8` 8.78 ms, `static-same-width`
+  8.98 ms, the widening Linears static too 9.54 ms (slower and less accurate), so that recipe is no rung: it
+  cost two lowerings (80 s of the demo's build) before the one kept.
 - Shared within a build: every recipe of both targets starts from the same model with int8 embedding tables and
   the same torch.export of it (made once: exporters/common.py `shared_conversion`), and a recipe whose observers
   watch edges an earlier recipe already calibrated copies those observers instead of running the calibration
@@ -45,17 +49,17 @@ from distilforge.exporters.executorch import (
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
-from distilforge.quantize.sensitivity import Scheme, group_of
+from distilforge.quantize.sensitivity import Scheme, group_of, role_of
 
 DYNAMIC_RUNGS = (
     Rung("all-int8", "every Linear int8 weights, activations quantized at run time; embeddings int8 weight-only"),
     Rung("narrowing-float", "the Linears that narrow the width (feed-forward output, classifier) float"),
 )
 STATIC_RUNGS = (
-    Rung("static-widening", "calibrated int8 activations into the Linears that widen or keep the width; those that "
-                            "narrow it (feed-forward output) or write an output (the head's) dynamic"),
     Rung("static-same-width", "calibrated int8 activations only into the Linears that keep the width (attention "
-                              "projections, pre-classifier); the feed-forward ones and the head's dynamic"),
+                              "projections, pre-classifier); the feed-forward ones and the head's output dynamic"),
+    Rung("static-qkv", "calibrated int8 activations only into the attention's query, key and value projections; "
+                       "every other Linear dynamic"),
 )
 HEAD_OUTPUTS = ("classifier", "qa_outputs", "vocab_projector")  # the Linears that write a model output
 CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding them on every x86 class "
@@ -69,8 +73,10 @@ def dynamic_scheme(options: BuildOptions) -> Scheme:
 
 
 def static_scheme(options: BuildOptions) -> Scheme:
-    """The first static recipe: calibrated activations, the narrowing and output-writing Linears dynamic."""
-    return Scheme(activations="static", dynamic_roles=("ffn_out", "head"))
+    """The first static recipe (`static-same-width`): calibrated activations into the Linears that keep the width,
+    the feed-forward ones and the head per row at run time (the head's pre-classifier is static in the recipe but
+    measured per row here: a Scheme says it per role)."""
+    return Scheme(activations="static", dynamic_roles=("ffn_in", "ffn_out", "head"))
 
 
 def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
@@ -87,9 +93,9 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                        run: QuantizeRun) -> ExportedArtifact:
     rung = pick(STATIC_RUNGS, run.rung)
     details = {"weights": "int8 per output channel (Linears); embedding tables int8 per row, weight-only",
-               "activations": "int8 per tensor, calibrated (min/max), into and out of the Linears that "
-                              + ("widen or keep the width" if rung.name == "static-widening" else "keep the width")
-                              + "; the others quantized at run time",
+               "activations": "int8 per tensor, calibrated (min/max), into and out of "
+                              + ("the query, key and value projections" if rung.name == "static-qkv"
+                                 else "the Linears that keep the width") + "; the others quantized at run time",
                "kept_float": list(KEPT_FLOAT)}
     return _quantized(ckpt, folder, options, "executorch:int8-static", rung, details,
                       calibration=run.calibration, float_groups=run.float_layers)
@@ -158,9 +164,9 @@ def _calibrate(prepared: Any, ckpt: LoadedCheckpoint, calibration: CalibrationSe
     observed every edge this one observes: then copy its observers.
 
     An observer passes its input through unchanged, so what it records depends only on the model, the batches and
-    its own settings, not on which other Linears the recipe quantizes; `static-same-width` observes a subset of
-    what `static-widening` does. Calibration is 16-26 s (CPU) of a static recipe of the default model: the observed
-    graph runs op by op, with a HistogramObserver on every activation it quantizes."""
+    its own settings, not on which other Linears the recipe quantizes; the measured rungs and `static-qkv` observe
+    a subset of what `static-same-width` does. Calibration is 16-26 s (CPU) of a static recipe of the default
+    model: the observed graph runs op by op, with a HistogramObserver on every activation it quantizes."""
     known = _observers_of(ckpt, calibration, bounds)
     edges = _observer_edges(prepared)
     if edges and all(edge in known["observers"] for edge in edges.values()):
@@ -243,17 +249,18 @@ def linear_plan(module: Any, rung: Rung, float_groups: tuple[str, ...] = ()) -> 
         width = "narrowing" if m.out_features < m.in_features else \
             "widening" if m.out_features > m.in_features else "same"
         writes_output = name.rsplit(".", 1)[-1] in HEAD_OUTPUTS
-        plan[name] = "float" if group_of(name) in float_groups else _how(rung.name, width, writes_output)
+        plan[name] = "float" if group_of(name) in float_groups else _how(rung.recipe, name, width, writes_output)
     return plan
 
 
-def _how(rung: str, width: str, writes_output: bool) -> str:
-    if rung == "all-int8":
+def _how(recipe: str, name: str, width: str, writes_output: bool) -> str:
+    if recipe == "all-int8":
         return "dynamic"
-    if rung == "narrowing-float":
+    if recipe == "narrowing-float":
         return "float" if width == "narrowing" else "dynamic"
-    static = {"static-widening": ("same", "widening"), "static-same-width": ("same",)}[rung]
-    return "static" if width in static and not writes_output else "dynamic"
+    if recipe == "static-qkv":
+        return "static" if role_of(group_of(name)) == "qkv" else "dynamic"
+    return "static" if width == "same" and not writes_output else "dynamic"  # static-same-width
 
 
 def _from_modules(names: list[str]) -> Any:
