@@ -3,8 +3,8 @@
 Lowers the default model with quantize/executorch.py's recipes `all-int8` (dynamic), `static-same-width` and
 `static-qkv`, and with the recipe the static ladder no longer has (`widening`: the Linears that widen the width
 static too), then times the four programs with ExecuTorch's runtime in one process, in interleaved rounds, batch
-1 x 128, 2 threads, and judges each against eager on the validation inputs a build uses (min cosine of the
-logits). Prints and saves p50s and min cosines.
+1 x 128, 2 threads, and judges each against eager on the validation cases a build uses (min cosine of the
+logits, each case's as one vector). Prints and saves p50s and min cosines.
 
 usage: python benchmarks/executorch_recipes.py [--rounds N] [--runs N] [--out FILE]
 """
@@ -73,7 +73,8 @@ def lower(ckpt: Any, recipe: str, calibration: Any, shape: tuple[int, ...]) -> A
 
 
 def min_cosine(method: Any, ckpt: Any) -> float:
-    """The worst row cosine of the program's logits with eager's over the validation inputs a build uses."""
+    """The worst cosine of the program's logits with eager's over the validation cases a build uses (each case's
+    logits as one vector, as validate/compare.py judges logits)."""
     import numpy as np
     import torch
 
@@ -90,8 +91,8 @@ def min_cosine(method: Any, ckpt: Any) -> float:
         got = method.execute(feed)[0].numpy()
         with torch.no_grad():
             want = ckpt.model(input_ids=feed[0], attention_mask=feed[1]).logits.numpy()
-        cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
-        worst = min(worst, float(cos.min()))
+        cos = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want)))  # a case's, as a build's
+        worst = min(worst, cos)
     return worst
 
 

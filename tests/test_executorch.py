@@ -151,8 +151,9 @@ def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):
 
 
 def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeypatch):
-    """`static-qkv` observes a subset of the edges `static-same-width` does: after it, it copies those observers
-    instead of running the calibration text again, and writes the same bytes as when it calibrates.
+    """A measured rung (a layer group float) observes a subset of the edges `static-same-width` does: after it, it
+    copies those observers instead of running the calibration text again, and writes the same bytes as when it
+    calibrates.
     On one layer: the sharing does not depend on the depth, and each of the three lowerings costs per layer."""
     from tiny import make_checkpoint
 
@@ -168,14 +169,15 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
     samples = quantize._samples
     monkeypatch.setattr(quantize, "_samples", lambda *args: calibrated.append(1) or samples(*args))
 
-    def program(rung, name):
+    def program(name, float_layers=()):
         folder = tmp_path / name
         folder.mkdir()
-        quantize.export_int8_static(ckpt, folder, BuildOptions(), QuantizeRun(rung, calibration))
+        run = QuantizeRun("static-same-width", calibration, float_layers)
+        quantize.export_int8_static(ckpt, folder, BuildOptions(), run)
         return (folder / "model.pte").read_bytes()
 
-    alone = program("static-qkv", "alone")
-    program("static-same-width", "same-width")
-    assert len(calibrated) == 2  # the same-width recipe observes more: it calibrates
-    assert program("static-qkv", "after-same-width") == alone
+    alone = program("alone", ("layer.0.qkv",))
+    program("same-width")
+    assert len(calibrated) == 2  # the whole recipe observes more: it calibrates
+    assert program("after-same-width", ("layer.0.qkv",)) == alone
     assert len(calibrated) == 2

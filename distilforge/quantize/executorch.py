@@ -15,10 +15,12 @@ lowered to XNNPACK like the fp32 program (exporters/executorch.py).
   cosine 0.879 (the rule is 0.99); the widening Linears static too, 0.9924 and 98.55 % agreement, inside the
   ladder's margin; the same-width ones alone 0.9957 and 99.3 %.
 - Each climbs a ladder (quantize/ladder.py), fastest first: dynamic `all-int8` -> `narrowing-float`; static
-  `static-same-width` -> `static-qkv`. XNNPACK runs a static Linear as quantize, int8 GEMM, dequantize, no
-  faster than its dynamic one: default model, batch 1 x 128, VNNI, `all-int8` 8.78 ms, `static-same-width`
-  8.98 ms, the widening Linears static too 9.54 ms (slower and less accurate), so that recipe is no rung: it
-  cost two lowerings (80 s of the demo's build) before the one kept.
+  `static-same-width` alone, then the measured rungs (its most costly layer groups float). XNNPACK runs a static
+  Linear as quantize, int8 GEMM, dequantize, no faster than its dynamic one; default model, batch 1 x 128, VNNI
+  (benchmarks/executorch_recipes.py): `all-int8` 8.99 ms, min cosine 0.99606; `static-same-width` 9.55 ms,
+  0.99467; the widening Linears static too 9.94 ms, 0.98914 (fails: it was the first rung, and cost two lowerings,
+  80 s of the demo's build, before the kept one); only the query, key and value projections static 9.60 ms,
+  0.98987 (fails: not the safer fallback it is for TFLite), so neither is a rung.
 - Shared within a build: every recipe of both targets starts from the same model with int8 embedding tables and
   the same torch.export of it (made once: exporters/common.py `shared_conversion`), and a recipe whose observers
   watch edges an earlier recipe already calibrated copies those observers instead of running the calibration
@@ -49,7 +51,7 @@ from distilforge.exporters.executorch import (
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet
 from distilforge.quantize.ladder import QuantizeRun, Rung, int8_cpu, pick
-from distilforge.quantize.sensitivity import Scheme, group_of, role_of
+from distilforge.quantize.sensitivity import Scheme, group_of
 
 DYNAMIC_RUNGS = (
     Rung("all-int8", "every Linear int8 weights, activations quantized at run time; embeddings int8 weight-only"),
@@ -58,8 +60,6 @@ DYNAMIC_RUNGS = (
 STATIC_RUNGS = (
     Rung("static-same-width", "calibrated int8 activations only into the Linears that keep the width (attention "
                               "projections, pre-classifier); the feed-forward ones and the head's output dynamic"),
-    Rung("static-qkv", "calibrated int8 activations only into the attention's query, key and value projections; "
-                       "every other Linear dynamic"),
 )
 HEAD_OUTPUTS = ("classifier", "qa_outputs", "vocab_projector")  # the Linears that write a model output
 CPU_WHY = ("XNNPACK's int8 kernels widen products to 16 or 32 bits before adding them on every x86 class "
@@ -93,9 +93,8 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
                        run: QuantizeRun) -> ExportedArtifact:
     rung = pick(STATIC_RUNGS, run.rung)
     details = {"weights": "int8 per output channel (Linears); embedding tables int8 per row, weight-only",
-               "activations": "int8 per tensor, calibrated (min/max), into and out of "
-                              + ("the query, key and value projections" if rung.name == "static-qkv"
-                                 else "the Linears that keep the width") + "; the others quantized at run time",
+               "activations": "int8 per tensor, calibrated (min/max), into and out of the Linears that keep the "
+                              "width; the others quantized at run time",
                "kept_float": list(KEPT_FLOAT)}
     return _quantized(ckpt, folder, options, "executorch:int8-static", rung, details,
                       calibration=run.calibration, float_groups=run.float_layers)
@@ -164,8 +163,8 @@ def _calibrate(prepared: Any, ckpt: LoadedCheckpoint, calibration: CalibrationSe
     observed every edge this one observes: then copy its observers.
 
     An observer passes its input through unchanged, so what it records depends only on the model, the batches and
-    its own settings, not on which other Linears the recipe quantizes; the measured rungs and `static-qkv` observe
-    a subset of what `static-same-width` does. Calibration is 16-26 s (CPU) of a static recipe of the default
+    its own settings, not on which other Linears the recipe quantizes; a measured rung observes a subset of what
+    `static-same-width` does. Calibration is 16-26 s (CPU) of a static recipe of the default
     model: the observed graph runs op by op, with a HistogramObserver on every activation it quantizes."""
     known = _observers_of(ckpt, calibration, bounds)
     edges = _observer_edges(prepared)
@@ -258,8 +257,6 @@ def _how(recipe: str, name: str, width: str, writes_output: bool) -> str:
         return "dynamic"
     if recipe == "narrowing-float":
         return "float" if width == "narrowing" else "dynamic"
-    if recipe == "static-qkv":
-        return "static" if role_of(group_of(name)) == "qkv" else "dynamic"
     return "static" if width == "same" and not writes_output else "dynamic"  # static-same-width
 
 
