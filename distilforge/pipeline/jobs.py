@@ -10,10 +10,10 @@ A worker prefers a target of a format it has already converted (exporters share 
 a process: exporters/common.py `shared_conversion`), else the costliest left. What the eager proxy measured
 (each INT8 scheme's layer sensitivity table and the recipes' predicted errors, pipeline/source.py) goes back to the
 parent with each finished target and out with each later one, so a scheme measured on one worker is not measured
-again on the other (ExecuTorch's and TFLite's INT8 targets quantize alike: 26 of 530 worker-seconds of the default
-model's build). The proxy is the same code on the same inputs with the same thread count in every process, so a
-shared table is the one the worker would have measured. Workers die with the parent
-(PR_SET_PDEATHSIG), so a killed build leaves no process writing into its output directory.
+again on the other (ExecuTorch's and TFLite's dynamic INT8 targets quantize alike: 26 of 530 worker-seconds of the
+default model's build when their static ones did too). The proxy is the same code on the same inputs with the
+same thread count in every process, so a shared table is the one the worker would have measured. Workers die with
+the parent (PR_SET_PDEATHSIG), so a killed build leaves no process writing into its output directory.
 """
 
 from __future__ import annotations
