@@ -62,24 +62,62 @@ def lower_int8(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
         return lower(export_program(convert_pt2e(prepared), ckpt, shape, "x"), "executorch:int8-dynamic")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(name: str) -> argparse.Namespace:
+    """The options both ExecuTorch benchmarks take (this one and executorch_recipes.py)."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--runs", type=int, default=10, help="inferences per program per round")
-    parser.add_argument("--out", type=Path, help="default: results/executorch_attention.<cpu class>.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help=f"default: results/{name}.<cpu class>.json")
+    return parser.parse_args()
 
+
+def default_model() -> tuple[Any, tuple[int, ...]]:
+    """The built-in default model and the bounds its ExecuTorch programs are exported with."""
     import torch
-    from executorch.runtime import Runtime
 
     from distilforge.checkpoint import load_checkpoint
     from distilforge.default_model import ensure_default_checkpoint
-    from distilforge.exporters.executorch import max_shape, program_facts
+    from distilforge.exporters.executorch import max_shape
     from distilforge.options import BuildOptions
 
     torch.manual_seed(0)
     ckpt = load_checkpoint(ensure_default_checkpoint()[0])
-    shape = max_shape(ckpt.info, BuildOptions())
+    return ckpt, max_shape(ckpt.info, BuildOptions())
+
+
+def time_interleaved(methods: dict[str, Any], feed: list[Any], rounds: int, runs: int) -> dict[str, float]:
+    """Each loaded program's p50 (ms) on `feed`, THREADS threads, timed in interleaved rounds after 5 warm-ups."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    for method in methods.values():
+        for _ in range(5):
+            method.execute(feed)
+    samples: dict[str, list[float]] = {key: [] for key in methods}
+    for _ in range(rounds):
+        for key, method in methods.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                method.execute(feed)
+                samples[key].append((time.perf_counter() - start) * 1000)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def save(result: dict[str, Any], out: Path | None, name: str) -> None:
+    out = out or ROOT / "results" / f"{name}.{result['cpu_class']}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+def main() -> int:
+    args = arguments("executorch_attention")
+
+    import torch
+    from executorch.runtime import Runtime
+
+    from distilforge.exporters.executorch import program_facts
+
+    ckpt, shape = default_model()
     ids = torch.randint(1000, 20000, (2, 128))
     mask = torch.ones_like(ids)
     mask[1, 70:] = 0
@@ -88,7 +126,6 @@ def main() -> int:
     runtime, methods, facts = Runtime.get(), {}, {}
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "executorch_attention"
     work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(THREADS)
     for kind, lowering in (("fp32", lower_fp32), ("int8", lower_int8)):
         for name, module in variants(ckpt).items():
             key = f"{kind}/{name}"
@@ -103,18 +140,7 @@ def main() -> int:
             facts[key] = {**program_facts(manager), "lowering_s": round(seconds, 1),
                           "max_abs_diff_vs_eager": float((out - eager).abs().max())}
             print(f"{key}: lowered in {seconds:.1f} s, {facts[key]['xnnpack_delegates']} delegates", file=sys.stderr)
-    one = [ids[:1], mask[:1]]
-    samples: dict[str, list[float]] = {key: [] for key in methods}
-    for method in methods.values():
-        for _ in range(5):
-            method.execute(one)
-    for _ in range(args.rounds):
-        for key, method in methods.items():
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                method.execute(one)
-                samples[key].append((time.perf_counter() - start) * 1000)
-    p50 = {key: statistics.median(values) for key, values in samples.items()}
+    p50 = time_interleaved(methods, [ids[:1], mask[:1]], args.rounds, args.runs)
     result = {"cpu_class": this_cpu_class(), "batch": 1, "seq": 128, "threads": THREADS, "rounds": args.rounds,
               "runs": args.runs, "p50_ms": p50, "programs": facts,
               "plain_over_transformers": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/transformers"]
@@ -125,9 +151,7 @@ def main() -> int:
               f"max diff vs eager {facts[key]['max_abs_diff_vs_eager']:.1e}")
     for kind, ratio in result["plain_over_transformers"].items():
         print(f"{kind}: plain / transformers' attention p50 = {ratio:.2f}")
-    out = args.out or ROOT / "results" / f"executorch_attention.{result['cpu_class']}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    save(result, args.out, "executorch_attention")
     return 0
 
 

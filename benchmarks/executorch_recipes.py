@@ -1,37 +1,36 @@
 """ExecuTorch INT8 recipes timed against each other: is a static recipe faster than the dynamic one on XNNPACK?
 
-Lowers the default model with quantize/executorch.py's recipes `all-int8` (dynamic), `static-same-width` and
-`static-qkv`, and with the recipe the static ladder no longer has (`widening`: the Linears that widen the width
-static too), then times the four programs with ExecuTorch's runtime in one process, in interleaved rounds, batch
-1 x 128, 2 threads, and judges each against eager on the validation cases a build uses (min cosine of the
-logits, each case's as one vector). Prints and saves p50s and min cosines.
+Lowers the default model with quantize/executorch.py's recipes `all-int8` (dynamic) and `static-same-width`, and
+with the two the static ladder no longer has (`widening`: the Linears that widen the width static too;
+`static-qkv`: only the query, key and value projections static), then times the four programs with
+ExecuTorch's runtime in one process, in interleaved rounds, batch 1 x 128, 2 threads, and judges each against
+eager on the validation cases a build uses (min cosine of the logits, each case's as one vector). Prints and saves
+p50s and min cosines.
 
 usage: python benchmarks/executorch_recipes.py [--rounds N] [--runs N] [--out FILE]
+(shares its options, timing and saving with executorch_attention.py, beside it)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from executorch_attention import THREADS, arguments, default_model, save, time_interleaved  # noqa: E402
+
 from distilforge.cpu import this_cpu_class  # noqa: E402
 
-THREADS = 2
-ROOT = Path(__file__).resolve().parent
 RECIPES = ("all-int8", "static-same-width", "static-qkv", "widening")
 
 
 def quantizer(module: Any, recipe: str) -> Any:
-    """The recipe's XNNPACKQuantizer: quantize/executorch.py's own, and for `widening` the same built from a plan
-    with every Linear that widens or keeps the width static (those writing an output dynamic)."""
+    """The recipe's XNNPACKQuantizer: quantize/executorch.py's own for its recipes; for the two it no longer has,
+    the same built from a plan: `widening`, every Linear that widens or keeps the width static, `static-qkv`, only
+    the query, key and value projections (those writing an output dynamic in both)."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -41,15 +40,18 @@ def quantizer(module: Any, recipe: str) -> Any:
 
     from distilforge.quantize import executorch as quantized
     from distilforge.quantize.ladder import pick
+    from distilforge.quantize.sensitivity import group_of, role_of
 
-    if recipe != "widening":
+    if recipe in ("all-int8", "static-same-width"):
         rungs = quantized.DYNAMIC_RUNGS if recipe == "all-int8" else quantized.STATIC_RUNGS
         return quantized._quantizer(module, pick(rungs, recipe), static=recipe != "all-int8")
     static, dynamic = [], []
     for name, m in module.named_modules():
         if isinstance(m, torch.nn.Linear):
             writes_output = name.rsplit(".", 1)[-1] in quantized.HEAD_OUTPUTS
-            (static if m.out_features >= m.in_features and not writes_output else dynamic).append(name)
+            chosen = (m.out_features >= m.in_features if recipe == "widening"
+                      else role_of(group_of(name)) == "qkv")
+            (static if chosen and not writes_output else dynamic).append(name)
     return ComposableQuantizer([
         XNNPACKQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
         .set_filter_function(quantized._from_modules(names))
@@ -97,24 +99,14 @@ def min_cosine(method: Any, ckpt: Any) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--runs", type=int, default=10, help="inferences per program per round")
-    parser.add_argument("--out", type=Path, help="default: results/executorch_recipes.<cpu class>.json")
-    args = parser.parse_args()
+    args = arguments("executorch_recipes")
 
     import torch
     from executorch.runtime import Runtime
 
-    from distilforge.checkpoint import load_checkpoint
-    from distilforge.default_model import ensure_default_checkpoint
-    from distilforge.exporters.executorch import max_shape
-    from distilforge.options import BuildOptions
     from distilforge.quantize.calibration import load_calibration
 
-    torch.manual_seed(0)
-    ckpt = load_checkpoint(ensure_default_checkpoint()[0])
-    shape = max_shape(ckpt.info, BuildOptions())
+    ckpt, shape = default_model()
     calibration = load_calibration(None, ckpt.tokenizer, ckpt.head)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "executorch_recipes"
     work.mkdir(parents=True, exist_ok=True)
@@ -127,28 +119,15 @@ def main() -> int:
         methods[recipe] = runtime.load_program(str(path)).load_method("forward")
         cosines[recipe] = min_cosine(methods[recipe], ckpt)
         print(f"{recipe}: lowered, min cosine {cosines[recipe]:.5f}", file=sys.stderr)
-    torch.set_num_threads(THREADS)
-    one = [torch.randint(1000, 20000, (1, 128)), torch.ones(1, 128, dtype=torch.long)]
-    for method in methods.values():
-        for _ in range(5):
-            method.execute(one)
-    samples: dict[str, list[float]] = {recipe: [] for recipe in methods}
-    for _ in range(args.rounds):
-        for recipe, method in methods.items():
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                method.execute(one)
-                samples[recipe].append((time.perf_counter() - start) * 1000)
-    p50 = {recipe: statistics.median(values) for recipe, values in samples.items()}
+    feed = [torch.randint(1000, 20000, (1, 128)), torch.ones(1, 128, dtype=torch.long)]
+    p50 = time_interleaved(methods, feed, args.rounds, args.runs)
     result = {"cpu_class": this_cpu_class(), "batch": 1, "seq": 128, "threads": THREADS, "rounds": args.rounds,
               "runs": args.runs, "p50_ms": p50, "min_cosine": cosines,
               "over_all_int8": {recipe: p50[recipe] / p50["all-int8"] for recipe in methods}}
     for recipe in methods:
         print(f"{recipe:18s} p50 {p50[recipe]:6.2f} ms ({result['over_all_int8'][recipe]:.2f}x all-int8)  "
               f"min cosine {cosines[recipe]:.5f}")
-    out = args.out or ROOT / "results" / f"executorch_recipes.{result['cpu_class']}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    save(result, args.out, "executorch_recipes")
     return 0
 
 
