@@ -90,3 +90,27 @@ def test_each_format_runs_on_the_emulated_arm64_cpu_and_under_triton_or_says_why
         assert spec.arm64.runnable != bool(spec.arm64.why_not), spec.name
         assert bool(spec.arm64.wheels) == bool(spec.arm64.module), spec.name
         assert (spec.triton is None) == bool(spec.triton_why_not), spec.name
+
+
+def test_onnx_graphs_load_without_the_slow_skip_layer_norm(built, tmp_path):
+    """Every loader's ORT session (default options) runs our optimized and INT8 graphs as written: their residual
+    Adds are Sums, so SkipLayerNormFusion finds nothing to fuse (its kernel is slower than Add + LayerNorm)."""
+    import onnx
+    import onnxruntime as ort
+
+    result = built("seq-single")
+    checked = 0
+    for entry in result.manifest["artifacts"]:
+        if entry["target"] not in ("onnx:fp32-optimized", "onnx:int8-dynamic", "onnx:int8-static"):
+            continue
+        path = result.out / next(f["path"] for f in entry["files"] if f["path"].endswith(".onnx"))
+        written = [n.op_type for n in onnx.load(str(path)).graph.node]
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{entry['target'].replace(':', '-')}.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        loaded = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+        assert written.count("Sum") == written.count("LayerNormalization") > 0, entry["target"]
+        assert "SkipLayerNormalization" not in loaded, entry["target"]
+        assert loaded.count("LayerNormalization") == written.count("LayerNormalization"), entry["target"]
+        checked += 1
+    assert checked == 3

@@ -303,8 +303,8 @@ def _artifact(ckpt: LoadedCheckpoint, folder: Path, target: str, model: Any, ext
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
         details={"exporter": "torch.onnx.export (dynamo)", "opset": _opset(model), "external_data": external,
                  **details, "quantized_operators": quantized, "onnxruntime": ort_version,
-                 # none: validated and timed as every loader runs it (Optimum, Triton, Transformers.js fuse
-                 # SkipLayerNormalization at load; on a static INT8 graph that moves logits by up to 0.05)
+                 # none: validated and timed as every loader runs it (Optimum, Triton, Transformers.js). The
+                 # residual Adds are Sums (exporters/onnx_graph.py), so no loader fuses SkipLayerNormalization.
                  "session_disabled_optimizers": [],
                  "fp32_graph": graph_details},
         warnings=list(dict.fromkeys(captured.warnings)),
