@@ -146,9 +146,10 @@ def residual_adds_as_sum(model: Any) -> tuple[Any, dict[str, int]]:
     outputs = {o.name for o in model.graph.output}
     renamed = 0
     for node in model.graph.node:
-        users = consumers.get(node.output[0], []) if node.output else []
-        if (node.op_type == "Add" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs
-                and len(users) == 1 and users[0].op_type == "LayerNormalization" and users[0].input[0] == node.output[0]):
+        out = node.output[0] if node.output else ""
+        users = consumers.get(out, [])
+        feeds_layer_norm = len(users) == 1 and users[0].op_type == "LayerNormalization" and users[0].input[0] == out
+        if node.op_type == "Add" and node.domain in ("", "ai.onnx") and out not in outputs and feeds_layer_norm:
             node.op_type = "Sum"
             renamed += 1
     return model, {"residual_sum": renamed}
