@@ -93,15 +93,15 @@ def test_each_format_runs_on_the_emulated_arm64_cpu_and_under_triton_or_says_why
 
 
 def test_onnx_graphs_load_without_the_slow_skip_layer_norm(built, tmp_path):
-    """Every loader's ORT session (default options) runs our optimized and INT8 graphs as written: their residual
-    Adds are Sums, so SkipLayerNormFusion finds nothing to fuse (its kernel is slower than Add + LayerNorm)."""
+    """Every loader's ORT session (default options) runs our optimized, fp16 and INT8 graphs as written: their
+    residual Adds are Sums, so SkipLayerNormFusion finds nothing to fuse (its kernel is slower than Add + LayerNorm)."""
     import onnx
     import onnxruntime as ort
 
     result = built("seq-single")
     checked = 0
     for entry in result.manifest["artifacts"]:
-        if entry["target"] not in ("onnx:fp32-optimized", "onnx:int8-dynamic", "onnx:int8-static"):
+        if entry["target"] not in ("onnx:fp32-optimized", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static"):
             continue
         path = result.out / next(f["path"] for f in entry["files"] if f["path"].endswith(".onnx"))
         written = [n.op_type for n in onnx.load(str(path)).graph.node]
@@ -113,4 +113,4 @@ def test_onnx_graphs_load_without_the_slow_skip_layer_norm(built, tmp_path):
         assert "SkipLayerNormalization" not in loaded, entry["target"]
         assert loaded.count("LayerNormalization") == written.count("LayerNormalization"), entry["target"]
         checked += 1
-    assert checked == 3
+    assert checked == 4

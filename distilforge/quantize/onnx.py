@@ -40,6 +40,7 @@ from distilforge.cpu import SATURATING
 from distilforge.errors import ExportError, first_line
 from distilforge.exporters import onnx as onnx_export
 from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet
+from distilforge.exporters.onnx_graph import residual_adds_as_sum
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
 from distilforge.quantize.ladder import Int8Cpu, QuantizeRun, Rung, int8_cpu, pick
@@ -331,7 +332,8 @@ def export_fp16(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions) -> 
     computes in fp32: the file halves, the speed does not improve."""
     target = "onnx:fp16"
     with quiet() as captured:
-        model = _to_fp16(onnx_export.exported_model(ckpt, options, target), target)
+        # residual Adds as Sum first, as in the optimized graph: no loader then fuses the slow SkipLayerNormalization
+        model = _to_fp16(residual_adds_as_sum(onnx_export.exported_model(ckpt, options, target))[0], target)
         external = onnx_export.save_model(model, folder / onnx_export.MODEL_FILE, target)
     return ExportedArtifact(
         target=target, files=file_records(folder), inputs=input_specs(ckpt.head), outputs=output_specs(ckpt),
