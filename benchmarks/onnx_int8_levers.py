@@ -167,7 +167,7 @@ def per_row_ffn_out(model: Any, weight_bits: int = 7) -> tuple[Any, tuple[str, .
                  "row_end": np.array([-1], np.int64)}
     out.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
     top = 2 ** (weight_bits - 1) - 1
-    plan, made = {}, []
+    plan = {}
     for node in ffn_out_matmuls(out):
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         k, n = w.shape
@@ -196,7 +196,6 @@ def per_row_ffn_out(model: Any, weight_bits: int = 7) -> tuple[Any, tuple[str, .
                  op("Concat", [p + "lead", p + "n"], "out_shape", axis=0)]
         nodes.append(helper.make_node("Reshape", [p + "y2", p + "out_shape"], [node.output[0]], name=p + "out"))
         plan[node.name] = nodes
-        made.append(node.name)
     order = []
     for node in out.graph.node:
         order += plan.get(node.name, [node])
