@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 from onnx_int8_speed import build_optimum  # noqa: E402
 
 from distilforge.cpu import this_cpu_class  # noqa: E402
+from distilforge.exporters.onnx_graph import _copy as copy_model  # noqa: E402
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parent
@@ -56,14 +57,6 @@ CALIBRATION_TEXTS = 64
 
 
 # ---------------------------------------------------------------------------------------------- graph edits
-
-def copy_model(model: Any) -> Any:
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
-
 
 def ffn_out_matmuls(model: Any) -> list[Any]:
     from distilforge.quantize.onnx_layers import matmul_role
@@ -92,12 +85,11 @@ def input_ranges(model: Any, tensors: list[str], feeds: list[dict[str, np.ndarra
     return ranges
 
 
-def place_before(model: Any, plan: dict[str, tuple[list[Any], list[Any]]]) -> None:
-    """Put each planned node's new nodes before and after it, in place."""
+def replace_nodes(model: Any, plan: dict[str, list[Any]]) -> None:
+    """Put each planned node's list of nodes in its place (the list may hold the node itself), in place."""
     order = []
     for node in model.graph.node:
-        before, after = plan.get(node.name, ([], []))
-        order += before + [node] + after
+        order += plan.get(node.name, [node])
     del model.graph.node[:]
     model.graph.node.extend(order)
 
@@ -118,10 +110,10 @@ def smooth(model: Any, feeds: list[dict[str, np.ndarray]], alpha: float = 0.5) -
         inits[node.input[1]].CopyFrom(numpy_helper.from_array((w * scale[:, None]).astype(np.float32), node.input[1]))
         out.graph.initializer.append(numpy_helper.from_array(1 / scale, f"{node.name}_smooth"))
         smoothed = f"{node.name}_smoothed_input"
-        plan[node.name] = ([helper.make_node("Mul", [node.input[0], f"{node.name}_smooth"], [smoothed],
-                                             name=f"{node.name}_smooth")], [])
+        plan[node.name] = [helper.make_node("Mul", [node.input[0], f"{node.name}_smooth"], [smoothed],
+                                            name=f"{node.name}_smooth"), node]
         node.input[0] = smoothed
-    place_before(out, plan)
+    replace_nodes(out, plan)
     return out, ()
 
 
@@ -147,9 +139,9 @@ def outliers_float(model: Any, feeds: list[dict[str, np.ndarray]], k: int = 32) 
                   helper.make_node("MatMul", [p + "x", p + "weight"], [p + "y"], name=p + "matmul"),
                   helper.make_node("Mul", [x, p + "rest"], [p + "x_rest"], name=p + "mask")]
         node.input[0], node.output[0] = p + "x_rest", p + "y_rest"
-        plan[node.name] = (before, [helper.make_node("Add", [p + "y_rest", p + "y"], [y], name=p + "add")])
+        plan[node.name] = [*before, node, helper.make_node("Add", [p + "y_rest", p + "y"], [y], name=p + "add")]
         floats.append(p + "matmul")
-    place_before(out, plan)
+    replace_nodes(out, plan)
     return out, tuple(floats)
 
 
@@ -196,11 +188,7 @@ def per_row_ffn_out(model: Any, weight_bits: int = 7) -> tuple[Any, tuple[str, .
                  op("Concat", [p + "lead", p + "n"], "out_shape", axis=0)]
         nodes.append(helper.make_node("Reshape", [p + "y2", p + "out_shape"], [node.output[0]], name=p + "out"))
         plan[node.name] = nodes
-    order = []
-    for node in out.graph.node:
-        order += plan.get(node.name, [node])
-    del out.graph.node[:]
-    out.graph.node.extend(order)
+    replace_nodes(out, plan)
     return out, ("MatMulInteger",)
 
 
