@@ -3,11 +3,11 @@
 Lowers the default model with the `all-int8` recipe (exporters/executorch.py, quantize/executorch.py), runs it
 with ETDump at batch 1 x 128, 2 threads, and sums each kind of event over one inference (each event's median over
 the runs): XNNPACK's int8 Linears, its other kernels, the portable kernels between its pieces, and what the
-delegate calls cost beyond their kernels. In the same process, in alternating rounds, it times the floor's graph
-of the model's weight GEMMs (bench/floor.py: ONNX Runtime `MatMulInteger`, ORT's spinning off so the two runtimes
-do not steal each other's cores) and the program without ETDump. Prints and saves the breakdown and the ratios
-program ÷ floor and XNNPACK's int8 Linears alone ÷ the floor's weight GEMMs: the second bounds what any graph
-change can give.
+delegate calls cost beyond their kernels. Before that, in one process and in alternating rounds, it times the
+program without ETDump and the floor's graph of the model's weight GEMMs (bench/floor.py: ONNX Runtime
+`MatMulInteger`, as the bench runs it; a pause before each turn lets the other runtime's threads stop spinning).
+Prints and saves the breakdown and the ratios program ÷ floor and XNNPACK's int8 Linears alone ÷ the floor's
+weight GEMMs: the second bounds what any change to the graph can give.
 
 usage: python benchmarks/executorch_profile.py [--rounds N] [--runs N] [--out FILE]
 """
@@ -87,7 +87,6 @@ def floor_session(work: Path, ckpt: Any) -> tuple[Any, float]:
     path = write_gemm_model(work / "gemms_int8.onnx", shape, "int8")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     binding = session.io_binding()
     rng = np.random.default_rng(2)
@@ -99,13 +98,15 @@ def floor_session(work: Path, ckpt: Any) -> tuple[Any, float]:
 
 
 def alternate(calls: dict[str, Any], rounds: int, runs: int) -> dict[str, float]:
-    """Each call's p50 (ms), timed in alternating rounds after 5 warm-ups."""
+    """Each call's p50 (ms), timed in alternating rounds after 5 warm-ups, with a pause before each turn (ONNX
+    Runtime's threads spin for a while after a run and would steal the cores of the runtime timed next)."""
     for call in calls.values():
         for _ in range(5):
             call()
     samples: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, call in calls.items():
+            time.sleep(0.2)
             for _ in range(runs):
                 start = time.perf_counter()
                 call()
