@@ -84,8 +84,9 @@ class FormatSpec:
     triton: Backend | None = None  # the Triton backend that serves it (package/triton.py)
     triton_why_not: str = ""  # with no backend: why
     # its INT8 ladders predict a measured rung in eager before exporting it (pipeline/ladder.py): worth it where a
-    # recipe's conversion and validation take 10 s to minutes; ONNX's and TorchScript's take 2-4 s, less than the
-    # prediction, so their rungs are exported and judged as they come
+    # recipe's conversion and validation take 10 s to minutes (ExecuTorch, OpenVINO); ONNX's, TorchScript's and
+    # TFLite's (its conversion and calibration shared by the rungs) take 1-4 s, less than the prediction, so their
+    # rungs are exported and judged as they come
     predicts_rungs: bool = False
 
     def installed(self) -> bool:
@@ -203,7 +204,7 @@ TFLITE = FormatSpec("tflite", tflite_runner.open_runner, extra="tflite",
                     reads=("tflite_shapes",), shape_option="tflite_shapes",
                     loader=Loader("ai_edge_litert.interpreter.Interpreter(model_path=folder + '/model.tflite')"),
                     color="#e8710a", arm64=Arm64(("ai-edge-litert",), "ai_edge_litert.interpreter"),
-                    triton_why_not=_NO_TRITON, predicts_rungs=True)
+                    triton_why_not=_NO_TRITON)
 # the quantized kernels register themselves on import; without it an INT8 program fails to load
 # ("Missing operator quantized_decomposed::embedding_byte")
 EXECUTORCH = FormatSpec("executorch", executorch_runner.open_runner, extra="executorch",

@@ -72,3 +72,42 @@ def test_a_group_with_no_op_is_an_export_error(tiny, tmp_path):
     ckpt, _ = tiny
     with pytest.raises(ExportError, match="layer group layer.7.qkv has no fully connected op in the TFLite model"):
         export_int8_dynamic(ckpt, tmp_path, BuildOptions(), QuantizeRun(rung="all-int8", float_layers=("layer.7.qkv",)))
+
+
+def test_the_static_rungs_share_one_calibration_and_give_the_same_bytes(tiny, tmp_path, monkeypatch):
+    """A static rung takes the calibrated ranges of an earlier one whose float groups are a subset of its own;
+    each rung's flatbuffer is the one it gives when it calibrates alone, and a rung with fewer float groups than
+    every earlier one calibrates again."""
+    import hashlib
+
+    from distilforge.exporters.tflite import MODEL_FILE
+    from distilforge.quantize import tflite as tflite_quantize
+    from distilforge.quantize.calibration import load_calibration
+
+    ckpt, _ = tiny
+    calibration = load_calibration(None, ckpt.tokenizer, ckpt.head, samples=8)
+    rungs = [("static-widening", ("layer.1.ffn_in",)), ("static-widening", ("layer.1.ffn_in", "layer.0.qkv")),
+             ("static-same-width", ()), ("static-qkv", ()), ("static-widening", ("layer.0.qkv",))]
+    calibrated = []
+    calibrate = tflite_quantize._calibrate
+    monkeypatch.setattr(tflite_quantize, "_calibrate", lambda *a: calibrated.append(1) or calibrate(*a))
+
+    def export_all(tag: str) -> list[str]:
+        digests = []
+        for i, (rung, floats) in enumerate(rungs):
+            folder = tmp_path / f"{tag}{i}"
+            folder.mkdir()
+            tflite_quantize.export_int8_static(ckpt, folder, BuildOptions(),
+                                               QuantizeRun(rung=rung, calibration=calibration, float_layers=floats))
+            digests.append(hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest())
+        return digests
+
+    shared = export_all("shared")
+    assert len(calibrated) == 2  # the first rung, and the static-same-width one (fewer float groups than it)
+    calibrated.clear()
+    monkeypatch.setattr(tflite_quantize, "_ranges", lambda ckpt, q, fp32, cal, shapes, threads, floats: (
+        tflite_quantize._calibrate(q, fp32, tflite_quantize._calibration_feeds(cal, shapes), threads)))
+    alone = export_all("alone")
+    assert len(calibrated) == len(rungs)
+    assert shared == alone
+    assert len(set(shared)) == len(rungs)  # five different recipes

@@ -21,7 +21,8 @@
     int16 activations gave 0.99860 but ran 20x slower than fp32, so they are not a rung);
   - activation ranges are the min/max over all calibration samples. ai-edge-quantizer's default
     keeps a moving average (0.95) of each sample's range, which the later samples dominate, and it
-    clipped inputs unlike them (worst cosine over 12 more random-id inputs: 0.951 against 0.988).
+    clipped inputs unlike them (worst cosine over 12 more random-id inputs: 0.951 against 0.988). The ranges
+    are measured once per build and shared by the rungs (`_ranges`): the same bytes, a calibration less each.
 
 Measured rungs (quantize/ladder.py): both INT8 targets describe their first recipe as a `Scheme` for the layer
 sensitivity table, and keep the layer groups a rung names fully float (float weights, no quantization) with a
@@ -31,6 +32,7 @@ matching entry (quantize/tflite_layers.py finds the ops).
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from pathlib import Path
@@ -41,7 +43,7 @@ import numpy as np
 from distilforge.artifacts.records import ExportedArtifact
 from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.errors import ExportError, first_line
-from distilforge.exporters.common import quiet
+from distilforge.exporters.common import quiet, shared_conversion
 from distilforge.exporters.tflite import MODEL_FILE, convert_fp32, declared_shapes, record, signature_name
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
@@ -147,7 +149,8 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         details["recipe"] += _float_recipe(run)
         details["float_ops"] = _keep_float(q, fp32, ckpt, run, target)
 
-    return _quantized(ckpt, folder, options, target, recipe, details, calibration=run.calibration)
+    return _quantized(ckpt, folder, options, target, recipe, details, calibration=run.calibration,
+                      float_layers=run.float_layers)
 
 
 def _keep_float(q: Any, fp32: bytes, ckpt: LoadedCheckpoint, run: QuantizeRun, target: str) -> int:
@@ -219,7 +222,8 @@ def _static_details(total: int, dynamic: int, *, kinds: tuple[str, ...]) -> dict
 
 
 def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, target: str, recipe: Any,
-               details: dict[str, Any], calibration: CalibrationSet | None = None) -> ExportedArtifact:
+               details: dict[str, Any], calibration: CalibrationSet | None = None,
+               float_layers: tuple[str, ...] = ()) -> ExportedArtifact:
     """Convert to fp32, apply `recipe(quantizer, fp32 flatbuffer)`, calibrate when the recipe needs it, write."""
     import ai_edge_quantizer
     from ai_edge_quantizer import quantizer
@@ -234,7 +238,7 @@ def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, targ
             if q.need_calibration:
                 if calibration is None:
                     raise ExportError(f"{target}: needs calibration data and none was given")
-                statistics = _calibrate(q, fp32, _calibration_feeds(calibration, shapes), options.threads)
+                statistics = _ranges(ckpt, q, fp32, calibration, shapes, options.threads, float_layers)
                 details["calibration"] = calibration.record()
             model = q.quantize(statistics, enable_progress_report=False).quantized_model
         except ExportError:
@@ -245,6 +249,25 @@ def _quantized(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions, targ
     details["quantizer"] = f"ai-edge-quantizer {ai_edge_quantizer.__version__}" if hasattr(
         ai_edge_quantizer, "__version__") else "ai-edge-quantizer"
     return record(ckpt, folder, target, shapes, details, captured.warnings)
+
+
+def _ranges(ckpt: LoadedCheckpoint, q: Any, fp32: bytes, calibration: CalibrationSet, shapes: list[tuple[int, ...]],
+            threads: int, float_layers: tuple[str, ...]) -> dict[str, Any]:
+    """The calibrated ranges a static recipe quantizes with, measured once per build where they can be.
+
+    ai-edge-quantizer calibrates every tensor of every op the recipe quantizes (statically or not) with the
+    same min/max, whatever the op's config; the static recipes differ only in which ops they leave float (their
+    float layer groups). So a recipe takes the ranges of an earlier one whose float groups are a subset of its
+    own: those cover every tensor it quantizes, with the same values. Default model: each calibration is most
+    of a static recipe's export (~10 s alone); the ladder's later rungs no longer repeat it."""
+    measured = shared_conversion(ckpt, ("tflite:ranges", tuple(shapes), calibration.sha256,
+                                        len(calibration.samples)), dict)
+    for floats, ranges in measured.items():
+        if floats <= frozenset(float_layers):
+            return copy.deepcopy(ranges)
+    ranges = _calibrate(q, fp32, _calibration_feeds(calibration, shapes), threads)
+    measured[frozenset(float_layers)] = copy.deepcopy(ranges)
+    return ranges
 
 
 def _calibrate(q: Any, fp32: bytes, feeds: dict[str, list[dict]], threads: int) -> dict[str, Any]:
