@@ -2,12 +2,11 @@
 
 transformers' DistilBERT attention (`scaled_dot_product_attention`) decomposes under torch.export with a guard
 for fully masked rows (`any`, `logical_not`, `where`) that XNNPACK has no kernels for; exporters/executorch.py
-rewrites it as plain bmm/softmax (`plain_attention`). Its first version used 4-D `torch.matmul`, which decomposes
-into a portable `expand_copy` of both operands before the bmm (`matmul` here). This script lowers the default
-model all three ways, fp32 and INT8 (dynamic, every Linear: the `all-int8` recipe), and times the six programs
-with ExecuTorch's runtime in one process, in interleaved rounds, batch 1 x 128, 2 threads. Prints and saves the
-p50s, the ratios plain / transformers' and plain / matmul, each program's delegate count, portable ops and
-planned memory, the lowering seconds, and the largest output difference from eager on a padded batch.
+rewrites it as plain matmul/softmax (`plain_attention`). This script lowers the default model both ways, fp32 and
+INT8 (dynamic, every Linear: the `all-int8` recipe), and times the four programs with ExecuTorch's runtime in
+one process, in interleaved rounds, batch 1 x 128, 2 threads. Prints and saves the p50s, the ratios plain /
+transformers', each program's delegate count, portable ops and planned memory, the lowering seconds, and the
+largest output difference from eager on a padded batch.
 
 usage: python benchmarks/executorch_attention.py [--rounds N] [--runs N] [--out FILE]
 """
@@ -36,42 +35,7 @@ def variants(ckpt: Any) -> dict[str, Any]:
     from distilforge.exporters.common import head_module
     from distilforge.exporters.executorch import wrap
 
-    matmul = wrap(ckpt)
-    for name, module in list(matmul.named_modules()):
-        if type(module).__name__ == "PlainAttention":
-            parent, _, attr = name.rpartition(".")
-            setattr(matmul.get_submodule(parent), attr, _matmul_attention(module))
-    return {"transformers": head_module(ckpt), "matmul": matmul, "plain": wrap(ckpt)}
-
-
-def _matmul_attention(plain: Any) -> Any:
-    """The plain attention's first version: 4-D `torch.matmul` over (batch, heads, seq, per_head), over the same
-    Linears (same module names, so the INT8 recipe quantizes the same layers)."""
-    import torch
-
-    from distilforge.exporters.executorch import _additive
-
-    class MatmulAttention(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.n_heads, self.dim = plain.n_heads, plain.dim
-            self.q_lin, self.k_lin, self.v_lin, self.out_lin = plain.q_lin, plain.k_lin, plain.v_lin, plain.out_lin
-
-        def forward(self, query: Any, key: Any, value: Any, mask: Any, head_mask: Any = None,
-                    output_attentions: bool = False) -> tuple[Any]:
-            batch, per_head = query.shape[0], self.dim // self.n_heads
-
-            def heads(x: Any) -> Any:
-                return x.view(batch, -1, self.n_heads, per_head).transpose(1, 2)
-
-            q = heads(self.q_lin(query)) * (per_head ** -0.5)
-            scores = torch.matmul(q, heads(self.k_lin(key)).transpose(2, 3))
-            if mask is not None:
-                scores = scores + _additive(mask, scores.dtype)
-            context = torch.matmul(torch.softmax(scores, dim=-1), heads(self.v_lin(value)))
-            return (self.out_lin(context.transpose(1, 2).reshape(batch, -1, self.dim)),)
-
-    return MatmulAttention().eval()
+    return {"transformers": head_module(ckpt), "plain": wrap(ckpt)}
 
 
 def lower_fp32(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
@@ -180,15 +144,13 @@ def main() -> int:
     result = {"cpu_class": this_cpu_class(), "batch": 1, "seq": 128, "threads": THREADS, "rounds": args.rounds,
               "runs": args.runs, "p50_ms": p50, "programs": facts,
               "plain_over_transformers": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/transformers"]
-                                          for kind in ("fp32", "int8")},
-              "plain_over_matmul": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/matmul"] for kind in ("fp32", "int8")}}
+                                          for kind in ("fp32", "int8")}}
     for key in methods:
         print(f"{key:18s} p50 {p50[key]:7.2f} ms  delegates {facts[key]['xnnpack_delegates']:3d}  planned "
               f"{facts[key]['planned_memory_bytes'] / 1e6:6.1f} MB  lowering {facts[key]['lowering_s']:5.1f} s  "
               f"max diff vs eager {facts[key]['max_abs_diff_vs_eager']:.1e}")
-    for kind in ("fp32", "int8"):
-        print(f"{kind}: plain / transformers' attention p50 = {result['plain_over_transformers'][kind]:.2f}, "
-              f"plain / matmul {result['plain_over_matmul'][kind]:.2f}")
+    for kind, ratio in result["plain_over_transformers"].items():
+        print(f"{kind}: plain / transformers' attention p50 = {ratio:.2f}")
     save(result, args.out, "executorch_attention")
     return 0
 

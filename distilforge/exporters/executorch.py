@@ -13,19 +13,17 @@ Traps, measured with executorch 1.5.1 and torch 2.13:
 - inputs must be int64 and contiguous;
 - transformers' attention (`scaled_dot_product_attention`) decomposes with a guard for fully masked rows made of
   ops XNNPACK lacks (`any`, `logical_not`, `where`), which ran between the delegate pieces of every layer: the
-  wrapper runs the same attention as plain bmm/softmax (`plain_attention`), as 3-D `bmm` because a 4-D `matmul`
-  decomposes into a portable `expand_copy` of both operands. Default model, batch 1 x 128, 2 threads, VNNI
-  (benchmarks/executorch_attention.py, one run): fp32 28.2 ms (transformers') -> 21.0 (4-D matmul) -> 18.5,
-  INT8 (all-int8) 17.9 -> 10.4 -> 8.0 ms, planned memory 168 -> 117-121 MB;
+  wrapper runs the same attention as plain matmul/softmax (`plain_attention`). Default model, batch 1 x 128, 2
+  threads, VNNI (benchmarks/executorch_attention.py): fp32 24.3 -> 17.9 ms, INT8 (all-int8) 15.5 -> 8.6 ms,
+  planned memory 168 -> 121 MB;
 - LayerNorm, the embedding lookups and the views that split the heads (XNNPACK reshapes one dynamic axis, these
-  have two: batch and sequence) stay outside XNNPACK, so the graph still runs as 50 delegate pieces with portable
-  ops between them. LayerNorm written as XNNPACK ops (the mean as a Linear of 1/dim weights) made it 38 pieces
-  but only 0.3 ms faster in INT8, and its lowering 7 s slower; not taken.
+  have two: batch and sequence) stay outside XNNPACK, so the graph still runs as 56 delegate pieces with portable
+  ops between them.
 INT8 (quantize/executorch.py) starts from the same wrapper and the same bounds.
 
 Cost: lowering (`to_edge_transform_and_lower`) is most of an export (the default model's fp32: ~44 of ~52 s); it
 re-traces the graph with symbolic shapes many times (run_decompositions, the edge passes, 17 XNNPACK passes on each
-of 50 delegate pieces). `lower` skips the edge dialect's IR verifier and collects garbage less often; neither
+of 56 delegate pieces). `lower` skips the edge dialect's IR verifier and collects garbage less often; neither
 changes a byte of the program (checked by sha256 on every target and recipe of the default model).
 """
 
@@ -129,10 +127,8 @@ def _plain_attention(original: Any) -> Any:
     """transformers' DistilBERT attention calls `scaled_dot_product_attention`, which torch.export decomposes with
     a guard for fully masked rows (`any`, `logical_not`, `where`): kernels XNNPACK does not have, so every layer's
     attention ran in three pieces with portable kernels between them. This is the same attention written with ops
-    XNNPACK runs (bmm, scale, the additive mask, softmax); the outputs move by float rounding only (~1e-6 on the
-    default model's logits). The matmuls are `bmm` on (batch x heads, seq, per_head) tensors: a 4-D `matmul`
-    decomposes into `expand_copy` of both operands first, a portable copy that took 1.4 of an INT8 run's 11.6 ms
-    (ETDump, default model, 1 x 128). A row whose every key is masked gets the uniform weights the additive mask gives
+    XNNPACK runs (matmul, scale, the additive mask, softmax); the outputs move by float rounding only (~1e-6 on the
+    default model's logits). A row whose every key is masked gets the uniform weights the additive mask gives
     (sdpa's guard gave zeros there; such a row is padding)."""
     import torch
 
@@ -145,20 +141,17 @@ def _plain_attention(original: Any) -> Any:
 
         def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                     head_mask: Any = None, output_attentions: bool = False) -> tuple[torch.Tensor]:
-            batch, seq, per_head = query.shape[0], query.shape[1], self.dim // self.n_heads
+            batch, per_head = query.shape[0], self.dim // self.n_heads
 
-            def heads(x: torch.Tensor) -> torch.Tensor:  # (batch x heads, seq, per_head)
-                return (x.view(batch, seq, self.n_heads, per_head).transpose(1, 2)
-                        .reshape(batch * self.n_heads, seq, per_head))
+            def heads(x: torch.Tensor) -> torch.Tensor:
+                return x.view(batch, -1, self.n_heads, per_head).transpose(1, 2)
 
             q = heads(self.q_lin(query)) * (per_head ** -0.5)
-            scores = torch.bmm(q, heads(self.k_lin(key)).transpose(1, 2))
+            scores = torch.matmul(q, heads(self.k_lin(key)).transpose(2, 3))
             if mask is not None:
-                scores = (scores.view(batch, self.n_heads, seq, seq) + _additive(mask, scores.dtype)).view(
-                    batch * self.n_heads, seq, seq)
-            context = torch.bmm(torch.softmax(scores, dim=-1), heads(self.v_lin(value)))
-            context = context.view(batch, self.n_heads, seq, per_head).transpose(1, 2).reshape(batch, seq, self.dim)
-            return (self.out_lin(context),)
+                scores = scores + _additive(mask, scores.dtype)
+            context = torch.matmul(torch.softmax(scores, dim=-1), heads(self.v_lin(value)))
+            return (self.out_lin(context.transpose(1, 2).reshape(batch, -1, self.dim)),)
 
     return PlainAttention().eval()
 

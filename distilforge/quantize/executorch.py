@@ -17,13 +17,10 @@ lowered to XNNPACK like the fp32 program (exporters/executorch.py).
 - Each climbs a ladder (quantize/ladder.py), fastest first: dynamic `all-int8` -> `narrowing-float`; static
   `static-same-width` alone, then the measured rungs (its most costly layer groups float). XNNPACK runs a static
   Linear as quantize, int8 GEMM, dequantize, no faster than its dynamic one; default model, batch 1 x 128, VNNI
-  (benchmarks/executorch_recipes.py, attention as 3-D bmm): `all-int8` 7.09 ms, min cosine 0.99606;
-  `static-same-width` 7.83 ms, 0.99556; only the query, key and value projections static 7.77 ms, 0.99257 (inside
-  the rule, outside the margin, and not the safer fallback it is for TFLite); the widening Linears static too
-  8.24 ms, 0.98328 (fails: it was the first rung, and cost two lowerings, 80 s of the demo's build, before the
-  kept one), so neither is a rung. (With the earlier 4-D matmul attention these were 8.99, 9.55, 9.60 and 9.94 ms,
-  and 0.99467 for `static-same-width`, 0.98987 and 0.98914: calibrated recipes move by a few thousandths of
-  cosine with a change of float rounding alone.)
+  (benchmarks/executorch_recipes.py): `all-int8` 8.99 ms, min cosine 0.99606; `static-same-width` 9.55 ms,
+  0.99467; the widening Linears static too 9.94 ms, 0.98914 (fails: it was the first rung, and cost two lowerings,
+  80 s of the demo's build, before the kept one); only the query, key and value projections static 9.60 ms,
+  0.98987 (fails: not the safer fallback it is for TFLite), so neither is a rung.
 - Shared within a build: every recipe of both targets starts from the same model with int8 embedding tables and
   the same torch.export of it (made once: exporters/common.py `shared_conversion`), and a recipe whose observers
   watch edges an earlier recipe already calibrated copies those observers instead of running the calibration
