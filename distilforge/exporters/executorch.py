@@ -16,6 +16,13 @@ Traps, measured with executorch 1.5.1 and torch 2.13:
   wrapper runs the same attention as plain matmul/softmax (`plain_attention`). Default model, batch 1 x 128, 2
   threads, VNNI (benchmarks/executorch_attention.py): fp32 24.3 -> 17.9 ms, INT8 (all-int8) 15.5 -> 8.6 ms,
   planned memory 168 -> 121 MB;
+- the attention's 4-D `matmul` decomposes into a portable `expand_copy` of both operands (25 copies, 1.4 ms of the
+  default model's 11.6 ms INT8 run, ETDump). The same attention as 3-D `bmm` over (batch x heads) was 0.77x the
+  INT8 latency and 0.88x fp32's (commit a32773c, benchmarks/executorch_attention.py there), but with it the tiny
+  multiple-choice model's `executorch:int8-static` program gave garbage (cosine -0.5) on every input after one
+  1 x 1 x 1 call, which the runner makes to warm up; without that call its outputs were right. fp32 and
+  int8-dynamic programs were right either way. Not taken until that is understood (ExecuTorch 1.5.1's XNNPACK
+  resizing a static-INT8 program's pieces, as far as it was narrowed down);
 - LayerNorm, the embedding lookups and the views that split the heads (XNNPACK reshapes one dynamic axis, these
   have two: batch and sequence) stay outside XNNPACK, so the graph still runs as 56 delegate pieces with portable
   ops between them.
