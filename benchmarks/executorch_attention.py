@@ -85,8 +85,10 @@ def default_model() -> tuple[Any, tuple[int, ...]]:
     return ckpt, max_shape(ckpt.info, BuildOptions())
 
 
-def time_interleaved(methods: dict[str, Any], feed: list[Any], rounds: int, runs: int) -> dict[str, float]:
-    """Each loaded program's p50 (ms) on `feed`, THREADS threads, timed in interleaved rounds after 5 warm-ups."""
+def time_interleaved(methods: dict[str, Any], feed: list[Any], rounds: int, runs: int,
+                     pause: float = 0.0) -> dict[str, float]:
+    """Each loaded program's p50 (ms) on `feed`, THREADS threads, timed in interleaved rounds after 5 warm-ups,
+    `pause` seconds before each program's turn."""
     import torch
 
     torch.set_num_threads(THREADS)
@@ -96,6 +98,7 @@ def time_interleaved(methods: dict[str, Any], feed: list[Any], rounds: int, runs
     samples: dict[str, list[float]] = {key: [] for key in methods}
     for _ in range(rounds):
         for key, method in methods.items():
+            time.sleep(pause)
             for _ in range(runs):
                 start = time.perf_counter()
                 method.execute(feed)

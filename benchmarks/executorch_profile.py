@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import collections
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from executorch_attention import THREADS, arguments, default_model, lower_int8, save  # noqa: E402
+from executorch_attention import (  # noqa: E402
+    THREADS,
+    arguments,
+    default_model,
+    lower_int8,
+    save,
+    time_interleaved,
+)
 
 from distilforge.cpu import this_cpu_class  # noqa: E402
 
@@ -52,7 +57,7 @@ def profile(path: Path, feed: list[Any], runs: int) -> dict[str, Any]:
     module = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
     for _ in range(5):
         module.forward(feed)
-    module.write_etdump_result_to_file(str(path) + ".warmup")  # empties the buffer
+    module.write_etdump_result_to_file(str(path) + ".warmup")  # the warm-up's events, apart (medians either way)
     for _ in range(runs):
         module.forward(feed)
     module.write_etdump_result_to_file(str(path) + ".etdp")
@@ -76,42 +81,16 @@ def profile(path: Path, feed: list[Any], runs: int) -> dict[str, Any]:
             "kinds": kinds}
 
 
-def floor_session(work: Path, ckpt: Any) -> tuple[Any, float]:
-    """The floor's weight-GEMM graph (bench/floor.py) as an ORT session with its inputs bound, and its GOP."""
-    import numpy as np
-    import onnxruntime as ort
+def floor_runner(work: Path, ckpt: Any) -> tuple[Any, Any]:
+    """The floor's weight-GEMM graph (bench/floor.py) run as the bench runs it, with an `execute(feed)` for
+    `time_interleaved`, and the model's operation counts."""
+    from types import SimpleNamespace
 
-    from distilforge.bench.floor import GemmShape, model_ops, write_gemm_model
+    from distilforge.bench.floor import GemmRunner, GemmShape, model_ops, write_gemm_model
 
     shape = GemmShape.from_config(ckpt.info.config, tokens=SEQ)
-    path = write_gemm_model(work / "gemms_int8.onnx", shape, "int8")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    binding = session.io_binding()
-    rng = np.random.default_rng(2)
-    for spec in session.get_inputs():
-        binding.bind_cpu_input(spec.name, rng.integers(0, 256, size=tuple(spec.shape), dtype=np.uint8))
-    for spec in session.get_outputs():
-        binding.bind_output(spec.name, "cpu")
-    return (lambda: session.run_with_iobinding(binding)), model_ops(shape, SEQ)
-
-
-def alternate(calls: dict[str, Any], rounds: int, runs: int) -> dict[str, float]:
-    """Each call's p50 (ms), timed in alternating rounds after 5 warm-ups, with a pause before each turn (ONNX
-    Runtime's threads spin for a while after a run and would steal the cores of the runtime timed next)."""
-    for call in calls.values():
-        for _ in range(5):
-            call()
-    samples: dict[str, list[float]] = {key: [] for key in calls}
-    for _ in range(rounds):
-        for key, call in calls.items():
-            time.sleep(0.2)
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                samples[key].append((time.perf_counter() - start) * 1000)
-    return {key: statistics.median(values) for key, values in samples.items()}
+    runner = GemmRunner(write_gemm_model(work / "gemms_int8.onnx", shape, "int8"), THREADS)
+    return SimpleNamespace(execute=lambda feed: runner.run({})), model_ops(shape, SEQ)
 
 
 def main() -> int:
@@ -134,8 +113,10 @@ def main() -> int:
     ids = torch.randint(1000, 20000, (1, SEQ))
     feed = [ids, torch.ones_like(ids)]
     method = Runtime.get().load_program(str(program)).load_method("forward")
-    run_floor, ops = floor_session(work, ckpt)
-    p50 = alternate({"program": lambda: method.execute(feed), "floor_gemms": run_floor}, args.rounds, args.runs)
+    floor, ops = floor_runner(work, ckpt)
+    # a pause before each turn: ONNX Runtime's threads spin for a while after a run and would steal the cores
+    # of the runtime timed next
+    p50 = time_interleaved({"program": method, "floor_gemms": floor}, feed, args.rounds, args.runs, pause=0.2)
     floor_ms = p50["floor_gemms"] * ops.total_gop / ops.linear_gop  # as the bench's floor: attention at that rate
     breakdown = profile(program, feed, 30)
     linear_ms = breakdown["kinds"].get("XNNPACK int8 Linear", {}).get("ms", 0.0)
