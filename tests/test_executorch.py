@@ -181,3 +181,64 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
     assert len(calibrated) == 2  # the whole recipe observes more: it calibrates
     assert program("after-same-width", ("layer.0.qkv",)) == alone
     assert len(calibrated) == 2
+
+
+def test_lowering_without_the_idle_xnnpack_passes_writes_the_same_bytes(tmp_path, monkeypatch):
+    """Every delegate piece of the fp32 program and of a static one (static and dynamic Linears, the head's ReLU,
+    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, and each
+    program is byte for byte the one every pass makes."""
+    from tiny import make_checkpoint
+
+    from distilforge.checkpoint import load_checkpoint
+    from distilforge.exporters import executorch as exporter
+    from distilforge.options import BuildOptions
+    from distilforge.quantize import executorch as quantize
+    from distilforge.quantize.calibration import load_calibration
+    from distilforge.quantize.ladder import QuantizeRun
+
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "checkpoint", "seq-single", n_layers=1))
+    run = QuantizeRun("static-same-width", load_calibration(None, ckpt.tokenizer, ckpt.head, samples=16), ())
+
+    def programs(name):
+        made = []
+        for kind in ("fp32", "int8-static"):
+            folder = tmp_path / name / kind
+            folder.mkdir(parents=True)
+            if kind == "fp32":
+                exporter.export_fp32(ckpt, folder, BuildOptions())
+            else:
+                quantize.export_int8_static(ckpt, folder, BuildOptions(), run)
+            made.append((folder / "model.pte").read_bytes())
+        return made
+
+    before = dict(exporter.pieces_lowered)
+    fewer = programs("fewer")
+    assert exporter.pieces_lowered["every pass"] == before["every pass"]
+    assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
+    monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
+    assert programs("every") == fewer
+
+
+def test_a_piece_with_another_op_or_an_attention_source_gets_every_pass():
+    import torch
+    from executorch.exir.dialects._ops import ops
+
+    from distilforge.exporters.executorch import _only_piece_ops
+
+    def piece(op, source=None):
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        node = graph.call_function(op, (x, x))
+        if source:
+            node.meta["source_fn_stack"] = [("attention", source)]
+        graph.output(node)
+        return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+    class Program:
+        def __init__(self, module):
+            self.graph_module = module
+
+    assert _only_piece_ops(Program(piece(ops.edge.aten.bmm.default)))
+    assert not _only_piece_ops(Program(piece(ops.edge.aten.cat.default)))
+    assert not _only_piece_ops(Program(piece(ops.edge.aten.bmm.default,
+                                             torch.nn.functional.scaled_dot_product_attention)))

@@ -31,10 +31,12 @@ Traps, measured with executorch 1.5.1 and torch 2.13:
   lowering 7 s slower, and moved INT8's largest difference from eager from 0.59 to 0.75: not taken.
 INT8 (quantize/executorch.py) starts from the same wrapper and the same bounds.
 
-Cost: lowering (`to_edge_transform_and_lower`) is most of an export (the default model's fp32: ~44 of ~52 s); it
-re-traces the graph with symbolic shapes many times (run_decompositions, the edge passes, 17 XNNPACK passes on each
-of 56 delegate pieces). `lower` skips the edge dialect's IR verifier and collects garbage less often; neither
-changes a byte of the program (checked by sha256 on every target and recipe of the default model).
+Cost: lowering (`to_edge_transform_and_lower`) is most of an export; it re-traces the graph with symbolic shapes
+many times (three run_decompositions, the edge passes, then XNNPACK's passes on each of 56 delegate pieces). The
+default model's int8-static program, measured by phase (2026-12-07, VNNI): its edge program 22 s, partitioning 3 s,
+XNNPACK preprocessing 22 s (8 s without the passes for ops it lacks), `to_executorch` 4 s. `lower` skips the edge
+dialect's IR verifier, collects garbage less often and leaves out those XNNPACK passes; none of it changes a byte
+of the program (checked by sha256 on every target and recipe of the default model).
 """
 
 from __future__ import annotations
@@ -218,13 +220,69 @@ def lower(program: Any, target: str) -> Any:
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     try:
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                           compile_config=EdgeCompileConfig(_check_ir_validity=False))
+        with fewer_xnnpack_passes():
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                               compile_config=EdgeCompileConfig(_check_ir_validity=False))
         return edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True,
             do_quant_fusion_and_const_prop=True))
     except Exception as e:
         raise ExportError(f"{target}: ExecuTorch lowering failed: {type(e).__name__}: {first_line(e)}") from e
+
+
+# XNNPACK's delegate passes (executorch/backends/xnnpack/_passes) that act only on ops our graphs do not have:
+# convolutions, batch norm, concatenation, padding, PReLU, upsampling, scaled_dot_product_attention, and the
+# channels-last layout that convolutions ask for (with the copies it inserts). Each pass re-traces its piece.
+IDLE_XNNPACK_PASSES = frozenset({
+    "ConvertToUpsampleBilinear2d", "ConvertToSDPAPass", "FuseBatchNormPass", "DecomposeBatchNorm",
+    "DecomposeConcatenate", "InsertPadQDQPass", "Conv1dUnsqueezePass", "PReLUReshapePass",
+    "ChannelsLastTaggedReshapePass", "RemoveRedundantCopyPass"})
+# every op in the delegate pieces of the six heads' fp32, int8-dynamic and int8-static programs
+PIECE_OPS = frozenset({
+    "aten._softmax.default", "aten.add.Tensor", "aten.bmm.default", "aten.gelu.default", "aten.linear.default",
+    "aten.mul.Tensor", "aten.permute_copy.default", "aten.relu.default", "aten.sub.Tensor",
+    "dim_order_ops._clone_dim_order.default", "quantized_decomposed.choose_qparams.tensor",
+    "quantized_decomposed.dequantize_per_channel.default", "quantized_decomposed.dequantize_per_tensor.default",
+    "quantized_decomposed.dequantize_per_tensor.tensor", "quantized_decomposed.quantize_per_tensor.default",
+    "quantized_decomposed.quantize_per_tensor.tensor", "getitem"})
+pieces_lowered = {"fewer passes": 0, "every pass": 0}  # since the process started; read by the tests
+
+
+@contextlib.contextmanager
+def fewer_xnnpack_passes() -> Iterator[None]:
+    """Lower each delegate piece whose ops are all in PIECE_OPS without IDLE_XNNPACK_PASSES; any other piece gets
+    every pass. The bytes are the same (checked by sha256 on the default model's three programs, and by
+    tests/test_executorch.py on a tiny model); the XNNPACK preprocessing of the default model's int8-static program
+    took 21.6 s with every pass and 7.8 s without these, fp32's 9.1 and 4.0 s. ExecuTorch chooses the passes inside
+    XnnpackBackend.preprocess and takes no list from its caller, so its pass manager is swapped for the call."""
+    from executorch.backends.xnnpack import xnnpack_preprocess
+
+    every = xnnpack_preprocess.XNNPACKPassManager
+
+    class FewerPasses(every):  # type: ignore[misc, valid-type]
+        def __init__(self, exported_program: Any, passes: Any = None) -> None:
+            super().__init__(exported_program, passes)
+            if passes is None and _only_piece_ops(exported_program):
+                self.passes = [p for p in self.passes if p.__name__ not in IDLE_XNNPACK_PASSES]
+                pieces_lowered["fewer passes"] += 1
+            else:
+                pieces_lowered["every pass"] += 1
+
+    xnnpack_preprocess.XNNPACKPassManager = FewerPasses
+    try:
+        yield
+    finally:
+        xnnpack_preprocess.XNNPACKPassManager = every
+
+
+def _only_piece_ops(program: Any) -> bool:
+    """Every call is to an op in PIECE_OPS, and none was traced from attention or upsampling that the SDPA and
+    upsampling passes would recognise by its source function."""
+    nodes = [n for n in program.graph_module.graph.nodes if n.op == "call_function"]
+    sources = {str(fn).lower() for n in nodes for _, fn in (n.meta.get("source_fn_stack") or [])}
+    return (all(getattr(n.target, "__name__", str(n.target)) in PIECE_OPS for n in nodes)
+            and not any(word in source for source in sources for word in ("scaled_dot_product", "upsample",
+                                                                          "interpolate")))
 
 
 @contextlib.contextmanager
