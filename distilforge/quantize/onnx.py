@@ -39,7 +39,7 @@ from distilforge.checkpoint import LoadedCheckpoint
 from distilforge.cpu import SATURATING
 from distilforge.errors import ExportError, first_line
 from distilforge.exporters import onnx as onnx_export
-from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet
+from distilforge.exporters.common import Captured, file_records, input_specs, output_specs, quiet, shared_conversion
 from distilforge.exporters.onnx_graph import residual_adds_as_sum
 from distilforge.options import BuildOptions
 from distilforge.quantize.calibration import CalibrationSet, fit_to_shape
@@ -131,7 +131,11 @@ def export_int8_dynamic(ckpt: LoadedCheckpoint, folder: Path, options: BuildOpti
 
 def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptions,
                        run: QuantizeRun) -> ExportedArtifact:
-    """QDQ quantize_static on the fp32-optimized graph, calibrated on run.calibration."""
+    """QDQ quantize_static on the fp32-optimized graph, calibrated on run.calibration.
+
+    The ladder's rungs calibrate alike: ORT's calibrator records every tensor of the op types it quantizes, and
+    the rungs differ in the nodes they exclude, which it does not read. So the first rung of a build calibrates
+    and later ones with the same op types take its ranges through quantize_static's own calibration cache."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     target = "onnx:int8-static"
@@ -145,16 +149,23 @@ def export_int8_static(ckpt: LoadedCheckpoint, folder: Path, options: BuildOptio
         model, graph_details = onnx_export.optimized_model(ckpt, options, target)
         excluded = kept_float_nodes(model, keep) + group_nodes(model, ckpt, run.float_layers, target)
         op_types = [t for t in STATIC_OP_TYPES if t not in keep]
+        ranges = shared_conversion(ckpt, ("onnx:ranges", options.onnx_opset, tuple(op_types), CALIBRATION_METHOD,
+                                          run.calibration.sha256, len(run.calibration.samples),
+                                          ckpt.info.max_length), dict)
         with tempfile.TemporaryDirectory(prefix="distilforge-onnx8-") as tmp:
             src, dst = _stage(model, Path(tmp), target)
+            cache = Path(tmp) / "ranges.json"
+            if "json" in ranges:
+                cache.write_text(ranges["json"], encoding="utf-8")
             with _root_log(captured):
                 _call(target, "quantize_static", quantize_static, src, dst,
                       _reader(run.calibration, method, ckpt.info.max_length),
                       quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=weights.reduce_range,
                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
-                      nodes_to_exclude=excluded, calibrate_method=method,
+                      nodes_to_exclude=excluded, calibrate_method=method, calibration_cache_path=cache,
                       extra_options=_extra_options(MatMulConstBOnly=True,
                                                    OpTypesToExcludeOutputQuantization=list(STATIC_OP_TYPES)))
+            ranges.setdefault("json", cache.read_text(encoding="utf-8"))
             quantized = _load(dst)
         rewired = float_consumers_off_qdq(quantized, op_types)
         external = onnx_export.save_model(quantized, folder / onnx_export.MODEL_FILE, target)
