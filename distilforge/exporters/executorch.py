@@ -36,7 +36,8 @@ many times (three run_decompositions, the edge passes, then XNNPACK's passes on 
 default model's int8-static program, measured by phase (2026-12-07, VNNI): its edge program 22 s, partitioning 3 s,
 XNNPACK preprocessing 22 s (8 s without the passes for ops it lacks), `to_executorch` 4 s. `lower` skips the edge
 dialect's IR verifier, collects garbage less often and leaves out those XNNPACK passes; none of it changes a byte
-of the program (checked by sha256 on every target and recipe of the default model).
+of the program (checked by sha256: the first two on every target and recipe of the default model, the third on its
+three targets' programs and by a test).
 """
 
 from __future__ import annotations
