@@ -183,10 +183,11 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
     assert len(calibrated) == 2
 
 
-def test_lowering_without_the_idle_xnnpack_passes_writes_the_same_bytes(tmp_path, monkeypatch):
+def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     """Every delegate piece of the fp32 program and of a static one (static and dynamic Linears, the head's ReLU,
-    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, and each
-    program is byte for byte the one every pass makes."""
+    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, and the edge
+    step keeps the partitioner's ops whole in one decomposition; each program is byte for byte the one ExecuTorch
+    makes with every pass and its node-by-node check."""
     from tiny import make_checkpoint
 
     from distilforge.checkpoint import load_checkpoint
@@ -211,11 +212,16 @@ def test_lowering_without_the_idle_xnnpack_passes_writes_the_same_bytes(tmp_path
             made.append((folder / "model.pte").read_bytes())
         return made
 
-    before = dict(exporter.pieces_lowered)
+    before, edge_before = dict(exporter.pieces_lowered), dict(exporter.edge_programs)
     fewer = programs("fewer")
     assert exporter.pieces_lowered["every pass"] == before["every pass"]
     assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
+    assert exporter.edge_programs["checked per node"] == edge_before["checked per node"]
+    assert exporter.edge_programs["one decomposition"] > edge_before["one decomposition"]
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
     monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
+    monkeypatch.setattr(exporter, "xnnpack_partitioner", XnnpackPartitioner)
     assert programs("every") == fewer
 
 
