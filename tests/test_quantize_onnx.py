@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
-from tiny import make_checkpoint
-
-from distilforge.options import BuildOptions
-from distilforge.quantize.ladder import QuantizeRun
+from tiny import export_rungs, make_checkpoint
 
 
 def test_the_static_rungs_share_one_calibration_and_give_the_same_bytes(tmp_path, monkeypatch):
@@ -30,14 +25,7 @@ def test_the_static_rungs_share_one_calibration_and_give_the_same_bytes(tmp_path
     monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: calibrations.append(1) or create(*a, **k))
 
     def export_all(tag: str) -> list[str]:
-        digests = []
-        for i, (rung, floats) in enumerate(rungs):
-            folder = tmp_path / f"{tag}{i}"
-            folder.mkdir()
-            onnx_quantize.export_int8_static(ckpt, folder, BuildOptions(),
-                                             QuantizeRun(rung=rung, calibration=calibration, float_layers=floats))
-            digests.append(hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest())
-        return digests
+        return export_rungs(onnx_quantize.export_int8_static, ckpt, calibration, rungs, tmp_path / tag, MODEL_FILE)
 
     shared = export_all("shared")
     assert len(calibrations) == 1

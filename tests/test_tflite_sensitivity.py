@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny import make_checkpoint
+from tiny import export_rungs, make_checkpoint
 
 from distilforge.errors import ExportError
 from distilforge.options import BuildOptions
@@ -78,8 +78,6 @@ def test_the_static_rungs_share_one_calibration_and_give_the_same_bytes(tiny, tm
     """A static rung takes the calibrated ranges of an earlier one whose float groups are a subset of its own;
     each rung's flatbuffer is the one it gives when it calibrates alone, and a rung with fewer float groups than
     every earlier one calibrates again."""
-    import hashlib
-
     from distilforge.exporters.tflite import MODEL_FILE
     from distilforge.quantize import tflite as tflite_quantize
     from distilforge.quantize.calibration import load_calibration
@@ -93,14 +91,7 @@ def test_the_static_rungs_share_one_calibration_and_give_the_same_bytes(tiny, tm
     monkeypatch.setattr(tflite_quantize, "_calibrate", lambda *a: calibrated.append(1) or calibrate(*a))
 
     def export_all(tag: str) -> list[str]:
-        digests = []
-        for i, (rung, floats) in enumerate(rungs):
-            folder = tmp_path / f"{tag}{i}"
-            folder.mkdir()
-            tflite_quantize.export_int8_static(ckpt, folder, BuildOptions(),
-                                               QuantizeRun(rung=rung, calibration=calibration, float_layers=floats))
-            digests.append(hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest())
-        return digests
+        return export_rungs(tflite_quantize.export_int8_static, ckpt, calibration, rungs, tmp_path / tag, MODEL_FILE)
 
     shared = export_all("shared")
     assert len(calibrated) == 2  # the first rung, and the static-same-width one (fewer float groups than it)

@@ -136,3 +136,20 @@ def write_legacy_sentence_folder(base: Path, out: Path, modes: tuple[str, ...] =
     (out / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": dim, **{flag: mode in modes for mode, flag in flags.items()}}))
     return out
+
+
+def export_rungs(export: Any, ckpt: Any, calibration: Any, rungs: list[tuple[str, tuple[str, ...]]], root: Path,
+                 model_file: str) -> list[str]:
+    """Each (rung, float groups) exported by a static INT8 `export` into root/<i>: the models' sha256, in order."""
+    import hashlib
+
+    from distilforge.options import BuildOptions
+    from distilforge.quantize.ladder import QuantizeRun
+
+    digests = []
+    for i, (rung, floats) in enumerate(rungs):
+        folder = root / str(i)
+        folder.mkdir(parents=True)
+        export(ckpt, folder, BuildOptions(), QuantizeRun(rung=rung, calibration=calibration, float_layers=floats))
+        digests.append(hashlib.sha256((folder / model_file).read_bytes()).hexdigest())
+    return digests
