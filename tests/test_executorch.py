@@ -5,6 +5,7 @@ Every head x target is built and validated in tests/test_targets.py (the session
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
@@ -185,9 +186,9 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
 
 def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     """Every delegate piece of the fp32 program and of a static one (static and dynamic Linears, the head's ReLU,
-    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, and the edge
-    step keeps the partitioner's ops whole in one decomposition; each program is byte for byte the one ExecuTorch
-    makes with every pass and its node-by-node check."""
+    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, the edge
+    step keeps the partitioner's ops whole in one decomposition and leaves out the edge passes with nothing to
+    rewrite; each program is byte for byte the one ExecuTorch makes with every pass and its node-by-node check."""
     from tiny import make_checkpoint
 
     from distilforge.checkpoint import load_checkpoint
@@ -213,16 +214,64 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
         return made
 
     before, edge_before = dict(exporter.pieces_lowered), dict(exporter.edge_programs)
+    passes_before = collections.Counter(exporter.edge_passes)
     fewer = programs("fewer")
     assert exporter.pieces_lowered["every pass"] == before["every pass"]
     assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
     assert exporter.edge_programs["checked per node"] == edge_before["checked per node"]
     assert exporter.edge_programs["one decomposition"] > edge_before["one decomposition"]
+    skipped = {name for name, how in exporter.edge_passes - passes_before if how == "skipped"}
+    assert skipped == set(exporter.EDGE_PASS_WORK)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
     monkeypatch.setattr(exporter, "xnnpack_partitioner", XnnpackPartitioner)
+    monkeypatch.setattr(exporter, "EDGE_PASS_WORK", {})
     assert programs("every") == fewer
+
+
+def test_an_edge_pass_is_left_out_only_where_the_program_has_nothing_for_it():
+    """Small programs with what each left-out edge pass rewrites (a Python number or a symbolic size given for a
+    tensor, mixed dtypes): the pass runs there, and every program is byte for byte ExecuTorch's own."""
+    import torch
+    from executorch.exir import EdgeCompileConfig, to_edge
+
+    from distilforge.exporters import executorch as exporter
+
+    class One(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, a, b):
+            return self.fn(a, b)
+
+    x, i = torch.ones(4, 3), torch.ones(4, 3, dtype=torch.int64)
+    batch = torch.export.Dim("batch", max=8)
+    cases = {"nothing": (lambda a, b: torch.nn.functional.gelu(a * b + a), (x, x), None, set()),
+             "a number": (lambda a, b: a + 1 + b, (x, x), None, {"ScalarToTensorPass", "RemoveMixedTypeOperators"}),
+             "a size": (lambda a, b: a * a.shape[0] + b, (x, x), ({0: batch}, {0: batch}), {"SymToTensorPass"}),
+             "mixed dtypes": (lambda a, b: a + b, (x, i), None, {"RemoveMixedTypeOperators"})}
+    def program(fn, inputs, dynamic):
+        exported = torch.export.export(One(fn), inputs, dynamic_shapes=dynamic)
+        return to_edge(exported, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch().buffer
+
+    for case, (fn, inputs, dynamic, needs) in cases.items():
+        before = collections.Counter(exporter.edge_passes)
+        with exporter.fewer_edge_passes():
+            fewer = program(fn, inputs, dynamic)
+        ran = {name for name, how in exporter.edge_passes - before if how == "run"}
+        assert needs <= ran and (needs or not ran), (case, ran)
+        assert fewer == program(fn, inputs, dynamic), case
+
+    def nodes(op):  # the two passes whose ops ExecuTorch turns into copies before they run
+        graph = torch.fx.Graph()
+        graph.call_function(op, (graph.placeholder("x"),))
+        return list(graph.nodes)[1:]
+
+    assert exporter.EDGE_PASS_WORK["NormalizeTransposePass"](nodes(torch.ops.aten.t.default))
+    assert exporter.EDGE_PASS_WORK["ReplaceBrokenOpsWithFunctionalOpsPass"](nodes(torch.ops.aten.alias.default))
+    assert not exporter.EDGE_PASS_WORK["ReplaceBrokenOpsWithFunctionalOpsPass"](nodes(torch.ops.aten.gelu.default))
 
 
 def test_a_piece_with_another_op_or_an_attention_source_gets_every_pass():

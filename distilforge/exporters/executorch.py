@@ -35,14 +35,17 @@ Cost: lowering (`to_edge_transform_and_lower`) is most of an export; it re-trace
 many times (three run_decompositions, the edge passes, then XNNPACK's passes on each of 56 delegate pieces). The
 default model's int8-static program, measured by phase (2026-12-07, VNNI): its edge program 22 s, partitioning 3 s,
 XNNPACK preprocessing 22 s (8 s without the passes for ops it lacks), `to_executorch` 4 s. `lower` skips the edge
-dialect's IR verifier, collects garbage less often, leaves out those XNNPACK passes and lets the edge step
-decompose once (`xnnpack_partitioner`): the edge program 15 s instead of 22 s, the whole lowering 29 s instead of
-52 s. None of it changes a byte of the program (checked by sha256: the first two on every target and recipe of
-the default model, the last two on its three targets' programs and by a test).
+dialect's IR verifier, collects garbage less often, leaves out those XNNPACK passes, lets the edge step
+decompose once (`xnnpack_partitioner`) and leaves out the edge passes that have nothing to rewrite
+(`fewer_edge_passes`): the edge program 15 s instead of 22 s (its passes 5.0 -> 2.8 s with the last change), the
+whole lowering 29 s instead of 52 s. None of it changes a byte of the program (checked by sha256: the first two
+on every target and recipe of the default model, the last three on its three targets' programs, on the three
+programs of each tiny head, and by tests).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import gc
@@ -221,7 +224,7 @@ def lower(program: Any, target: str) -> Any:
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     try:
-        with fewer_xnnpack_passes():
+        with fewer_xnnpack_passes(), fewer_edge_passes():
             edge = to_edge_transform_and_lower(program, partitioner=[xnnpack_partitioner()],
                                                compile_config=EdgeCompileConfig(_check_ir_validity=False))
         return edge.to_executorch(ExecutorchBackendConfig(
@@ -312,6 +315,123 @@ def _only_piece_ops(program: Any) -> bool:
     return (all(getattr(n.target, "__name__", str(n.target)) in PIECE_OPS for n in nodes)
             and not any(word in source for source in sources for word in ("scaled_dot_product", "upsample",
                                                                           "interpolate")))
+
+
+# ExecuTorch's edge passes (executorch/exir/passes) that re-trace the whole program and rewrite only the nodes below;
+# on a program without such nodes each costs a trace (0.3-0.7 s on the default model) and changes nothing.
+def _has_transpose(nodes: list[Any]) -> bool:  # NormalizeTransposePass: aten.t -> t_copy
+    import torch
+
+    return any(n.target == torch.ops.aten.t.default for n in nodes)
+
+
+def _has_view(nodes: list[Any]) -> bool:  # ReplaceBrokenOpsWithFunctionalOpsPass: a view op -> its _copy
+    import torch
+
+    return any(isinstance(n.target, torch._ops.OpOverload) and n.target.is_view for n in nodes)
+
+
+def _tensor_arguments(node: Any) -> Iterator[Any]:
+    """What `node` passes to its op's Tensor parameters (as ExecuTorch's map_args pairs them)."""
+    import torch
+
+    for i, parameter in enumerate(node.target._schema.arguments):
+        if not isinstance(parameter.type, torch.TensorType):
+            continue
+        if parameter.name in node.kwargs:
+            yield node.kwargs[parameter.name]
+        elif not parameter.kwarg_only and i < len(node.args):
+            yield node.args[i]
+
+
+def _ops(nodes: list[Any]) -> list[Any]:
+    import torch
+
+    return [n for n in nodes if isinstance(n.target, torch._ops.OpOverload)]
+
+
+def _has_scalar_for_tensor(nodes: list[Any]) -> bool:  # ScalarToTensorPass: a Python number given for a Tensor
+    return any(isinstance(value, (bool, int, float)) for n in _ops(nodes) for value in _tensor_arguments(n))
+
+
+def _has_symbol_for_tensor(nodes: list[Any]) -> bool:  # SymToTensorPass: a SymInt/SymFloat/SymBool for a Tensor
+    import torch
+
+    return any(hasattr(value, "meta") and isinstance(value.meta.get("val"), (torch.SymInt, torch.SymFloat,
+                                                                             torch.SymBool))
+               for n in _ops(nodes) for value in _tensor_arguments(n))
+
+
+def _has_mixed_types(nodes: list[Any]) -> bool:
+    """RemoveMixedTypeOperators: an add/sub/mul/div/minimum whose operands are not all tensors of one floating
+    dtype (anything else is left to the pass)."""
+    import torch
+
+    aten = torch.ops.aten
+    promoting = {aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor, aten.div.Tensor, aten.div.Tensor_mode,
+                 aten.minimum.default}
+    for n in nodes:
+        if n.target not in promoting or len(n.args) <= 1:
+            continue
+        values = [a.meta.get("val") if hasattr(a, "meta") else a for a in n.args]
+        if not all(isinstance(v, torch.Tensor) for v in values) or any(hasattr(v, "meta") for v in n.kwargs.values()):
+            return True
+        if len({v.dtype for v in values}) > 1 or not values[0].dtype.is_floating_point:
+            return True
+    return False
+
+
+def _plain(nodes: list[Any]) -> bool:
+    """Only ops and Python's own functions (getitem): a control-flow operator's branches, which the passes also
+    rewrite, are not looked into, so a program with one gets every pass."""
+    import torch
+
+    return all(isinstance(n.target, torch._ops.OpOverload) or getattr(n.target, "__module__", None) in
+               ("_operator", "operator", "builtins", "math") for n in nodes)
+
+
+EDGE_PASS_WORK = {"NormalizeTransposePass": _has_transpose, "ReplaceBrokenOpsWithFunctionalOpsPass": _has_view,
+                  "ScalarToTensorPass": _has_scalar_for_tensor, "SymToTensorPass": _has_symbol_for_tensor,
+                  "RemoveMixedTypeOperators": _has_mixed_types}
+edge_passes: collections.Counter[tuple[str, str]] = collections.Counter()  # (pass, "run"/"skipped"); for the tests
+
+
+@contextlib.contextmanager
+def fewer_edge_passes() -> Iterator[None]:
+    """Each edge pass in EDGE_PASS_WORK runs only on a program that has what it rewrites, checked when its turn
+    comes (so after the passes before it). Same bytes: the default model's three programs (sha256) and
+    tests/test_executorch.py. ExecuTorch builds the pass list inside `_generate_edge_program`, so the function
+    that makes it is swapped for the call."""
+    from executorch.exir.program import _program
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    every = _program._get_aten_to_edge_passes
+
+    def when_needed(edge_pass: Any) -> Any:
+        name = type(getattr(edge_pass, "__wrapped__", edge_pass)).__name__
+        has_work = EDGE_PASS_WORK.get(name)
+        if has_work is None:
+            return edge_pass
+
+        def run(graph_module: Any) -> Any:
+            nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+            if not _plain(nodes) or has_work(nodes):
+                edge_passes[name, "run"] += 1
+                return edge_pass(graph_module)
+            edge_passes[name, "skipped"] += 1
+            return PassResult(graph_module, False)
+
+        return run
+
+    def fewer(config: Any) -> Any:
+        before, after = every(config)
+        return [when_needed(p) for p in before], after
+
+    _program._get_aten_to_edge_passes = fewer
+    try:
+        yield
+    finally:
+        _program._get_aten_to_edge_passes = every
 
 
 @contextlib.contextmanager
