@@ -331,17 +331,20 @@ def _has_view(nodes: list[Any]) -> bool:  # ReplaceBrokenOpsWithFunctionalOpsPas
     return any(isinstance(n.target, torch._ops.OpOverload) and n.target.is_view for n in nodes)
 
 
-def _tensor_arguments(node: Any) -> Iterator[Any]:
-    """What `node` passes to its op's Tensor parameters (as ExecuTorch's map_args pairs them)."""
+def _tensor_arguments(node: Any) -> list[Any]:
+    """What `node` passes to its op's Tensor parameters, paired by ExecuTorch's own map_args, as the passes do."""
     import torch
+    from executorch.exir.pass_base import map_args
 
-    for i, parameter in enumerate(node.target._schema.arguments):
-        if not isinstance(parameter.type, torch.TensorType):
-            continue
-        if parameter.name in node.kwargs:
-            yield node.kwargs[parameter.name]
-        elif not parameter.kwarg_only and i < len(node.args):
-            yield node.args[i]
+    found: list[Any] = []
+
+    def keep(value: Any, parameter: Any) -> Any:
+        if isinstance(parameter.type, torch.TensorType):
+            found.append(value)
+        return value
+
+    map_args(node.target, keep, tuple(node.args), dict(node.kwargs))
+    return found
 
 
 def _ops(nodes: list[Any]) -> list[Any]:
