@@ -213,6 +213,38 @@ def foreign_checkpoints(tmp_path_factory) -> dict[str, Path]:
     return {fw: root / fw for fw in FRAMEWORKS}
 
 
+# What a session writes at its peak: pytest's folders about 1.0 GB (measured, docs/development.md "Disk"), the
+# default model's cache 0.5 GB. The disk may be shared (CI's once filled up, and the run died writing its log).
+DISK_NEEDED_GB = 1.5
+
+
+def _free_gb(folder: Path) -> float:
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 2**30
+
+
+def _disk_folders() -> dict[str, Path]:
+    import tempfile
+
+    from distilforge.default_model import cache_root
+
+    return {"temporary files": Path(tempfile.gettempdir()), "the default model's cache": cache_root()}
+
+
+def pytest_report_header(config):
+    return "disk free: " + ", ".join(f"{_free_gb(f):.1f} GB for {what} ({f})" for what, f in _disk_folders().items())
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller checks, once
+    for what, folder in _disk_folders().items():
+        if _free_gb(folder) < DISK_NEEDED_GB:
+            pytest.exit(f"{folder}: {_free_gb(folder):.1f} GB free for {what}; the tests need about "
+                        f"{DISK_NEEDED_GB} GB: free some space and rerun", returncode=1)
+
+
 TIMELINE_VARIABLE = "DISTILFORGE_TEST_TIMELINE"  # a file: each test's worker, start and end (seconds since epoch)
 
 
