@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -911,7 +910,8 @@ def shard(ctx: Ctx, key: str, k: int, *extra: str) -> Path:
 
     cache = (key, f"{k}{extra}")
     if cache not in _PARTS:
-        where = Path(tempfile.mkdtemp(prefix="merge-parts-")) / f"{key}-{k}"
+        assert ctx.request is not None  # in the session's folders, which pytest removes (not /tmp's)
+        where = ctx.request.getfixturevalue("tmp_path_factory").mktemp("merge-parts") / f"{key}-{k}"
         build(ctx.tiny[key], where, targets=PART_TARGETS.split(","), part=Part(index=k, count=2),
               options=BuildOptions(threads=1, tolerances=parse_overrides(list(extra))))
         _PARTS[cache] = where
