@@ -78,7 +78,8 @@ def test_builds_killed_at_several_points_list_nothing_and_the_rerun_completes(ti
     out = tmp_path / "out"
     args = [sys.executable, "-m", "distilforge", "build", str(tiny_checkpoints["token"]), "--out", str(out),
             "--targets", "onnx:fp32,torchscript:fp32,tflite:fp32"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # TMPDIR: what a killed build's temporary files are left in (its log, an exporter's folder) goes with tmp_path
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     first = subprocess.run(args, env=env, capture_output=True, timeout=900)  # a complete build to overwrite
     assert first.returncode == 0, first.stderr
     complete = (out / MANIFEST).read_bytes()
