@@ -148,6 +148,7 @@ class Arm64Runtime:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith("QEMU_")}
         env.update(PYTHONPATH=os.pathsep.join([str(self.site), str(_package_root())]), PYTHONNOUSERSITE="1",
                    PYTHONDONTWRITEBYTECODE="1")  # the cache is shared: the child writes nothing into it
+        env.setdefault("ONEDNN_JIT_PROFILE", "0")  # else oneDNN's aarch64 JIT leaves a /tmp/perf-<pid>.map per process
         return env
 
 
