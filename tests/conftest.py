@@ -240,8 +240,8 @@ def pytest_sessionstart(session):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return  # the controller checks, once
     for what, folder in _disk_folders().items():
-        if _free_gb(folder) < DISK_NEEDED_GB:
-            pytest.exit(f"{folder}: {_free_gb(folder):.1f} GB free for {what}; the tests need about "
+        if (free := _free_gb(folder)) < DISK_NEEDED_GB:
+            pytest.exit(f"{folder}: {free:.1f} GB free for {what}; the tests need about "
                         f"{DISK_NEEDED_GB} GB: free some space and rerun", returncode=1)
 
 
