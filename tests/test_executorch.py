@@ -188,7 +188,8 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     """Every delegate piece of the fp32 program and of a static one (static and dynamic Linears, the head's ReLU,
     which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, the edge
     step keeps the partitioner's ops whole in one decomposition and leaves out the edge passes with nothing to
-    rewrite; each program is byte for byte the one ExecuTorch makes with every pass and its node-by-node check."""
+    rewrite, and functionalizes and decomposes each program in one re-trace where ExecuTorch makes two; each
+    program is byte for byte the one ExecuTorch makes with every pass and its node-by-node check."""
     from tiny import make_checkpoint
 
     from distilforge.checkpoint import load_checkpoint
@@ -220,6 +221,9 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
     assert exporter.edge_programs["checked per node"] == edge_before["checked per node"]
     assert exporter.edge_programs["one decomposition"] > edge_before["one decomposition"]
+    once = exporter.edge_programs["traced once"] - edge_before["traced once"]
+    assert once == 2  # both programs, each with both of ExecuTorch's re-traces left out
+    assert exporter.edge_programs["re-traces left out"] - edge_before["re-traces left out"] == 2 * once
     skipped = {name for name, how in exporter.edge_passes - passes_before if how == "skipped"}
     assert skipped == set(exporter.EDGE_PASS_WORK)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -227,7 +231,9 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
     monkeypatch.setattr(exporter, "xnnpack_partitioner", XnnpackPartitioner)
     monkeypatch.setattr(exporter, "EDGE_PASS_WORK", {})
+    edge_before = dict(exporter.edge_programs)
     assert programs("every") == fewer
+    assert exporter.edge_programs["traced once"] == edge_before["traced once"]  # ExecuTorch's own path
 
 
 def test_an_edge_pass_is_left_out_only_where_the_program_has_nothing_for_it():

@@ -32,14 +32,15 @@ Traps, measured with executorch 1.5.1 and torch 2.13:
 INT8 (quantize/executorch.py) starts from the same wrapper and the same bounds.
 
 Cost: lowering (`to_edge_transform_and_lower`) is most of an export; it re-traces the graph with symbolic shapes
-many times (three run_decompositions, the edge passes, then XNNPACK's passes on each of 56 delegate pieces). The
+many times (run_decompositions, the edge passes, then XNNPACK's passes on each of 56 delegate pieces). The
 default model's int8-static program, measured by phase (2026-12-07, VNNI): its edge program 22 s, partitioning 3 s,
 XNNPACK preprocessing 22 s (8 s without the passes for ops it lacks), `to_executorch` 4 s. `lower` skips the edge
 dialect's IR verifier, collects garbage less often, leaves out those XNNPACK passes, lets the edge step
 decompose once (`xnnpack_partitioner`) and leaves out the edge passes that have nothing to rewrite
 (`fewer_edge_passes`): the edge program 15 s instead of 22 s (its passes 5.0 -> 2.8 s with the last change), the
-whole lowering 29 s instead of 52 s. None of it changes a byte of the program (checked by sha256: the first two
-on every target and recipe of the default model, the last three on its three targets' programs, on the three
+whole lowering 29 s instead of 52 s. Since 2026-12-08 the program is functionalized and decomposed in one
+re-trace instead of two (`traced_once`). None of it changes a byte of the program (checked by sha256: the first
+two on every target and recipe of the default model, the others on its three targets' programs, on the three
 programs of each tiny head, and by tests).
 """
 
@@ -224,8 +225,9 @@ def lower(program: Any, target: str) -> Any:
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     try:
-        with fewer_xnnpack_passes(), fewer_edge_passes():
-            edge = to_edge_transform_and_lower(program, partitioner=[xnnpack_partitioner()],
+        partitioner = xnnpack_partitioner()
+        with fewer_xnnpack_passes(), fewer_edge_passes(), traced_once(program, partitioner) as program:
+            edge = to_edge_transform_and_lower(program, partitioner=[partitioner],
                                                compile_config=EdgeCompileConfig(_check_ir_validity=False))
         return edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True,
@@ -234,7 +236,8 @@ def lower(program: Any, target: str) -> Any:
         raise ExportError(f"{target}: ExecuTorch lowering failed: {type(e).__name__}: {first_line(e)}") from e
 
 
-edge_programs = {"one decomposition": 0, "checked per node": 0}  # since the process started; read by the tests
+# since the process started; read by the tests
+edge_programs = {"one decomposition": 0, "checked per node": 0, "traced once": 0, "re-traces left out": 0}
 
 
 def xnnpack_partitioner() -> Any:
@@ -260,6 +263,46 @@ def xnnpack_partitioner() -> Any:
             return ops, check
 
     return Partitioner()
+
+
+@contextlib.contextmanager
+def traced_once(program: Any, partitioner: Any) -> Iterator[Any]:
+    """`program` functionalized and decomposed in one re-trace, with ExecuTorch's edge step given it back as it is
+    when it asks for either again.
+
+    With a partitioner that has no node check (`xnnpack_partitioner`), the edge step re-traces the whole program
+    twice: `run_decompositions({})` to functionalize it, then `run_decompositions` with ExecuTorch's table less
+    the partitioner's ops. The second always runs: `sym_size`, in the table and never decomposed, is in every
+    program with a dynamic axis. One call with that table does both. A partitioner with a node check takes
+    ExecuTorch's own path. Same bytes (sha256: the default model's fp32 and int8-dynamic programs, two recipes;
+    tests/test_executorch.py: tiny fp32 and static ones); the default model's lowerings took 2-4 s less of 15-25 s
+    (benchmarks/executorch_lowering.py)."""
+    from executorch.exir.tracer import _default_decomposition_table
+    from torch.export import ExportedProgram
+
+    ops, check = partitioner.ops_to_not_decompose(program)
+    if check is not None:
+        yield program
+        return
+    table = _default_decomposition_table()
+    for op in ops:
+        table.pop(op, None)
+    done = program.run_decompositions(table)
+    every = ExportedProgram.run_decompositions
+
+    def run_decompositions(self: Any, decomp_table: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if self is done and not args and not kwargs and decomp_table is not None and (
+                not decomp_table or set(decomp_table.keys()) == set(table.keys())):
+            edge_programs["re-traces left out"] += 1
+            return self  # functional already, and nothing of that table is left in it
+        return every(self, decomp_table, *args, **kwargs)
+
+    ExportedProgram.run_decompositions = run_decompositions
+    edge_programs["traced once"] += 1
+    try:
+        yield done
+    finally:
+        ExportedProgram.run_decompositions = every
 
 
 # XNNPACK's delegate passes (executorch/backends/xnnpack/_passes) that act only on ops our graphs do not have:
