@@ -2,11 +2,13 @@
 
 transformers' DistilBERT attention (`scaled_dot_product_attention`) decomposes under torch.export with a guard
 for fully masked rows (`any`, `logical_not`, `where`) that XNNPACK has no kernels for; exporters/executorch.py
-rewrites it as plain matmul/softmax (`plain_attention`). This script lowers the default model both ways, fp32 and
-INT8 (dynamic, every Linear: the `all-int8` recipe), and times the four programs with ExecuTorch's runtime in
-one process, in interleaved rounds, batch 1 x 128, 2 threads. Prints and saves the p50s, the ratios plain /
-transformers', each program's delegate count, portable ops and planned memory, the lowering seconds, and the
-largest output difference from eager on a padded batch.
+rewrites it as plain matmul/softmax (`plain_attention`), and `lower` drops the no-op `expand_copy`s its 4-D
+matmuls decompose into (XNNPACK's transform passes). This script lowers the default model three ways (transformers'
+attention, the plain one, the plain one with those expands kept), fp32 and INT8 (dynamic, every Linear: the
+`all-int8` recipe), and times the six programs with ExecuTorch's runtime in one process, in interleaved rounds,
+batch 1 x 128, 2 threads. Prints and saves the p50s, the ratios plain / transformers' and expands dropped / kept,
+each program's delegate count, portable ops and planned memory, the lowering seconds, the largest output difference
+from eager on a padded batch, and the plain program's largest difference from the one with the expands kept.
 
 usage: python benchmarks/executorch_attention.py [--rounds N] [--runs N] [--out FILE]
 """
@@ -14,12 +16,14 @@ usage: python benchmarks/executorch_attention.py [--rounds N] [--runs N] [--out 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,25 @@ def variants(ckpt: Any) -> dict[str, Any]:
     from distilforge.exporters.common import head_module
     from distilforge.exporters.executorch import wrap
 
-    return {"transformers": head_module(ckpt), "plain": wrap(ckpt)}
+    return {"transformers": head_module(ckpt), "plain": wrap(ckpt), NOOP_EXPANDS_KEPT: wrap(ckpt)}
+
+
+NOOP_EXPANDS_KEPT = "plain, no-op expands kept"
+
+
+@contextlib.contextmanager
+def transform_passes(kept: bool) -> Iterator[None]:
+    """`lower` as it is, or (`kept`) without XNNPACK's transform passes: the 4-D matmuls' no-op `expand_copy`s
+    stay in the program, as they did before 2026-12-08."""
+    from executorch.backends.xnnpack.utils import configs
+
+    every = configs.get_transform_passes
+    if kept:
+        configs.get_transform_passes = lambda additional_passes=None: list(additional_passes or [])
+    try:
+        yield
+    finally:
+        configs.get_transform_passes = every
 
 
 def lower_fp32(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
@@ -112,6 +134,21 @@ def save(result: dict[str, Any], out: Path | None, name: str) -> None:
     print(f"wrote {out}")
 
 
+def same_outputs(one: Any, other: Any) -> float:
+    """The largest difference between two loaded programs' first outputs over batches from 1 x 1 to 4 x 512, the
+    smallest first and again last (a program resized by a larger call must still be right on a small one)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch, seq in ((1, 1), (1, 7), (3, 33), (4, 512), (2, 128), (1, 1)):
+        ids = torch.randint(1000, 20000, (batch, seq), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[0, seq // 2 + 1:] = 0
+        worst = max(worst, float((one.execute([ids, mask])[0] - other.execute([ids, mask])[0]).abs().max()))
+    return worst
+
+
 def main() -> int:
     args = arguments("executorch_attention")
 
@@ -133,27 +170,35 @@ def main() -> int:
         for name, module in variants(ckpt).items():
             key = f"{kind}/{name}"
             start = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), transform_passes(kept=name == NOOP_EXPANDS_KEPT):
                 manager = lowering(module, ckpt, shape)
             seconds = time.perf_counter() - start
-            path = work / f"{kind}-{name}.pte"
+            path = work / f"{kind}-{name.replace(', ', '-').replace(' ', '-')}.pte"
             path.write_bytes(bytes(manager.buffer))
             methods[key] = runtime.load_program(str(path)).load_method("forward")
             out = methods[key].execute([ids, mask])[0]
             facts[key] = {**program_facts(manager), "lowering_s": round(seconds, 1),
                           "max_abs_diff_vs_eager": float((out - eager).abs().max())}
             print(f"{key}: lowered in {seconds:.1f} s, {facts[key]['xnnpack_delegates']} delegates", file=sys.stderr)
+    dropped_vs_kept = {kind: same_outputs(methods[f"{kind}/plain"], methods[f"{kind}/{NOOP_EXPANDS_KEPT}"])
+                       for kind in ("fp32", "int8")}
     p50 = time_interleaved(methods, [ids[:1], mask[:1]], args.rounds, args.runs)
     result = {"cpu_class": this_cpu_class(), "batch": 1, "seq": 128, "threads": THREADS, "rounds": args.rounds,
               "runs": args.runs, "p50_ms": p50, "programs": facts,
               "plain_over_transformers": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/transformers"]
-                                          for kind in ("fp32", "int8")}}
+                                          for kind in ("fp32", "int8")},
+              "noop_expands_dropped_vs_kept_max_abs_diff": dropped_vs_kept,
+              "noop_expands_dropped_over_kept": {kind: p50[f"{kind}/plain"] / p50[f"{kind}/{NOOP_EXPANDS_KEPT}"]
+                                                 for kind in ("fp32", "int8")}}
     for key in methods:
-        print(f"{key:18s} p50 {p50[key]:7.2f} ms  delegates {facts[key]['xnnpack_delegates']:3d}  planned "
+        print(f"{key:31s} p50 {p50[key]:7.2f} ms  delegates {facts[key]['xnnpack_delegates']:3d}  planned "
               f"{facts[key]['planned_memory_bytes'] / 1e6:6.1f} MB  lowering {facts[key]['lowering_s']:5.1f} s  "
               f"max diff vs eager {facts[key]['max_abs_diff_vs_eager']:.1e}")
     for kind, ratio in result["plain_over_transformers"].items():
         print(f"{kind}: plain / transformers' attention p50 = {ratio:.2f}")
+    for kind, ratio in result["noop_expands_dropped_over_kept"].items():
+        print(f"{kind}: no-op expands dropped / kept p50 = {ratio:.2f}, outputs differ by at most "
+              f"{dropped_vs_kept[kind]:.1e}")
     save(result, args.out, "executorch_attention")
     return 0
 

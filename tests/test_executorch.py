@@ -130,13 +130,35 @@ def test_the_plain_attention_gives_the_models_outputs_for_every_head(tiny_checkp
             assert torch.equal(a, e), f"{key}: wrap() changed the checkpoint's model"
 
 
+def _kernel_calls(path):
+    """How many times the program at `path` calls each portable kernel (and the delegate), per its flatbuffer."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(path.read_bytes())
+    plan = getattr(program, "program", program).execution_plan[0]
+    calls = collections.Counter()
+    for instruction in (i for chain in plan.chains for i in chain.instructions):
+        kind = type(instruction.instr_args).__name__
+        if kind == "KernelCall":
+            calls[plan.operators[instruction.instr_args.op_index].name] += 1
+        elif kind == "DelegateCall":
+            calls["delegate"] += 1
+    return calls
+
+
 @pytest.mark.parametrize("target", ["executorch:fp32", "executorch:int8-dynamic", "executorch:int8-static"])
 def test_the_attention_runs_inside_xnnpack(built, target):
     """transformers' attention left its fully-masked-row guard (`any`, `logical_not`, `where` per layer) to the
     portable kernels between XNNPACK's pieces; the plain attention has none of them (the one `where` left builds
-    the mask once, before the first layer)."""
-    ops = _entry(built("seq-single"), target)["details"]["portable_ops"]
+    the mask once, before the first layer). Its 4-D matmuls decompose into a portable `expand_copy` of each
+    operand to its own shape (four per layer); XNNPACK's transform pass drops those, and the one left is the
+    mask's."""
+    result = built("seq-single")
+    entry = _entry(result, target)
+    ops = entry["details"]["portable_ops"]
     assert "aten::any" not in ops and "aten::logical_not" not in ops, ops
+    program = next(result.out / f["path"] for f in entry["files"] if f["path"].endswith(".pte"))
+    assert _kernel_calls(program)["aten::expand_copy"] == 1, _kernel_calls(program)
 
 
 def test_int8_programs_are_smaller_and_quantize_the_embeddings(built):

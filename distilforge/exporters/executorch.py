@@ -17,8 +17,12 @@ Traps, measured with executorch 1.5.1 and torch 2.13:
   threads, VNNI (benchmarks/executorch_attention.py): fp32 24.3 -> 17.9 ms, INT8 (all-int8) 15.5 -> 8.6 ms,
   planned memory 168 -> 121 MB;
 - the attention's 4-D `matmul` decomposes into a portable `expand_copy` of both operands (25 copies, 1.4 ms of the
-  default model's 11.6 ms INT8 run, ETDump). The same attention as 3-D `bmm` over (batch x heads) was 0.77x the
-  INT8 latency and 0.88x fp32's (commit a32773c, benchmarks/executorch_attention.py there), but with it the tiny
+  default model's 11.6 ms INT8 run, ETDump). They copy a tensor to its own shape, and since 2026-12-08 `lower`
+  runs XNNPACK's `RemoveNoopExpandCopyPass` (its `get_transform_passes()`), which drops them: 56 -> 50 delegate
+  pieces, outputs bit for bit the same (default model, batch 1 x 1 to 4 x 512), INT8 (all-int8) 9.60 -> 7.38 ms
+  (0.77x) and fp32 19.4 -> 17.4 ms (0.89x) (batch 1 x 128, 2 threads, VNNI; benchmarks/executorch_attention.py,
+  one run). Before that, the same attention as 3-D `bmm` over (batch x heads) was 0.77x the INT8 latency and
+  0.88x fp32's (commit a32773c, benchmarks/executorch_attention.py there), but with it the tiny
   multiple-choice model's `executorch:int8-static` program gave garbage (cosine -0.5) on every input after one
   1 x 1 x 1 call, which the runner makes to warm up; without that call its outputs were right. fp32 and
   int8-dynamic programs were right either way, and so was the static one calibrated on 16 samples instead of the
@@ -216,18 +220,22 @@ def export_program(module: Any, ckpt: LoadedCheckpoint, shape: tuple[int, ...], 
 
 def lower(program: Any, target: str) -> Any:
     """XNNPACK-delegated `.pte` program (an ExecutorchProgramManager). `do_quant_fusion_and_const_prop` folds the
-    INT8 recipes' weight dequantization into constants, as ExecuTorch's own LLM export does.
+    INT8 recipes' weight dequantization into constants, as ExecuTorch's own LLM export does; XNNPACK's transform
+    passes (`get_transform_passes`, as ExecuTorch's XNNPACK example compiler gives them) drop the attention's
+    no-op `expand_copy`s (see the module docstring).
 
     `_check_ir_validity=False` skips the edge dialect verifier, which re-runs the whole graph on fake tensors to
     check every op's dtypes each time an edge program is built: 9 of 126 s (profiled) of the fp32 lowering, 37 of
     319 s of int8-static's. It only checks, the program is the same; ExecuTorch's own XNNPACK lowering and model
     exports turn it off, and every artifact is run and compared with the reference afterwards."""
+    from executorch.backends.xnnpack.utils.configs import get_transform_passes
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     try:
         partitioner = xnnpack_partitioner()
         with fewer_xnnpack_passes(), fewer_edge_passes(), traced_once(program, partitioner) as program:
-            edge = to_edge_transform_and_lower(program, partitioner=[partitioner],
+            edge = to_edge_transform_and_lower(program, transform_passes=get_transform_passes(),
+                                               partitioner=[partitioner],
                                                compile_config=EdgeCompileConfig(_check_ir_validity=False))
         return edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True,
