@@ -314,12 +314,13 @@ def traced_once(program: Any, partitioner: Any) -> Iterator[Any]:
 
 
 # XNNPACK's delegate passes (executorch/backends/xnnpack/_passes) that act only on ops our graphs do not have:
-# convolutions, batch norm, concatenation, padding, PReLU, upsampling, scaled_dot_product_attention, and the
-# channels-last layout that convolutions ask for (with the copies it inserts). Each pass re-traces its piece.
+# convolutions, batch norm, concatenation, padding, PReLU, upsampling, scaled_dot_product_attention, max pooling
+# and max.dim (RemoveGetItemPass), and the channels-last layout that convolutions ask for (with the copies it
+# inserts). Each pass re-traces its piece.
 IDLE_XNNPACK_PASSES = frozenset({
     "ConvertToUpsampleBilinear2d", "ConvertToSDPAPass", "FuseBatchNormPass", "DecomposeBatchNorm",
     "DecomposeConcatenate", "InsertPadQDQPass", "Conv1dUnsqueezePass", "PReLUReshapePass",
-    "ChannelsLastTaggedReshapePass", "RemoveRedundantCopyPass"})
+    "ChannelsLastTaggedReshapePass", "RemoveRedundantCopyPass", "RemoveGetItemPass"})
 # every op in the delegate pieces of the six heads' fp32, int8-dynamic and int8-static programs
 PIECE_OPS = frozenset({
     "aten._softmax.default", "aten.add.Tensor", "aten.bmm.default", "aten.gelu.default", "aten.linear.default",
