@@ -16,12 +16,15 @@ usage: python benchmarks/executorch_attention.py [--rounds N] [--runs N] [--out 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +131,14 @@ def time_interleaved(methods: dict[str, Any], feed: list[Any], rounds: int, runs
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+def scratch(name: str) -> Path:
+    """A fresh temporary folder for the programs a benchmark lowers, removed when the process exits (the disk is
+    shared: a few hundred MB per run left in /tmp add up)."""
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
+
+
 def save(result: dict[str, Any], out: Path | None, name: str) -> None:
     out = out or ROOT / "results" / f"{name}.{result['cpu_class']}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -164,8 +175,7 @@ def main() -> int:
     with torch.no_grad():
         eager = ckpt.model(input_ids=ids, attention_mask=mask).logits
     runtime, methods, facts = Runtime.get(), {}, {}
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / "executorch_attention"
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch("executorch_attention")
     for kind, lowering in (("fp32", lower_fp32), ("int8", lower_int8)):
         for name, module in variants(ckpt).items():
             key = f"{kind}/{name}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from executorch_attention import (  # noqa: E402
     default_model,
     lower_int8,
     save,
+    scratch,
     time_interleaved,
 )
 
@@ -103,7 +103,7 @@ def main() -> int:
     from distilforge.exporters.executorch import wrap
 
     ckpt, shape = default_model()
-    work = Path(tempfile.mkdtemp(prefix="executorch_profile-"))
+    work = scratch("executorch_profile")
     with torch.no_grad():
         manager = lower_int8(wrap(ckpt), ckpt, shape)
     program = work / "all-int8.pte"

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from executorch_attention import THREADS, arguments, default_model, save, time_interleaved  # noqa: E402
+from executorch_attention import THREADS, arguments, default_model, save, scratch, time_interleaved  # noqa: E402
 
 from distilforge.cpu import this_cpu_class  # noqa: E402
 
@@ -108,8 +107,7 @@ def main() -> int:
 
     ckpt, shape = default_model()
     calibration = load_calibration(None, ckpt.tokenizer, ckpt.head)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / "executorch_recipes"
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch("executorch_recipes")
     runtime, methods, cosines = Runtime.get(), {}, {}
     for recipe in RECIPES:
         with torch.no_grad():
