@@ -70,21 +70,29 @@ def lower_fp32(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
         return lower(export_program(module, ckpt, shape, "executorch:fp32"), "executorch:fp32")
 
 
-def lower_int8(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
-    """The `all-int8` recipe of quantize/executorch.py on `module`."""
+def int8_module(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
+    """`module` with the `all-int8` recipe of quantize/executorch.py applied (PT2E, converted)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from distilforge.exporters.executorch import example_tensors, export_program, fewer_collections, lower
+    from distilforge.exporters.executorch import example_tensors, export_program
     from distilforge.quantize import executorch as quantized
     from distilforge.quantize.ladder import pick
 
     module = copy.deepcopy(module)
     quantized.quantize_embeddings(module)
     quantizer = quantized._quantizer(module, pick(quantized.DYNAMIC_RUNGS, "all-int8"), static=False)
+    prepared = prepare_pt2e(export_program(module, ckpt, shape, "x").module(), quantizer)
+    prepared(*example_tensors(ckpt, shape))
+    return convert_pt2e(prepared)
+
+
+def lower_int8(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
+    """The `all-int8` recipe of quantize/executorch.py on `module`, lowered."""
+    from distilforge.exporters.executorch import export_program, fewer_collections, lower
+
     with fewer_collections():
-        prepared = prepare_pt2e(export_program(module, ckpt, shape, "x").module(), quantizer)
-        prepared(*example_tensors(ckpt, shape))
-        return lower(export_program(convert_pt2e(prepared), ckpt, shape, "x"), "executorch:int8-dynamic")
+        converted = int8_module(module, ckpt, shape)
+        return lower(export_program(converted, ckpt, shape, "x"), "executorch:int8-dynamic")
 
 
 def arguments(name: str) -> argparse.Namespace:

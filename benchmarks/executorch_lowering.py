@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import os
 import statistics
@@ -24,25 +23,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from executorch_attention import default_model, save  # noqa: E402
+from executorch_attention import default_model, int8_module, save  # noqa: E402
 
 from distilforge.cpu import this_cpu_class  # noqa: E402
-
-
-def int8_module(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:
-    """`module` with the `all-int8` recipe of quantize/executorch.py applied (PT2E, converted)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from distilforge.exporters.executorch import example_tensors, export_program
-    from distilforge.quantize import executorch as quantized
-    from distilforge.quantize.ladder import pick
-
-    module = copy.deepcopy(module)
-    quantized.quantize_embeddings(module)
-    quantizer = quantized._quantizer(module, pick(quantized.DYNAMIC_RUNGS, "all-int8"), static=False)
-    prepared = prepare_pt2e(export_program(module, ckpt, shape, "x").module(), quantizer)
-    prepared(*example_tensors(ckpt, shape))
-    return convert_pt2e(prepared)
 
 
 @contextlib.contextmanager

@@ -283,8 +283,8 @@ def traced_once(program: Any, partitioner: Any) -> Iterator[Any]:
     the partitioner's ops. The second always runs: `sym_size`, in the table and never decomposed, is in every
     program with a dynamic axis. One call with that table does both. A partitioner with a node check takes
     ExecuTorch's own path. Same bytes (sha256: the default model's fp32 and int8-dynamic programs, two recipes;
-    tests/test_executorch.py: tiny fp32 and static ones); the default model's lowerings took 2-4 s less of 15-25 s
-    (benchmarks/executorch_lowering.py)."""
+    tests/test_executorch.py: tiny fp32 and static ones); the default model's lowerings took 1.2-3.7 s less of
+    12-20 s (fp32 0.89x, INT8 0.81-0.84x, benchmarks/executorch_lowering.py)."""
     from executorch.exir.tracer import _default_decomposition_table
     from torch.export import ExportedProgram
 
