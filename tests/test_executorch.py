@@ -208,7 +208,8 @@ def test_a_static_recipe_reuses_what_an_earlier_one_calibrated(tmp_path, monkeyp
 
 def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     """Every delegate piece of the fp32 program and of a static one (static and dynamic Linears, the head's ReLU,
-    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack, the edge
+    which fp32 fuses into its Linear) is lowered without the XNNPACK passes for ops our graphs lack and those for
+    ops the piece lacks, the edge
     step keeps the partitioner's ops whole in one decomposition and leaves out the edge passes with nothing to
     rewrite, and functionalizes and decomposes each program in one re-trace where ExecuTorch makes two; each
     program is byte for byte the one ExecuTorch makes with every pass and its node-by-node check."""
@@ -241,6 +242,8 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     fewer = programs("fewer")
     assert exporter.pieces_lowered["every pass"] == before["every pass"]
     assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
+    left_out = "passes with nothing to rewrite left out"
+    assert exporter.pieces_lowered[left_out] > before[left_out]
     assert exporter.edge_programs["checked per node"] == edge_before["checked per node"]
     assert exporter.edge_programs["one decomposition"] > edge_before["one decomposition"]
     once = exporter.edge_programs["traced once"] - edge_before["traced once"]
@@ -251,6 +254,7 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
+    monkeypatch.setattr(exporter, "PIECE_PASS_OPS", {})
     monkeypatch.setattr(exporter, "xnnpack_partitioner", XnnpackPartitioner)
     monkeypatch.setattr(exporter, "EDGE_PASS_WORK", {})
     edge_before = dict(exporter.edge_programs)

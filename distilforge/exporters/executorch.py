@@ -43,7 +43,8 @@ dialect's IR verifier, collects garbage less often, leaves out those XNNPACK pas
 decompose once (`xnnpack_partitioner`) and leaves out the edge passes that have nothing to rewrite
 (`fewer_edge_passes`): the edge program 15 s instead of 22 s (its passes 5.0 -> 2.8 s with the last change), the
 whole lowering 29 s instead of 52 s. Since 2026-12-08 the program is functionalized and decomposed in one
-re-trace instead of two (`traced_once`). None of it changes a byte of the program (checked by sha256: the first
+re-trace instead of two (`traced_once`), and each piece is lowered without the XNNPACK passes that have nothing in
+it to rewrite (PIECE_PASS_OPS: the default model's all-int8 lowering about 1 s shorter). None of it changes a byte of the program (checked by sha256: the first
 two on every target and recipe of the default model, the others on its three targets' programs, on the three
 programs of each tiny head, and by tests).
 """
@@ -329,16 +330,27 @@ PIECE_OPS = frozenset({
     "quantized_decomposed.dequantize_per_channel.default", "quantized_decomposed.dequantize_per_tensor.default",
     "quantized_decomposed.dequantize_per_tensor.tensor", "quantized_decomposed.quantize_per_tensor.default",
     "quantized_decomposed.quantize_per_tensor.tensor", "getitem"})
-pieces_lowered = {"fewer passes": 0, "every pass": 0}  # since the process started; read by the tests
+# XNNPACK's delegate passes that rewrite only these of PIECE_OPS (and ops PIECE_OPS lacks: hardtanh, mm, addmm,
+# aten.clone, _to_dim_order_copy): a piece with none of them is lowered without the pass. Each pass re-traces its
+# piece, as the idle ones did.
+PIECE_PASS_OPS = {
+    "FuseActivationPass": frozenset({"aten.relu.default"}),  # an activation folded into the op before it
+    "ConvertToLinearPass": frozenset({"aten.bmm.default"}),  # [add]mm/bmm traced from a Linear -> linear
+    "XNNPACKRemoveCloneOpsTransform": frozenset({"dim_order_ops._clone_dim_order.default"}),
+    "DimOrderOpsRevertPass": frozenset({"dim_order_ops._clone_dim_order.default"}),
+}
+# since the process started; read by the tests
+pieces_lowered = {"fewer passes": 0, "every pass": 0, "passes with nothing to rewrite left out": 0}
 
 
 @contextlib.contextmanager
 def fewer_xnnpack_passes() -> Iterator[None]:
-    """Lower each delegate piece whose ops are all in PIECE_OPS without IDLE_XNNPACK_PASSES; any other piece gets
-    every pass. The bytes are the same (checked by sha256 on the default model's three programs, and by
-    tests/test_executorch.py on a tiny model); the XNNPACK preprocessing of the default model's int8-static program
-    took 21.6 s with every pass and 7.8 s without these, fp32's 9.1 and 4.0 s. ExecuTorch chooses the passes inside
-    XnnpackBackend.preprocess and takes no list from its caller, so its pass manager is swapped for the call."""
+    """Lower each delegate piece whose ops are all in PIECE_OPS without IDLE_XNNPACK_PASSES, and without each pass
+    of PIECE_PASS_OPS none of whose ops it has; any other piece gets every pass. The bytes are the same (checked by
+    sha256 on the default model's three programs, and by tests/test_executorch.py on a tiny model); the XNNPACK
+    preprocessing of the default model's int8-static program took 21.6 s with every pass and 7.8 s without the idle
+    ones, fp32's 9.1 and 4.0 s. ExecuTorch chooses the passes inside XnnpackBackend.preprocess and takes no list
+    from its caller, so its pass manager is swapped for the call."""
     from executorch.backends.xnnpack import xnnpack_preprocess
 
     every = xnnpack_preprocess.XNNPACKPassManager
@@ -347,7 +359,11 @@ def fewer_xnnpack_passes() -> Iterator[None]:
         def __init__(self, exported_program: Any, passes: Any = None) -> None:
             super().__init__(exported_program, passes)
             if passes is None and _only_piece_ops(exported_program):
-                self.passes = [p for p in self.passes if p.__name__ not in IDLE_XNNPACK_PASSES]
+                ops = {_op_name(n) for n in exported_program.graph_module.graph.nodes if n.op == "call_function"}
+                working = [p for p in self.passes
+                           if p.__name__ not in PIECE_PASS_OPS or ops & PIECE_PASS_OPS[p.__name__]]
+                pieces_lowered["passes with nothing to rewrite left out"] += len(self.passes) - len(working)
+                self.passes = [p for p in working if p.__name__ not in IDLE_XNNPACK_PASSES]
                 pieces_lowered["fewer passes"] += 1
             else:
                 pieces_lowered["every pass"] += 1
@@ -359,12 +375,16 @@ def fewer_xnnpack_passes() -> Iterator[None]:
         xnnpack_preprocess.XNNPACKPassManager = every
 
 
+def _op_name(node: Any) -> str:
+    return getattr(node.target, "__name__", str(node.target))
+
+
 def _only_piece_ops(program: Any) -> bool:
     """Every call is to an op in PIECE_OPS, and none was traced from attention or upsampling that the SDPA and
     upsampling passes would recognise by its source function."""
     nodes = [n for n in program.graph_module.graph.nodes if n.op == "call_function"]
     sources = {str(fn).lower() for n in nodes for _, fn in (n.meta.get("source_fn_stack") or [])}
-    return (all(getattr(n.target, "__name__", str(n.target)) in PIECE_OPS for n in nodes)
+    return (all(_op_name(n) in PIECE_OPS for n in nodes)
             and not any(word in source for source in sources for word in ("scaled_dot_product", "upsample",
                                                                           "interpolate")))
 
