@@ -6,6 +6,7 @@ Every head x target is built and validated in tests/test_targets.py (the session
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import subprocess
 import sys
@@ -238,12 +239,15 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
         return made
 
     before, edge_before = dict(exporter.pieces_lowered), dict(exporter.edge_programs)
+    executorch_before = collections.Counter(exporter.executorch_passes)
     passes_before = collections.Counter(exporter.edge_passes)
     fewer = programs("fewer")
     assert exporter.pieces_lowered["every pass"] == before["every pass"]
     assert exporter.pieces_lowered["fewer passes"] > before["fewer passes"]
     left_out = "passes with nothing to rewrite left out"
     assert exporter.pieces_lowered[left_out] > before[left_out]
+    assert exporter.executorch_passes["LegalizePortableDimOrderPass", "skipped"] == 2 + executorch_before[
+        "LegalizePortableDimOrderPass", "skipped"]
     assert exporter.edge_programs["checked per node"] == edge_before["checked per node"]
     assert exporter.edge_programs["one decomposition"] > edge_before["one decomposition"]
     once = exporter.edge_programs["traced once"] - edge_before["traced once"]
@@ -255,11 +259,36 @@ def test_lowering_the_short_way_writes_the_same_bytes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(exporter, "IDLE_XNNPACK_PASSES", frozenset())
     monkeypatch.setattr(exporter, "PIECE_PASS_OPS", {})
+    monkeypatch.setattr(exporter, "dim_order_legalized_when_needed", contextlib.nullcontext)
     monkeypatch.setattr(exporter, "xnnpack_partitioner", XnnpackPartitioner)
     monkeypatch.setattr(exporter, "EDGE_PASS_WORK", {})
     edge_before = dict(exporter.edge_programs)
     assert programs("every") == fewer
     assert exporter.edge_programs["traced once"] == edge_before["traced once"]  # ExecuTorch's own path
+
+
+def test_the_dim_order_legalization_runs_only_where_an_op_reads_another_dim_order():
+    """`to_executorch` legalizes the dim order of a portable `mean.dim` reading a channels-last tensor, and has
+    nothing to do for a contiguous one; either way the program is byte for byte ExecuTorch's own."""
+    import torch
+    from executorch.exir import EdgeCompileConfig, to_edge
+
+    from distilforge.exporters import executorch as exporter
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=1)
+
+    def edge(layout):
+        x = torch.ones(2, 3, 4, 5).to(memory_format=layout)
+        return to_edge(torch.export.export(Mean(), (x,)), compile_config=EdgeCompileConfig(_check_ir_validity=False))
+
+    for layout, how in ((torch.contiguous_format, "skipped"), (torch.channels_last, "run")):
+        before = collections.Counter(exporter.executorch_passes)
+        with exporter.dim_order_legalized_when_needed():
+            ours = edge(layout).to_executorch().buffer
+        assert exporter.executorch_passes - before == {("LegalizePortableDimOrderPass", how): 1}, layout
+        assert ours == edge(layout).to_executorch().buffer, layout
 
 
 def test_an_edge_pass_is_left_out_only_where_the_program_has_nothing_for_it():

@@ -43,10 +43,11 @@ dialect's IR verifier, collects garbage less often, leaves out those XNNPACK pas
 decompose once (`xnnpack_partitioner`) and leaves out the edge passes that have nothing to rewrite
 (`fewer_edge_passes`): the edge program 15 s instead of 22 s (its passes 5.0 -> 2.8 s with the last change), the
 whole lowering 29 s instead of 52 s. Since 2026-12-08 the program is functionalized and decomposed in one
-re-trace instead of two (`traced_once`), and each piece is lowered without the XNNPACK passes that have nothing in
-it to rewrite (PIECE_PASS_OPS: the default model's all-int8 lowering about 1 s shorter). None of it changes a byte of the program (checked by sha256: the first
-two on every target and recipe of the default model, the others on its three targets' programs, on the three
-programs of each tiny head, and by tests).
+re-trace instead of two (`traced_once`), each piece is lowered without the XNNPACK passes that have nothing in it
+to rewrite (PIECE_PASS_OPS: the default model's all-int8 lowering about 1 s shorter), and `to_executorch` runs its
+dim-order legalization only where a program needs it (`dim_order_legalized_when_needed`). None of it changes a
+byte of the program (checked by sha256: the first two on every target and recipe of the default model, the others
+on its three targets' programs, on the three programs of each tiny head, and by tests).
 """
 
 from __future__ import annotations
@@ -238,9 +239,10 @@ def lower(program: Any, target: str) -> Any:
             edge = to_edge_transform_and_lower(program, transform_passes=get_transform_passes(),
                                                partitioner=[partitioner],
                                                compile_config=EdgeCompileConfig(_check_ir_validity=False))
-        return edge.to_executorch(ExecutorchBackendConfig(
-            extract_delegate_segments=True,
-            do_quant_fusion_and_const_prop=True))
+        with dim_order_legalized_when_needed():
+            return edge.to_executorch(ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True))
     except Exception as e:
         raise ExportError(f"{target}: ExecuTorch lowering failed: {type(e).__name__}: {first_line(e)}") from e
 
@@ -507,6 +509,52 @@ def fewer_edge_passes() -> Iterator[None]:
         yield
     finally:
         _program._get_aten_to_edge_passes = every
+
+
+executorch_passes = collections.Counter()  # (pass, "run" | "skipped") since the process started; read by the tests
+
+
+@contextlib.contextmanager
+def dim_order_legalized_when_needed() -> Iterator[None]:
+    """`to_executorch`'s LegalizePortableDimOrderPass runs only on a program where one of the ops it legalizes
+    (pooling, `expand_copy`, `mean.dim`, `sum.dim_IntList`) reads a tensor in a dim order other than the default:
+    it inserts a contiguous copy before such an op and changes nothing else, but re-traces the whole program to
+    find out (about 1.3 s of the default model's lowering). Same bytes (tests/test_executorch.py). ExecuTorch builds
+    the pass list inside `edge_to_executorch_passes`, so the class it names is swapped for the call."""
+    from executorch.exir.program import _program
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    every = _program.LegalizePortableDimOrderPass
+
+    class WhenNeeded(every):  # type: ignore[misc, valid-type]
+        def call(self, graph_module: Any) -> Any:
+            if _all_default_dim_order(graph_module, self._target_ops):
+                executorch_passes["LegalizePortableDimOrderPass", "skipped"] += 1
+                return PassResult(graph_module, False)
+            executorch_passes["LegalizePortableDimOrderPass", "run"] += 1
+            return super().call(graph_module)
+
+    _program.LegalizePortableDimOrderPass = WhenNeeded
+    try:
+        yield
+    finally:
+        _program.LegalizePortableDimOrderPass = every
+
+
+def _all_default_dim_order(graph_module: Any, ops: Any) -> bool:
+    """Every call to one of `ops` in the graph (which has no subgraphs) reads a tensor in the default dim order."""
+    import torch
+
+    if any(isinstance(m, torch.fx.GraphModule) for m in graph_module.children()):
+        return False
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or node.target not in ops:
+            continue
+        first = node.args[0] if node.args else None
+        value = first.meta.get("val") if isinstance(first, torch.fx.Node) else None
+        if not isinstance(value, torch.Tensor) or tuple(value.dim_order()) != tuple(range(value.dim())):
+            return False
+    return True
 
 
 @contextlib.contextmanager
