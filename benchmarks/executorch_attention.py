@@ -26,9 +26,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,19 +48,14 @@ def variants(ckpt: Any) -> dict[str, Any]:
 NOOP_EXPANDS_KEPT = "plain, no-op expands kept"
 
 
-@contextlib.contextmanager
-def transform_passes(kept: bool) -> Iterator[None]:
+def transform_passes(kept: bool) -> Any:
     """`lower` as it is, or (`kept`) without XNNPACK's transform passes: the 4-D matmuls' no-op `expand_copy`s
     stay in the program, as they did before 2026-12-08."""
     from executorch.backends.xnnpack.utils import configs
 
-    every = configs.get_transform_passes
-    if kept:
-        configs.get_transform_passes = lambda additional_passes=None: list(additional_passes or [])
-    try:
-        yield
-    finally:
-        configs.get_transform_passes = every
+    if not kept:
+        return contextlib.nullcontext()
+    return mock.patch.object(configs, "get_transform_passes", lambda additional_passes=None: [])
 
 
 def lower_fp32(module: Any, ckpt: Any, shape: tuple[int, ...]) -> Any:

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,25 +29,16 @@ from executorch_attention import default_model, int8_module, save  # noqa: E402
 from distilforge.cpu import this_cpu_class  # noqa: E402
 
 
-@contextlib.contextmanager
-def passed_over(program: Any, partitioner: Any) -> Any:
-    yield program
-
-
 def lowered(module: Any, ckpt: Any, shape: tuple[int, ...], once: bool) -> tuple[float, str]:
-    """Seconds of `lower` and the program's sha256."""
+    """Seconds of `lower` and the program's sha256; `once=False`: `traced_once` hands the program on as it is."""
     from distilforge.exporters import executorch as exporter
 
     program = exporter.export_program(module, ckpt, shape, "x")
-    kept = exporter.traced_once
-    exporter.traced_once = kept if once else passed_over
-    try:
-        with exporter.fewer_collections():
-            start = time.perf_counter()
-            manager = exporter.lower(program, "x")
-            seconds = time.perf_counter() - start
-    finally:
-        exporter.traced_once = kept
+    as_exported = mock.patch.object(exporter, "traced_once", lambda program, _: contextlib.nullcontext(program))
+    with contextlib.nullcontext() if once else as_exported, exporter.fewer_collections():
+        start = time.perf_counter()
+        manager = exporter.lower(program, "x")
+        seconds = time.perf_counter() - start
     return seconds, hashlib.sha256(bytes(manager.buffer)).hexdigest()
 
 

@@ -132,18 +132,15 @@ def test_the_plain_attention_gives_the_models_outputs_for_every_head(tiny_checkp
 
 
 def _kernel_calls(path):
-    """How many times the program at `path` calls each portable kernel (and the delegate), per its flatbuffer."""
+    """How many times the program at `path` calls each portable kernel, per its flatbuffer."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     program = deserialize_pte_binary(path.read_bytes())
     plan = getattr(program, "program", program).execution_plan[0]
     calls = collections.Counter()
     for instruction in (i for chain in plan.chains for i in chain.instructions):
-        kind = type(instruction.instr_args).__name__
-        if kind == "KernelCall":
+        if type(instruction.instr_args).__name__ == "KernelCall":
             calls[plan.operators[instruction.instr_args.op_index].name] += 1
-        elif kind == "DelegateCall":
-            calls["delegate"] += 1
     return calls
 
 
